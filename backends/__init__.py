@@ -1,0 +1,1 @@
+"""Populated by the NIR/backends issues; see DESIGN.md."""

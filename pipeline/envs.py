@@ -1,0 +1,127 @@
+"""Environments and observation preprocessing (DESIGN.md "Evaluation protocol").
+
+Atari uses Gymnasium's own wrappers on an ALE v5 game made with ``frameskip=1``:
+``AtariPreprocessing`` (up to 30 no-op starts, frame skip 4, 84x84 grey) and
+``FrameStackObservation(4)``, giving ``(4, 84, 84)`` uint8 observations; the network sees
+them scaled by 1/255. Classic control keeps Gymnasium's defaults (CartPole-v1 capped at 500);
+observations are optionally mapped to [-1, 1] from the observation space's bounds where
+those are finite (MountainCar), recorded in the checkpoint as :class:`Preprocessing`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from pipeline.errors import UserError, choice_error
+from pipeline.spec import Preprocessing
+
+CLASSIC_ENVS = ("CartPole-v1", "MountainCar-v0", "Acrobot-v1")
+ATARI_DEFAULTS: dict[str, Any] = {
+    "noop_max": 30,
+    "frame_skip": 4,
+    "screen_size": 84,
+    "frame_stack": 4,
+    "terminal_on_life_loss": False,
+    "max_episode_steps": 18000,  # agent steps (Tan, Liu)
+}
+_ale_registered = False
+
+
+def is_atari(env_id: str) -> bool:
+    return env_id.startswith("ALE/")
+
+
+def _register_ale() -> None:
+    global _ale_registered
+    if not _ale_registered:
+        import ale_py
+
+        gym.register_envs(ale_py)
+        _ale_registered = True
+
+
+def check_env_id(env_id: str) -> None:
+    if is_atari(env_id):
+        _register_ale()
+    if env_id not in gym.registry:
+        atari = "ALE/<Game>-v5 (e.g. ALE/Pong-v5, ALE/Breakout-v5)"
+        raise choice_error("environment", env_id, [*CLASSIC_ENVS, atari])
+    if is_atari(env_id) and not env_id.endswith("-v5"):
+        raise UserError(f"Atari environments must be ALE v5 ids (ALE/<Game>-v5), got {env_id!r}")
+
+
+def make_env(env_id: str, atari: dict[str, Any] | None = None, render_mode: str | None = None,
+             max_episode_steps: int | None = None) -> gym.Env:
+    """The raw-observation environment the agent acts in (before scaling)."""
+    check_env_id(env_id)
+    if not is_atari(env_id):
+        env = gym.make(env_id, render_mode=render_mode)
+        if max_episode_steps is not None:
+            env = gym.wrappers.TimeLimit(env, max_episode_steps)
+        return env
+    cfg = {**ATARI_DEFAULTS, **(atari or {})}
+    env = gym.make(env_id, frameskip=1, render_mode=render_mode)
+    env = gym.wrappers.AtariPreprocessing(
+        env,
+        noop_max=cfg["noop_max"],
+        frame_skip=cfg["frame_skip"],
+        screen_size=cfg["screen_size"],
+        terminal_on_life_loss=cfg["terminal_on_life_loss"],
+        grayscale_obs=True,
+        scale_obs=False,
+    )
+    env = gym.wrappers.FrameStackObservation(env, cfg["frame_stack"])
+    env = gym.wrappers.TimeLimit(env, max_episode_steps or cfg["max_episode_steps"])
+    return env
+
+
+def default_preprocessing(env_id: str, scale_obs: bool) -> Preprocessing:
+    """1/255 for Atari frames; for classic control, identity or a map of finite bounds to [-1, 1]."""
+    if is_atari(env_id):
+        return Preprocessing(offset=(0.0,), scale=(1.0 / 255.0,), atari=dict(ATARI_DEFAULTS))
+    if not scale_obs:
+        return Preprocessing()
+    env = make_env(env_id)
+    space = env.observation_space
+    env.close()
+    low, high = np.asarray(space.low, np.float64), np.asarray(space.high, np.float64)
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        raise UserError(f"--scale-obs needs finite observation bounds; {env_id} has infinite ones")
+    center, half = (low + high) / 2, (high - low) / 2
+    return Preprocessing(offset=tuple(center.tolist()), scale=tuple((1.0 / half).tolist()))
+
+
+def obs_shape(env_id: str, atari: dict[str, Any] | None = None) -> tuple[int, ...]:
+    env = make_env(env_id, atari)
+    shape = tuple(int(x) for x in env.observation_space.shape)
+    env.close()
+    return shape
+
+
+def n_actions(env: gym.Env) -> int:
+    if not isinstance(env.action_space, gym.spaces.Discrete):
+        raise UserError(f"only discrete action spaces are supported, got {env.action_space}")
+    return int(env.action_space.n)
+
+
+class Preprocessor(torch.nn.Module):
+    """``x' = (x - offset) * scale`` in float32, as a module so SB3 and the bridge share it."""
+
+    def __init__(self, pre: Preprocessing):
+        super().__init__()
+        self.register_buffer("offset", torch.tensor(pre.offset, dtype=torch.float32))
+        self.register_buffer("scale", torch.tensor(pre.scale, dtype=torch.float32))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        # offset/scale are per feature (classic control) or one-element (Atari): both broadcast
+        return (obs.to(torch.float32) - self.offset) * self.scale
+
+
+def preprocess(obs: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """Numpy twin of :class:`Preprocessor` for a batch ``[N, *obs_shape]``; float32 result."""
+    with torch.no_grad():
+        return Preprocessor(pre)(torch.as_tensor(np.asarray(obs))).numpy()

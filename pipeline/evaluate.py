@@ -1,0 +1,116 @@
+"""Greedy (or epsilon-greedy) evaluation of a checkpoint's torch model in its environment.
+
+Episode ``i`` is reset with seed ``seed + i``, so any episode can be replayed alone and two
+policies can be compared on exactly the same episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.checkpoint import load_checkpoint
+from pipeline.envs import Preprocessor, make_env, n_actions
+from pipeline.errors import UserError, cli_entry
+from pipeline.models import SpikingQNetwork, greedy_action
+
+
+def evaluate_checkpoint(path: str | Path, episodes: int = 100, seed: int = 0, epsilon: float = 0.0,
+                        max_steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+    if episodes < 1:
+        raise UserError(f"episodes must be >= 1, got {episodes}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise UserError(f"epsilon must lie in [0, 1], got {epsilon}")
+    ckpt = load_checkpoint(path)
+    model = ckpt.build()
+    pre = Preprocessor(ckpt.preprocessing)
+    env = make_env(ckpt.env_id, ckpt.preprocessing.atari or None, max_episode_steps=max_steps)
+    if n_actions(env) != ckpt.spec.n_actions or tuple(env.observation_space.shape) != ckpt.spec.obs_shape:
+        raise UserError(f"{path}: model expects obs {ckpt.spec.obs_shape} and {ckpt.spec.n_actions} actions; "
+                        f"{ckpt.env_id} gives {env.observation_space.shape} and {n_actions(env)}")
+    rng = np.random.default_rng(seed)
+    returns, lengths = [], []
+    t0 = time.perf_counter()
+    bar = tqdm(range(episodes), desc=f"eval {Path(path).name}", disable=not progress, unit="ep")
+    for i in bar:
+        obs, _ = env.reset(seed=seed + i)
+        total, steps, done = 0.0, 0, False
+        while not done:
+            if epsilon > 0 and rng.random() < epsilon:
+                action = int(rng.integers(ckpt.spec.n_actions))
+            else:
+                with torch.no_grad():
+                    x = pre(torch.as_tensor(np.asarray(obs)).unsqueeze(0))
+                    if isinstance(model, SpikingQNetwork):
+                        q, _, tie = model.run(x)
+                        action = int(greedy_action(q, tie)[0])
+                    else:
+                        action = int(greedy_action(model(x))[0])
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated
+        returns.append(total)
+        lengths.append(steps)
+        bar.set_postfix(mean=f"{np.mean(returns):.1f}")
+    env.close()
+    return {
+        "checkpoint": str(path),
+        "env_id": ckpt.env_id,
+        "model_kind": ckpt.spec.kind,
+        "variant": ckpt.spec.variant,
+        "episodes": episodes,
+        "seed": seed,
+        "epsilon": epsilon,
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns)),
+        "min_return": float(np.min(returns)),
+        "max_return": float(np.max(returns)),
+        "mean_length": float(np.mean(lengths)),
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "returns": returns,
+    }
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="torch evaluation")
+    for col in ("checkpoint", "env", "kind", "episodes", "return (mean ± std)", "min", "max", "wall"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(Path(r["checkpoint"]).name, r["env_id"], f"{r['model_kind']}/{r['variant']}",
+                      str(r["episodes"]), f"{r['mean_return']:.1f} ± {r['std_return']:.1f}",
+                      f"{r['min_return']:.0f}", f"{r['max_return']:.0f}", f"{r['wall_s']:.0f} s")
+    Console().print(table)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="evaluate-agent", description="Evaluate checkpoints in torch.")
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epsilon", type=float, default=0.0)
+    p.add_argument("--max-steps", type=int, help="cap on agent steps per episode")
+    p.add_argument("--json", help="write results here")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    results = [evaluate_checkpoint(c, args.episodes, args.seed, args.epsilon, args.max_steps,
+                                   progress=not args.no_progress) for c in args.checkpoints]
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    print_table(results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""The Q-networks: a DQN and the spiking variants, built from one :class:`ModelSpec`.
+
+Both share the same module tree so a DQN's state_dict maps one-to-one onto its converted
+SNN: ``layers`` (hidden stages: conv/linear, each followed by a ReLU or a spiking neuron)
+and ``head`` (the output linear map, read out according to ``spec.readout``).
+
+The spiking forward is multi-step, layer by layer (Liu et al. 2022's "multi-step mode"):
+each synaptic map runs once on a batch of ``T x B`` inputs, and only the element-wise
+neuron update loops over time. With the ``current`` encoding the first layer's input
+current is computed once per observation and broadcast over T.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline import neurons
+from pipeline.encoding import encode
+from pipeline.spec import MEMBRANE_READOUTS, ModelSpec
+
+NATURE_CONVS = ((32, 8, 4), (64, 4, 2), (64, 3, 1))  # (channels, kernel, stride), Mnih 2015
+NATURE_FC = 512
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: int = 0) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def build_layers(spec: ModelSpec) -> tuple[nn.ModuleList, nn.Linear]:
+    """Hidden stages and head for ``spec.arch`` (no nonlinearity: that depends on the kind)."""
+    bias = spec.bias
+    stages: list[nn.Module] = []
+    if spec.arch == "nature_cnn":
+        c, h, w = spec.obs_shape
+        for out_c, k, s in NATURE_CONVS:
+            stages.append(nn.Sequential(nn.Conv2d(c, out_c, k, stride=s, bias=bias)))
+            c, h, w = out_c, conv_out(h, k, s), conv_out(w, k, s)
+            if h < 1 or w < 1:
+                raise ValueError(f"observation {spec.obs_shape} too small for the Nature CNN")
+        stages.append(nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, NATURE_FC, bias=bias)))
+        width = NATURE_FC
+    else:
+        width = 1
+        for d in spec.obs_shape:
+            width *= d
+        first = True
+        for hsize in spec.hidden:
+            mods: list[nn.Module] = [nn.Flatten()] if first and len(spec.obs_shape) > 1 else []
+            mods.append(nn.Linear(width, hsize, bias=bias))
+            stages.append(nn.Sequential(*mods))
+            width, first = hsize, False
+    return nn.ModuleList(stages), nn.Linear(width, spec.n_actions, bias=bias)
+
+
+class DQN(nn.Module):
+    """Plain Q-network: ReLU after every hidden stage, linear head."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        self.layers, self.head = build_layers(spec)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs
+        for layer in self.layers:
+            x = torch.relu(layer(x))
+        return self.head(x)
+
+    def activations(self, obs: torch.Tensor) -> list[torch.Tensor]:
+        """Post-ReLU activation of every hidden stage, then the head's output (for conversion)."""
+        acts = []
+        x = obs
+        for layer in self.layers:
+            x = torch.relu(layer(x))
+            acts.append(x)
+        acts.append(self.head(x))
+        return acts
+
+
+class SpikingQNetwork(nn.Module):
+    """DSQN (Liu, Chen, Hahn variants) and converted SNNs, per DESIGN.md's step semantics.
+
+    ``forward`` returns Q ``[B, A]``. :meth:`run` also returns the spike trains of every
+    hidden layer, which the tests and the energy estimate use.
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        assert spec.spiking and spec.neuron is not None
+        self.spec = spec
+        self.layers, self.head = build_layers(spec)
+
+    def forward(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.run(obs, generator)[0]
+
+    def run(
+        self, obs: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """Return (Q, hidden spikes per layer ``[T, B, ...]``, tie-break membrane or None)."""
+        spec, p = self.spec, self.spec.neuron
+        assert p is not None
+        T, B = spec.time_steps, obs.shape[0]
+
+        def per_step(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+            """Apply a synaptic map to ``[T, B, ...]`` as one batch of T*B."""
+            y = layer(x.reshape(T * B, *x.shape[2:]))
+            return y.reshape(T, B, *y.shape[1:])
+
+        if spec.encoding == "current":
+            first = self.layers[0](obs)  # computed once, constant over the T steps
+            current = first.unsqueeze(0).expand(T, *first.shape)
+        else:
+            current = per_step(self.layers[0], encode(obs, T, spec.encoding, generator))
+        spikes, _ = neurons.spiking_layer(current, p)
+        all_spikes = [spikes]
+        for layer in self.layers[1:]:
+            spikes, _ = neurons.spiking_layer(per_step(layer, spikes), p)
+            all_spikes.append(spikes)
+
+        readout, tiebreak = spec.readout, None
+        if readout == "rate":
+            # Q = W_out . mean_t S_L + b  (Liu): the head is linear, so average first.
+            q = self.head(spikes.mean(dim=0))
+        else:
+            out_current = per_step(self.head, spikes)
+            if readout in MEMBRANE_READOUTS:
+                trace = neurons.leaky_integrator(out_current, spec.tau_out)
+                if readout == "membrane_max":
+                    q = trace.max(dim=0).values
+                elif readout == "membrane_mean":
+                    q = trace.mean(dim=0)
+                else:
+                    q = trace[-1]
+            elif readout == "voltage":
+                q = neurons.integrate_layer(out_current, p)
+            else:  # spike_count / robust_rate: a spiking output layer
+                out_spikes, v_last = neurons.spiking_layer(out_current, p)
+                count = out_spikes.sum(dim=0)
+                if readout == "spike_count":
+                    q, tiebreak = count, v_last
+                else:  # robust_rate (Tan et al. 2020): count / T + V(T) / (T V_th)
+                    q = count / T + v_last / (T * p.v_th)
+        return q, all_spikes, tiebreak
+
+
+def build_model(spec: ModelSpec) -> DQN | SpikingQNetwork:
+    spec.validate()
+    return SpikingQNetwork(spec) if spec.spiking else DQN(spec)
+
+
+def greedy_action(q: torch.Tensor, tiebreak: torch.Tensor | None = None) -> torch.Tensor:
+    """argmax over actions, ties to the lowest index; ``tiebreak`` (membrane) orders equal Q."""
+    if tiebreak is None:
+        return q.argmax(dim=-1)  # torch returns the first maximal index
+    best = q == q.max(dim=-1, keepdim=True).values
+    masked = torch.where(best, tiebreak, torch.full_like(tiebreak, -torch.inf))
+    return masked.argmax(dim=-1)
