@@ -11,7 +11,6 @@ import os
 import pickle
 import platform
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +83,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     except pickle.UnpicklingError as exc:
         reason = str(exc).splitlines()[0] if str(exc) else "unsafe or corrupt pickle"
         raise UserError(f"{path}: not a safe dsqn-deploy checkpoint ({reason[:200]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # torch.load raises many types on garbage (KeyError, EOFError, ...)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"{path}: corrupt or not a torch checkpoint ({reason[:200]})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:

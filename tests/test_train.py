@@ -1,0 +1,105 @@
+"""train-agent: real (short) SB3 runs on CartPole and Atari, determinism, outputs, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.checkpoint import load_checkpoint
+from pipeline.train import main as train_main
+
+TINY = ["--steps", "600", "--hp", "learning_starts=100", "--hp", "train_freq=50", "--hp", "gradient_steps=5",
+        "--hp", "eval_freq=300", "--hp", "eval_episodes=1", "--hp", "final_eval_episodes=2",
+        "--hidden", "8", "--no-progress"]
+
+
+def run_train(out: Path, *extra: str) -> None:
+    assert train_main(["--env", "CartPole-v1", *extra, *TINY, "-o", str(out)]) == 0
+
+
+def test_same_seed_same_run_and_all_outputs(tmp_path: Path):
+    a, b = tmp_path / "a" / "m.pt", tmp_path / "b" / "m.pt"
+    run_train(a, "--model", "dsqn", "-T", "4", "--seed", "7")
+    run_train(b, "--model", "dsqn", "-T", "4", "--seed", "7")
+    for suffix in (".pt", ".last.pt", ".eval.csv", ".train.json", ".curve.png"):
+        assert (a.parent / f"m{suffix}").is_file(), suffix
+    ca, cb = load_checkpoint(a), load_checkpoint(b)
+    assert ca.spec == cb.spec and ca.spec.time_steps == 4 and ca.spec.variant == "liu"
+    for k in ca.state_dict:
+        assert torch.equal(ca.state_dict[k], cb.state_dict[k]), k
+    rows = lambda p: [(r["timesteps"], r["mean_return"]) for r in csv.DictReader(open(p))]  # noqa: E731
+    assert rows(a.with_name("m.eval.csv")) == rows(b.with_name("m.eval.csv"))
+    summary = json.loads(a.with_name("m.train.json").read_text())
+    assert summary["final_eval"]["episodes"] == 2
+    prov = ca.provenance
+    assert prov["seed"] == 7 and "torch" in prov["versions"] and prov["evaluation"]["episodes"] == 2
+    # a different seed gives a different run
+    c = tmp_path / "c" / "m.pt"
+    run_train(c, "--model", "dsqn", "-T", "4", "--seed", "8")
+    cc = load_checkpoint(c)
+    assert any(not torch.equal(ca.state_dict[k], cc.state_dict[k]) for k in ca.state_dict)
+
+
+@pytest.mark.parametrize("model", ["dqn", "chen-dsqn", "if-dsqn"])
+def test_every_model_trains(tmp_path: Path, model: str):
+    out = tmp_path / "m.pt"
+    extra = ["--double"] if model == "dqn" else ["-T", "3"]
+    run_train(out, "--model", model, *extra)
+    ckpt = load_checkpoint(out)
+    expected = {"dqn": ("dqn", None), "chen-dsqn": ("dsqn", "membrane_max"), "if-dsqn": ("dsqn", "voltage")}[model]
+    assert ckpt.spec.kind == expected[0]
+    if expected[1]:
+        assert ckpt.spec.readout == expected[1]
+    if model == "dqn":
+        assert ckpt.provenance["hyperparams"]["double_dqn"] is True
+
+
+def test_mountaincar_scaled_observations(tmp_path: Path):
+    out = tmp_path / "mc.pt"
+    assert train_main(["--env", "MountainCar-v0", "--model", "dsqn", "-T", "3", "--scale-obs", *TINY,
+                       "-o", str(out)]) == 0
+    pre = load_checkpoint(out).preprocessing
+    assert pre.offset == pytest.approx((-0.3, 0.0)) and pre.scale == pytest.approx((1 / 0.9, 1 / 0.07))
+
+
+def test_atari_dsqn_short_run(tmp_path: Path):
+    """A real ALE Pong run with the Nature-CNN DSQN at a tiny T: env, wrappers, replay, updates."""
+    out = tmp_path / "pong.pt"
+    code = train_main(["--env", "ALE/Pong-v5", "--model", "dsqn", "-T", "2", "--steps", "160",
+                       "--hp", "buffer_size=400", "--hp", "learning_starts=40", "--hp", "batch_size=4",
+                       "--hp", "train_freq=4", "--hp", "eval_freq=100000", "--hp", "eval_episodes=1",
+                       "--hp", "final_eval_episodes=0", "--hp", "target_update_interval=50",
+                       "--no-progress", "-o", str(out)])
+    assert code == 0
+    ckpt = load_checkpoint(out)
+    assert ckpt.spec.arch == "nature_cnn" and ckpt.spec.obs_shape == (4, 84, 84) and ckpt.spec.n_actions == 6
+    assert ckpt.preprocessing.scale == pytest.approx((1 / 255,))
+    assert ckpt.preprocessing.atari["frame_skip"] == 4 and ckpt.preprocessing.atari["noop_max"] == 30
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--env", "NoSuchEnv-v0", "--model", "dsqn"], "unknown environment 'NoSuchEnv-v0'; valid choices: CartPole-v1"),
+        (["--env", "CartPole-v1", "--model", "snn"], "unknown model 'snn'; valid choices: dqn, dsqn"),
+        (["--env", "CartPole-v1", "--readout", "argmax"], "unknown readout 'argmax'; valid choices: rate"),
+        (["--env", "CartPole-v1", "--hp", "lr=0.1"], "unknown hyperparameter 'lr'; valid choices: batch_size"),
+        (["--env", "CartPole-v1", "--hp", "gamma=high"], "hyperparameter gamma needs a float"),
+        (["--env", "CartPole-v1", "--preset", "fast"], "unknown hyperparameter preset 'fast'"),
+        (["--env", "CartPole-v1", "--model", "dqn", "-T", "8"], "--model dqn takes no spiking options"),
+        (["--env", "CartPole-v1", "--arch", "nature_cnn"], "does not fit CartPole-v1"),
+    ],
+)
+def test_bad_input_one_line_error(tmp_path: Path, args: list[str], needle: str):
+    proc = subprocess.run([sys.executable, "-m", "pipeline.train", *args, "-o", str(tmp_path / "x.pt")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert not (tmp_path / "x.pt").exists()
