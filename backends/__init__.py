@@ -1,1 +1,30 @@
-"""Populated by the NIR/backends issues; see DESIGN.md."""
+"""Backends: one adapter per target behind backends.base's interface.
+
+``TARGETS`` maps a ``run-backend --target`` name to a factory ``(graph, **options) -> Backend``.
+Factories import their simulator lazily, so choosing ``reference`` never imports NEST or
+Lava; adapters added later register here (e.g. ``"nest": _nest``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.errors import check_choice
+
+
+def _reference(graph: Any, **options: Any) -> Any:
+    from backends.reference import ReferenceBackend
+
+    return ReferenceBackend(graph, **options)
+
+
+TARGETS: dict[str, Callable[..., Any]] = {
+    "reference": _reference,
+}
+
+
+def make_backend(target: str, graph: Any, **options: Any) -> Any:
+    """Build the backend ``target`` for ``graph`` (a nir.NIRGraph or a canonical Plan)."""
+    check_choice("target", target, TARGETS)
+    return TARGETS[target](graph, **options)

@@ -61,6 +61,7 @@ class Hyperparams:
 
     total_steps: int = 50_000
     learning_rate: float = 1e-4
+    learning_rate_end: float | None = None  # linear decay to this value (None: constant)
     batch_size: int = 32
     buffer_size: int = 100_000
     learning_starts: int = 1_000
@@ -279,6 +280,14 @@ def plot_curve(rows: list[dict[str, float]], title: str, path: Path) -> None:
     plt.close(fig)
 
 
+def lr_schedule(hp: Hyperparams):
+    """Constant, or linear from learning_rate to learning_rate_end over the run (SB3 schedule)."""
+    if hp.learning_rate_end is None:
+        return hp.learning_rate
+    start, end = hp.learning_rate, hp.learning_rate_end
+    return lambda progress_remaining: end + progress_remaining * (start - end)
+
+
 def check_replay_memory(hp: Hyperparams, obs_nbytes: int) -> None:
     """Refuse a replay buffer that cannot fit in this machine's memory, before allocating it."""
     copies = 1 if hp.optimize_memory_usage else 2
@@ -377,7 +386,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     agent = algo(
         ModelDQNPolicy,
         train_env,
-        learning_rate=hp.learning_rate,
+        learning_rate=lr_schedule(hp),
         buffer_size=hp.buffer_size,
         learning_starts=hp.learning_starts,
         batch_size=hp.batch_size,

@@ -1,0 +1,195 @@
+"""The reference backend: runs a NIR graph (via its :class:`~exporters.canonical.Plan`) in torch.
+
+Layer-synchronous like the torch model (no delays): each op is computed for all T steps of
+a batch before the next op, synaptic maps on batches of T*N, neuron updates looping over t.
+It is the oracle every other backend is compared with (DESIGN.md "Time-step semantics").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import nir
+import numpy as np
+import torch
+
+from backends.base import Readout
+from backends.reference.ops import per_step, reduce_time, run_neuron, spike
+from exporters.canonical import SYNAPSES, Op, Plan, build_plan
+from pipeline.encoding import encode
+from pipeline.errors import UserError
+from pipeline.models import greedy_action
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+MEMORY_BUDGET = 512 * 2**20  # bytes of live activations per chunk (auto batch size)
+
+
+@dataclass
+class RunResult:
+    """Everything one batch produced, before it becomes a :class:`Readout`."""
+
+    q: torch.Tensor
+    tiebreak: torch.Tensor | None
+    spikes: dict[str, torch.Tensor]
+
+
+def _tensor_params(op: Op, dtype: torch.dtype) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in op.params.items():
+        out[k] = torch.as_tensor(v, dtype=dtype) if isinstance(v, np.ndarray) else v
+    return out
+
+
+def _neuron_params(op: Op, dtype: torch.dtype) -> dict[str, Any]:
+    step = op.neuron
+    assert step is not None
+    out: dict[str, Any] = {}
+    for k in ("gain", "tau", "v_leak", "v_th", "v_reset", "v_sub", "v_init", "tau_syn", "w_in"):
+        v = getattr(step, k)
+        out[k] = torch.as_tensor(v, dtype=dtype) if isinstance(v, np.ndarray) else v
+    return out
+
+
+class ReferenceBackend:
+    """Build once from a graph; ``run`` batches of preprocessed observations (backends.base)."""
+
+    name = "reference"
+
+    def __init__(self, graph: nir.NIRGraph | Plan, *, dtype: str = "float32", batch_size: int | None = None,
+                 convention: str | None = None, time_steps: int | None = None, dt: float | None = None,
+                 readout: str | None = None):
+        if dtype not in DTYPES:
+            raise UserError(f"unknown dtype {dtype!r}; valid choices: {', '.join(DTYPES)}")
+        self.plan = graph if isinstance(graph, Plan) else build_plan(
+            graph, convention=convention, time_steps=time_steps, dt=dt, readout=readout)
+        self.dtype = DTYPES[dtype]
+        self.sem = self.plan.semantics
+        self.T = self.sem.time_steps
+        self.params = {op.name: (_neuron_params(op, self.dtype) if op.neuron is not None
+                                 else _tensor_params(op, self.dtype)) for op in self.plan.ops}
+        self.obs_shape = self.plan.op(self.plan.input).out_shape
+        src = self.plan.readout_source
+        # q = W mean_t(x) + b equals mean_t(W x + b) exactly in real numbers, and is what the
+        # torch model computes for the rate readout: average first, then the head.
+        self.pushdown = (self.sem.reduce == "mean" and src.kind in ("affine", "linear")
+                         and self.sem.membrane_divisor == 0.0)
+        self.batch_size = batch_size or self._auto_batch()
+        self.spiking_ops = [op.name for op in self.plan.ops if op.spiking]
+
+    def _auto_batch(self) -> int:
+        width = max(int(np.prod(op.out_shape)) for op in self.plan.ops)
+        per_obs = self.T * width * torch.finfo(self.dtype).bits // 8 * 3
+        return int(max(1, min(4096, MEMORY_BUDGET // max(per_obs, 1))))
+
+    # ------------------------------------------------------------------ running
+
+    def _input_value(self, obs: torch.Tensor, spikes: torch.Tensor | None) -> torch.Tensor:
+        if spikes is not None:
+            return spikes
+        if self.sem.encoding == "current":
+            return obs.unsqueeze(0)  # constant over the T steps
+        gen = torch.Generator().manual_seed(self.sem.encoding_seed)
+        return encode(obs, self.T, self.sem.encoding, gen)
+
+    def run_batch(self, obs: torch.Tensor, input_spikes: torch.Tensor | None = None,
+                  record: bool = True) -> RunResult:
+        """Run ``obs`` ``[N, *obs_shape]`` (already in the working dtype); torch in, torch out."""
+        T, sem = self.T, self.sem
+        values: dict[str, torch.Tensor] = {}
+        final_v: dict[str, torch.Tensor] = {}
+        counts: dict[str, torch.Tensor] = {}
+        out_name = self.plan.output
+        src = self.plan.readout_source
+        for op in self.plan.ops:
+            p = self.params[op.name]
+            if op.kind == "input":
+                values[op.name] = self._input_value(obs, input_spikes)
+                continue
+            if op.kind == "output":
+                break
+            if self.pushdown and op.name == src.name:
+                continue
+            x = values[op.inputs[0]]
+            for other in op.inputs[1:]:  # several inputs to a node are summed
+                y = values[other]
+                x = x + y if x.shape[0] == y.shape[0] else x.expand(T, *x.shape[1:]) + y.expand(T, *y.shape[1:])
+            if op.kind in SYNAPSES:
+                values[op.name] = per_step(op, x, p)
+            elif op.kind == "relu":
+                values[op.name] = torch.relu(x)
+            elif op.kind == "threshold":
+                values[op.name] = spike(x, p["threshold"], p["compare"], False)
+            else:
+                assert op.neuron is not None
+                values[op.name], final_v[op.name] = run_neuron(op.neuron, x, T, p)
+            if record and op.spiking:
+                s = values[op.name]
+                counts[op.name] = (s.expand(T, *s.shape[1:]) if s.shape[0] == 1 else s).sum(dim=0)
+        if self.pushdown:
+            x = values[src.inputs[0]]
+            for other in src.inputs[1:]:
+                x = x + values[other]
+            mean = x[0] if x.shape[0] == 1 else x.mean(dim=0)
+            q = per_step(src, mean.unsqueeze(0), self.params[src.name])[0]
+        else:
+            q = reduce_time(values[self.plan.op(out_name).inputs[0]], sem.reduce, T)
+            if sem.divisor != 1.0:
+                q = q / sem.divisor
+        q = q.reshape(q.shape[0], -1)
+        membrane = final_v.get(src.name)
+        if sem.membrane_divisor:
+            assert membrane is not None
+            q = q + membrane.reshape(q.shape) / sem.membrane_divisor
+        if sem.offset != 0.0:
+            q = q + sem.offset
+        tiebreak = None
+        if sem.tiebreak == "membrane":
+            if membrane is None:
+                raise UserError(f"readout {sem.readout} breaks ties by membrane, but {src.name!r} has none")
+            tiebreak = membrane.reshape(q.shape)
+        return RunResult(q=q, tiebreak=tiebreak, spikes=counts)
+
+    def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Readout:
+        """backends.base.Backend.run: ``obs`` ``[N, *obs_shape]`` -> Readout (q float64, actions)."""
+        obs = np.asarray(obs)
+        if obs.ndim == len(self.obs_shape):
+            obs = obs[None]
+        if tuple(obs.shape[1:]) != self.obs_shape:
+            raise UserError(f"observations have shape {tuple(obs.shape[1:])}, the graph's Input node "
+                            f"{self.plan.input!r} expects {self.obs_shape}")
+        if input_spikes is not None:
+            want = (self.T, obs.shape[0], *self.obs_shape)
+            if tuple(input_spikes.shape) != want:
+                raise UserError(f"input spikes have shape {tuple(input_spikes.shape)}, expected {want}")
+        timings = {"set_input": 0.0, "simulate": 0.0, "read_out": 0.0}
+        qs, acts, spikes = [], [], {k: [] for k in self.spiking_ops}
+        with torch.no_grad():
+            for lo in range(0, obs.shape[0], self.batch_size):
+                t0 = time.perf_counter()
+                x = torch.as_tensor(obs[lo:lo + self.batch_size]).to(self.dtype)
+                s_in = None
+                if input_spikes is not None:
+                    s_in = torch.as_tensor(input_spikes[:, lo:lo + self.batch_size]).to(self.dtype)
+                t1 = time.perf_counter()
+                res = self.run_batch(x, s_in)
+                t2 = time.perf_counter()
+                qs.append(res.q.to(torch.float64).numpy())
+                acts.append(greedy_action(res.q, res.tiebreak).numpy().astype(np.int64))
+                for k, v in res.spikes.items():
+                    spikes[k].append(v.round().to(torch.int64).numpy())
+                t3 = time.perf_counter()
+                timings["set_input"] += t1 - t0
+                timings["simulate"] += t2 - t1
+                timings["read_out"] += t3 - t2
+        n = obs.shape[0]
+        a = self.sem.n_actions
+        q = np.concatenate(qs) if qs else np.zeros((0, a or 0))
+        action = np.concatenate(acts) if acts else np.zeros((0,), np.int64)
+        spk = {k: (np.concatenate(v) if v else np.zeros((n, *self.plan.op(k).out_shape), np.int64))
+               for k, v in spikes.items()}
+        return Readout(q=q, action=action, spikes=spk, timings=timings)
+
+    def close(self) -> None:
+        """Nothing to release: the reference holds only tensors."""

@@ -1,0 +1,88 @@
+"""Reading and writing NIR files, with one-line errors for files that are not usable.
+
+``nir.read`` raises whatever h5py or its own asserts raise on a bad file, and does not look
+at the file's NIR version at all; here every failure becomes a :class:`UserError` naming the
+file and the cause, and a file from a newer NIR is refused before its nodes are parsed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import nir
+
+from pipeline.errors import UserError
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+        if not piece.isdigit():
+            break
+    return tuple(parts)
+
+
+def file_version(path: Path) -> str:
+    """The NIR version a file says it was written with."""
+    try:
+        with h5py.File(path, "r") as f:
+            if "node" not in f:
+                raise UserError(f"{path}: not a NIR file (HDF5 without a 'node' group)")
+            if "version" not in f:
+                raise UserError(f"{path}: not a NIR file (no 'version' entry)")
+            raw = f["version"][()]
+    except OSError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"{path}: not a readable HDF5/NIR file ({first[:160]})") from None
+    return raw.decode("utf8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def read_graph(path: str | os.PathLike) -> nir.NIRGraph:
+    """Read and type-check a NIR file; refuse files from a newer NIR than the installed one."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"NIR file not found: {path}")
+    version = file_version(path)
+    if not _version_tuple(version):
+        raise UserError(f"{path}: malformed NIR version {version!r}")
+    if _version_tuple(version) > _version_tuple(nir.version):
+        raise UserError(
+            f"{path}: written by NIR {version}, newer than the installed nir {nir.version}; "
+            "upgrade nir (and dsqn-deploy) to read it"
+        )
+    try:
+        try:
+            graph = nir.read(path)
+        except ValueError as exc:
+            if "type mismatch" not in str(exc):
+                raise
+            # nirtorch 2.x exporters (Norse, Sinabs) keep the sample's batch dimension in the
+            # Input node; exporters.canonical drops it, and checks every shape itself
+            graph = nir.read(path, type_check=False)
+    except UserError:
+        raise
+    except Exception as exc:  # nir.read raises ValueError, KeyError, AssertionError, TypeError...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: corrupt or unsupported NIR graph ({type(exc).__name__}: {first[:200]})") from None
+    if not isinstance(graph, nir.NIRGraph):
+        raise UserError(f"{path}: the file holds a single {type(graph).__name__} node, not a NIR graph")
+    return graph
+
+
+def write_graph(graph: nir.NIRGraph, path: str | os.PathLike) -> None:
+    """Write atomically, so an interrupted export never leaves a half-written graph."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        nir.write(tmp, graph)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

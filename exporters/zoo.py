@@ -1,0 +1,84 @@
+"""Every model kind the exporter must handle, as checkpoints with random weights.
+
+Used by the tests and by ``benchmarks/check_reference.py``: the export must be exact for any
+weights, and random ones (scaled so that every layer spikes at a useful rate) reach corners
+trained ones may not. Trained checkpoints are checked the same way when given.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from pipeline.checkpoint import Checkpoint
+from pipeline.models import build_model
+from pipeline.spec import MODEL_PRESETS, ModelSpec, NeuronParams, Preprocessing
+
+LIF_HARD = NeuronParams("lif", 2.0, 1.0, 0.0, "hard", 2.0)
+IF_SOFT = NeuronParams("if", 1.0, 1.0, 0.0, "soft", 2.0)
+
+# name -> ModelSpec fields beyond arch/obs/actions: the presets, every readout and encoding
+KINDS: dict[str, dict[str, Any]] = {
+    "dqn": dict(MODEL_PRESETS["dqn"]),
+    "liu": dict(MODEL_PRESETS["dsqn"]),
+    "chen": dict(MODEL_PRESETS["chen-dsqn"]),
+    "chen_mean": dict(MODEL_PRESETS["chen-dsqn"], readout="membrane_mean"),
+    "chen_last": dict(MODEL_PRESETS["chen-dsqn"], readout="membrane_last", tau_out=3.0),
+    "hahn": dict(MODEL_PRESETS["if-dsqn"]),
+    "lif_voltage": dict(MODEL_PRESETS["dsqn"], readout="voltage"),
+    "spike_count": dict(MODEL_PRESETS["dsqn"], readout="spike_count"),
+    "robust_rate_lif": dict(MODEL_PRESETS["dsqn"], readout="robust_rate"),
+    "tan_converted": dict(kind="converted", variant="tan", neuron=IF_SOFT, readout="robust_rate", time_steps=20),
+    "converted_spike_count": dict(kind="converted", variant="tan", neuron=IF_SOFT, readout="spike_count",
+                                  time_steps=20),
+    "if_hard_rate": dict(kind="dsqn", variant="if-hard", neuron=NeuronParams("if", 1.0, 1.0, 0.0, "hard"),
+                         readout="rate"),
+    "lif_soft_rate": dict(kind="dsqn", variant="lif-soft", neuron=NeuronParams("lif", 3.0, 1.0, 0.0, "soft"),
+                          readout="rate"),
+    "poisson": dict(MODEL_PRESETS["dsqn"], encoding="poisson", encoding_seed=7),
+    "regular": dict(MODEL_PRESETS["dsqn"], encoding="regular"),
+}
+
+
+def make_checkpoint(kind: str, arch: str = "mlp", obs_shape: tuple[int, ...] = (4,), n_actions: int = 2,
+                    time_steps: int | None = None, seed: int = 0, gain: float | None = None,
+                    hidden: tuple[int, ...] = (64, 64)) -> Checkpoint:
+    """A checkpoint of model kind ``kind`` with random weights scaled by ``gain``.
+
+    The default gain keeps every layer spiking: 3 for MLPs and IF nets, 8 for LIF CNNs (a
+    tau-2 LIF halves its input, and five LIF stages at gain 3 go silent).
+    """
+    fields = dict(KINDS[kind])
+    if gain is None:
+        neuron = fields.get("neuron")
+        gain = 8.0 if arch == "nature_cnn" and neuron is not None and neuron.model == "lif" else 3.0
+    if fields.get("kind") != "dqn":
+        fields.setdefault("time_steps", 16 if arch == "mlp" else 8)
+        if time_steps is not None:
+            fields["time_steps"] = time_steps
+    spec = ModelSpec(arch=arch, obs_shape=tuple(obs_shape), n_actions=n_actions, hidden=hidden,
+                     **fields).validate()
+    torch.manual_seed(seed)
+    model = build_model(spec)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if spec.spiking:
+                p.mul_(gain)
+    pre = Preprocessing(offset=(0.0,), scale=(1.0 / 255.0,)) if arch == "nature_cnn" else Preprocessing()
+    env = "ALE/Pong-v5" if arch == "nature_cnn" else "CartPole-v1"
+    return Checkpoint(spec=spec, state_dict=model.state_dict(), env_id=env, preprocessing=pre,
+                      provenance={"command": f"zoo {kind}", "seed": seed, "note": "random weights"})
+
+
+def cartpole_obs(n: int, seed: int = 0) -> torch.Tensor:
+    """Random CartPole-shaped observations spanning the env's typical ranges."""
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.tensor([1.2, 1.5, 0.2, 1.5])
+    return (torch.rand((n, 4), generator=g) * 2 - 1) * scale
+
+
+def atari_obs(n: int, seed: int = 0) -> torch.Tensor:
+    """Random (4, 84, 84) frames already scaled by 1/255, as the network sees them."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 4, 84, 84), generator=g).to(torch.float32) / 255.0
