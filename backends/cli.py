@@ -1,9 +1,14 @@
 """``run-backend``: run a NIR graph on a target.
 
-Open loop (this issue): ``run-backend --target reference model.nir --inputs obs.npy --out
-readouts.npz`` runs recorded, preprocessed observations ``[N, *obs_shape]`` and writes the
-common readout file (backends.base.Readout): ``q`` [N, A] float64, ``action`` [N] int64 and
-``spikes/<node>`` counts. The closed loop (``--env``) comes with the Gym bridge.
+Closed loop: ``run-backend --target nest model.nir --env CartPole-v1 --episodes 10
+--compare reference`` plays episodes with the backend choosing actions (pipeline.bridge),
+appends one JSON line per finished episode to ``--results`` (``--resume`` continues an
+interrupted run) and ends with a table.
+
+Open loop: ``run-backend --target reference model.nir --inputs obs.npy --out readouts.npz``
+runs recorded, preprocessed observations ``[N, *obs_shape]`` and writes the common readout
+file (backends.base.Readout): ``q`` [N, A] float64, ``action`` [N] int64 and
+``spikes/<node>`` counts.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from backends import TARGETS, make_backend
+from exporters.canonical import build_plan
 from exporters.conventions import CONVENTIONS
 from exporters.metadata import READOUT_REDUCE
 from exporters.nirio import read_graph
-from pipeline.errors import UserError, cli_entry
+from exporters.to_nir import file_sha256
+from pipeline.errors import UserError, check_choice, cli_entry
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,17 +39,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     src.add_argument("--input-spikes", type=Path,
                      help="encoded input spikes [T, N, *obs_shape] (.npy) for poisson/regular graphs")
     src.add_argument("--out", type=Path, help="readouts .npz to write (q, action, spikes/<node>)")
-    loop = ap.add_argument_group("closed loop (not yet available)")
-    loop.add_argument("--env", help="Gymnasium environment id for the closed loop")
+    loop = ap.add_argument_group("closed loop")
+    loop.add_argument("--env", help="Gymnasium environment id (CartPole-v1, ALE/Pong-v5, ...)")
     loop.add_argument("--episodes", type=int, default=10)
+    loop.add_argument("--seed", type=int, default=0, help="episode i is reset with seed + i")
+    loop.add_argument("--epsilon", type=float,
+                      help="random-action probability (default: 0.05 on Atari, 0 otherwise)")
+    loop.add_argument("--max-steps", type=int, help="agent steps per episode (Atari default 18000)")
+    loop.add_argument("--compare", help="also run this on the same observations and report agreement: "
+                                        "a target name (reference, ...) or a checkpoint .pt")
+    loop.add_argument("--results", type=Path, help="per-episode JSON lines (default out/<graph>.<target>.<env>.jsonl)")
+    loop.add_argument("--resume", action="store_true", help="continue the run in --results")
+    loop.add_argument("--plot", type=Path, help="write a PNG of returns, agreement and spikes per layer")
+    loop.add_argument("--no-progress", action="store_true")
     sem = ap.add_argument_group("semantics for graphs without our metadata")
     sem.add_argument("--readout", choices=sorted(READOUT_REDUCE), help="override the graph's readout")
     sem.add_argument("--time-steps", type=int, help="T steps per observation")
     sem.add_argument("--dt", type=float, help="seconds per step")
     sem.add_argument("--convention", choices=sorted(CONVENTIONS),
                      help="normalise a third-party graph (snntorch, norse, sinabs, spikingjelly)")
-    ref = ap.add_argument_group("reference options")
-    ref.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    ref = ap.add_argument_group("backend options")
+    ref.add_argument("--dtype", choices=("float32", "float64"),
+                     help="reference precision (default float32; float64 when it is the comparison "
+                          "for a double-precision simulator)")
+    ref.add_argument("--threads", type=int, default=1, help="simulator threads (NEST)")
     ref.add_argument("--batch-size", type=int, help="observations per batch (default: by memory)")
     ap.add_argument("--json", type=Path, help="write a JSON summary here")
     return ap.parse_args(argv)
@@ -60,30 +80,49 @@ def load_array(path: Path, what: str) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.env is not None and args.inputs is None:
-        raise UserError("the closed loop (--env) is not yet available in this version; "
-                        "use --inputs obs.npy --out readouts.npz for open-loop runs")
-    if args.inputs is None:
-        raise UserError("nothing to run: pass --inputs obs.npy (open loop)")
-    if args.out is None:
-        raise UserError("pass --out readouts.npz for the open-loop results")
+def backend_options(target: str, args: argparse.Namespace, comparing: bool = False) -> dict:
+    """Options of ``target`` from the command line; each backend takes only its own."""
+    options = dict(convention=args.convention, time_steps=args.time_steps, dt=args.dt, readout=args.readout)
+    if target == "reference":
+        dtype = args.dtype or ("float64" if comparing and args.target != "reference" else "float32")
+        options.update(dtype=dtype, batch_size=args.batch_size)
+    elif target == "nest":
+        options.update(threads=args.threads)
+    return options
+
+
+def check_args(args: argparse.Namespace) -> None:
     if args.time_steps is not None and args.time_steps < 1:
         raise UserError(f"--time-steps must be >= 1, got {args.time_steps}")
     if args.dt is not None and not args.dt > 0:
         raise UserError(f"--dt must be positive, got {args.dt}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.env is not None and args.inputs is not None:
+        raise UserError("choose one mode: --env (closed loop) or --inputs (open loop)")
+    if args.env is None and args.inputs is None:
+        raise UserError("nothing to run: pass --env ENV_ID (closed loop) or --inputs obs.npy (open loop)")
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    check_args(args)
+    if args.env is not None:
+        return closed_loop(args)
+    return open_loop(args)
+
+
+def open_loop(args: argparse.Namespace) -> int:
+    if args.out is None:
+        raise UserError("pass --out readouts.npz for the open-loop results")
     graph = read_graph(args.graph)
     obs = load_array(args.inputs, "inputs")
     spikes_in = load_array(args.input_spikes, "input spikes") if args.input_spikes else None
-    options = dict(convention=args.convention, time_steps=args.time_steps, dt=args.dt, readout=args.readout)
-    if args.target == "reference":
-        options.update(dtype=args.dtype, batch_size=args.batch_size)
     t0 = time.perf_counter()
-    backend = make_backend(args.target, graph, **options)
+    backend = make_backend(args.target, graph, **backend_options(args.target, args))
     t_build = time.perf_counter() - t0
     try:
         readout = backend.run(obs, spikes_in)
@@ -107,3 +146,87 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {k:<24}{v:>14.1f}")
     print(f"  actions: {summary['action_counts']}   wall/obs: {summary['wall_per_obs'] * 1e3:.3f} ms")
     return 0
+
+
+def closed_loop(args: argparse.Namespace) -> int:
+    """Episodes in ``args.env`` with the backend acting (pipeline.bridge)."""
+    from pipeline.bridge import ClosedLoop, GraphIO, LoopSettings, plot_results, run_episodes, summarize
+    from pipeline.envs import check_env_id, is_atari
+
+    check_env_id(args.env)
+    if args.input_spikes is not None or args.out is not None:
+        raise UserError("--input-spikes and --out belong to the open loop (--inputs)")
+    check_choice("target", args.target, TARGETS)
+    graph = read_graph(args.graph)
+    plan = build_plan(graph, convention=args.convention, time_steps=args.time_steps, dt=args.dt,
+                      readout=args.readout)
+    n_out = int(np.prod(plan.op(plan.output).out_shape))
+    io = GraphIO.from_metadata(plan.metadata, plan.op(plan.input).out_shape, n_out)
+    epsilon = args.epsilon if args.epsilon is not None else (0.05 if is_atari(args.env) else 0.0)
+    settings = LoopSettings(
+        env_id=args.env, target=args.target, graph=str(args.graph), graph_sha256=file_sha256(args.graph),
+        compare=args.compare, episodes=args.episodes, seed=args.seed, epsilon=epsilon, max_steps=args.max_steps,
+        encoding=plan.semantics.encoding, time_steps=plan.semantics.time_steps,
+    ).validate()
+    results = args.results or Path("out") / f"{args.graph.stem}.{args.target}.{args.env.replace('/', '_')}.jsonl"
+    graph_env = plan.metadata.get("env_id")
+    if graph_env and graph_env != args.env:
+        print(f"note: the graph was made for {graph_env}, running it on {args.env}")
+
+    compare = None
+    t0 = time.perf_counter()
+    backend = make_backend(args.target, plan, **backend_options(args.target, args))
+    t_build = time.perf_counter() - t0
+    try:
+        if args.compare is not None:
+            if args.compare.endswith(".pt"):
+                from pipeline.policy import CheckpointBackend
+
+                compare = CheckpointBackend(args.compare)
+            else:
+                check_choice("comparison target", args.compare, TARGETS)
+                compare = make_backend(args.compare, plan, **backend_options(args.compare, args, comparing=True))
+        loop = ClosedLoop(backend, io, settings, compare)  # checks env fit before any episode runs
+        try:
+            records = run_episodes(loop, results, resume=args.resume, progress=not args.no_progress)
+        finally:
+            loop.close()
+    finally:
+        backend.close()
+        if compare is not None:
+            compare.close()
+    summary = {"target": args.target, "compare": args.compare, "env": args.env, "graph": str(args.graph),
+               "results": str(results), "build_s": t_build, **summarize(records)}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.plot:
+        plot_results(records, args.plot, f"{args.graph.name} on {args.target}, {args.env}")
+    print_closed_loop_table(summary)
+    return 0
+
+
+def print_closed_loop_table(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"run-backend --target {summary['target']}  {summary['graph']}  on {summary['env']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("episodes / steps", f"{summary['episodes']} / {summary['steps']}")
+    table.add_row("return", f"{summary['return_mean']:.1f} ± {summary['return_std']:.1f}")
+    if "agreement" in summary:
+        table.add_row(f"agreement vs {summary['compare']}",
+                      f"{100 * summary['agreement']:.2f} % ({summary['disagreements']} differ)")
+        table.add_row("max |ΔQ|  (relative)", f"{summary['q_abs_err']:.3g}  ({summary['q_rel_err']:.3g})")
+    for k, v in summary["spikes_per_step"].items():
+        table.add_row(f"spikes/step {k}", f"{v:.1f}")
+    table.add_row("wall_per_step", f"{summary['wall_per_step'] * 1e3:.3f} ms")
+    table.add_row("sim_per_step", f"{summary['sim_per_step'] * 1e3:.3f} ms")
+    table.add_row("build", f"{summary['build_s']:.2f} s")
+    Console().print(table)
+    print(f"per-episode results: {summary['results']}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

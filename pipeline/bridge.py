@@ -1,0 +1,316 @@
+"""The closed loop: environment → preprocessing → backend → action → environment.
+
+One runner for every backend (anything with ``backends.base.Backend``'s ``run``). Per step:
+
+1. the raw observation is preprocessed exactly as at training time (offset/scale and Atari
+   wrapper settings from the graph's metadata);
+2. for ``poisson``/``regular`` graphs the input spike train is made here, once, from a seed
+   derived from (run seed, episode, step), and the same train goes to every backend;
+3. the backend returns Q-values; the action is their argmax (ties to the lowest index),
+   or a random action with probability epsilon (a per-episode seeded RNG);
+4. with a comparison backend (``--compare reference``) the same observation and spikes run
+   there too, and the step records action agreement and |ΔQ| (DESIGN.md "Metrics").
+
+Episode ``i`` is reset with seed ``seed + i`` and owns its RNGs, so episodes are independent:
+results are appended as one JSON line per finished episode, and an interrupted run resumes by
+skipping the episodes already in the file — nothing finished is redone or lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from backends.base import Backend, Readout
+from pipeline.encoding import encode
+from pipeline.envs import make_env, n_actions, preprocess
+from pipeline.errors import UserError
+from pipeline.spec import Preprocessing
+
+RESULTS_FORMAT = "dsqn-deploy/closed-loop"
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What defines a closed-loop run; stored in the results header and checked on resume."""
+
+    env_id: str
+    target: str
+    graph: str
+    graph_sha256: str
+    compare: str | None = None
+    episodes: int = 10
+    seed: int = 0
+    epsilon: float = 0.0
+    max_steps: int | None = None  # agent steps per episode (Atari: the wrapper's 18,000)
+    encoding: str = "current"
+    time_steps: int = 1
+
+    # settings that may change between an interrupted run and its resumption
+    RESUMABLE_CHANGES = ("episodes",)
+
+    def validate(self) -> LoopSettings:
+        if self.episodes < 1:
+            raise UserError(f"--episodes must be >= 1, got {self.episodes}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise UserError(f"--epsilon must lie in [0, 1], got {self.epsilon}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError(f"--max-steps must be >= 1, got {self.max_steps}")
+        return self
+
+
+@dataclass
+class GraphIO:
+    """How the graph meets the environment: input shape, action count, preprocessing."""
+
+    obs_shape: tuple[int, ...]
+    n_actions: int
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any], obs_shape: tuple[int, ...], n_out: int) -> GraphIO:
+        atari = {k[len("preprocessing_atari_"):]: v for k, v in meta.items()
+                 if k.startswith("preprocessing_atari_")}
+        offset = np.atleast_1d(np.asarray(meta.get("preprocessing_offset", [0.0]), dtype=np.float64))
+        scale = np.atleast_1d(np.asarray(meta.get("preprocessing_scale", [1.0]), dtype=np.float64))
+        pre = Preprocessing(offset=tuple(offset.tolist()), scale=tuple(scale.tolist()), atari=atari)
+        return cls(obs_shape=tuple(obs_shape), n_actions=int(meta.get("n_actions", n_out)), preprocessing=pre)
+
+
+def check_fit(env, io: GraphIO, env_id: str) -> None:
+    """Refuse, before anything is built or run, a graph that does not fit the environment."""
+    env_shape = tuple(int(s) for s in env.observation_space.shape)
+    if env_shape != io.obs_shape:
+        raise UserError(f"the graph's input has shape {io.obs_shape} but {env_id} observations have shape "
+                        f"{env_shape}")
+    env_actions = n_actions(env)
+    if env_actions != io.n_actions:
+        raise UserError(f"the graph has {io.n_actions} actions but {env_id} has {env_actions}")
+
+
+def step_seed(seed: int, episode: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, episode, step]).generate_state(1, np.uint64)[0]) >> 1
+
+
+# ---------------------------------------------------------------- results file
+
+
+def read_results(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Header and finished episodes of a results file; a torn last line (killed mid-write) is dropped."""
+    if not path.exists():
+        return None, []
+    header, episodes = None, []
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break  # interrupted while writing: drop_torn_tail removes it, the episode is redone
+            raise UserError(f"{path}: line {i + 1} is not JSON; not a closed-loop results file") from None
+        if rec.get("type") == "header":
+            header = rec
+        elif rec.get("type") == "episode":
+            episodes.append(rec)
+    if header is None or header.get("format") != RESULTS_FORMAT:
+        raise UserError(f"{path}: not a dsqn-deploy closed-loop results file")
+    return header, episodes
+
+
+def drop_torn_tail(path: Path) -> None:
+    """Cut a last line that a killed run left half-written, so appends start on a clean line."""
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if not lines:
+        return
+    try:
+        json.loads(lines[-1])
+        if not lines[-1].endswith("\n"):
+            path.write_text(text + "\n")
+    except json.JSONDecodeError:
+        path.write_text("".join(lines[:-1]))
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def open_results(path: Path, settings: LoopSettings, resume: bool) -> list[dict[str, Any]]:
+    """Start a results file, or check the settings of one to resume; returns finished episodes."""
+    header, done = read_results(path)
+    if header is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+        append_record(path, {"type": "header", "format": RESULTS_FORMAT, "settings": asdict(settings)})
+        return []
+    if not resume:
+        raise UserError(f"{path} already holds {len(done)} episode(s); pass --resume to continue that run "
+                        "or choose another --results file")
+    old = header["settings"]
+    new = asdict(settings)
+    diff = [k for k in new if k not in LoopSettings.RESUMABLE_CHANGES and old.get(k) != new[k]]
+    if diff:
+        listed = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
+        raise UserError(f"cannot resume {path}: settings differ ({listed})")
+    drop_torn_tail(path)
+    return done
+
+
+# ---------------------------------------------------------------- the loop
+
+
+class ClosedLoop:
+    """Runs episodes of ``settings.env_id`` with ``backend`` choosing the actions."""
+
+    def __init__(self, backend: Backend, io: GraphIO, settings: LoopSettings, compare: Backend | None = None):
+        self.backend, self.io, self.settings, self.compare = backend, io, settings.validate(), compare
+        atari = io.preprocessing.atari or None
+        self.env = make_env(settings.env_id, atari, max_episode_steps=settings.max_steps)
+        check_fit(self.env, io, settings.env_id)
+
+    def act(self, obs: np.ndarray, episode: int, step: int) -> tuple[np.ndarray, Readout, Readout | None]:
+        x = preprocess(np.asarray(obs)[None], self.io.preprocessing)
+        spikes = None
+        if self.settings.encoding != "current":
+            gen = torch.Generator().manual_seed(step_seed(self.settings.seed, episode, step))
+            spikes = encode(torch.as_tensor(x), self.settings.time_steps, self.settings.encoding, gen).numpy()
+        main = self.backend.run(x, spikes)
+        other = self.compare.run(x, spikes) if self.compare is not None else None
+        return x, main, other
+
+    def run_episode(self, episode: int) -> dict[str, Any]:
+        s = self.settings
+        rng = np.random.default_rng([s.seed, episode])
+        obs, _ = self.env.reset(seed=s.seed + episode)
+        total, steps, done = 0.0, 0, False
+        agree, dq, qmax, explored = [], [], [], 0
+        spikes: dict[str, float] = {}
+        timings: dict[str, float] = {"set_input": 0.0, "simulate": 0.0, "read_out": 0.0}
+        wall = 0.0
+        t_episode = time.perf_counter()
+        while not done:
+            t0 = time.perf_counter()
+            _, main, other = self.act(obs, episode, steps)
+            wall += time.perf_counter() - t0
+            for k, v in main.timings.items():
+                timings[k] = timings.get(k, 0.0) + v
+            for k, v in main.spikes_per_layer().items():
+                spikes[k] = spikes.get(k, 0.0) + float(v[0])
+            action = int(main.action[0])
+            if other is not None:
+                agree.append(int(other.action[0]) == action)
+                dq.append(float(np.max(np.abs(other.q[0] - main.q[0]))))
+                qmax.append(float(np.max(np.abs(other.q[0]))))
+            if s.epsilon > 0 and rng.random() < s.epsilon:
+                action = int(rng.integers(self.io.n_actions))
+                explored += 1
+            obs, reward, terminated, truncated, _ = self.env.step(action)
+            total += float(reward)
+            steps += 1
+            done = terminated or truncated
+        rec: dict[str, Any] = {
+            "type": "episode",
+            "episode": episode,
+            "env_seed": s.seed + episode,
+            "return": total,
+            "length": steps,
+            "random_actions": explored,
+            "spikes_per_step": {k: v / steps for k, v in spikes.items()},
+            "wall_per_step": wall / steps,
+            "sim_per_step": timings["simulate"] / steps,
+            "timing_per_step": {k: v / steps for k, v in timings.items()},
+            "episode_wall_s": time.perf_counter() - t_episode,
+        }
+        if other is not None or agree:
+            rec["agreement"] = float(np.mean(agree))
+            rec["q_abs_err"] = float(np.max(dq))
+            rec["q_abs_err_mean"] = float(np.mean(dq))
+            rec["q_rel_err"] = float(np.max(dq) / max(np.max(qmax), 1e-300))
+            rec["disagreements"] = int(len(agree) - int(np.sum(agree)))
+        return rec
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def run_episodes(loop: ClosedLoop, results: Path, resume: bool = False, progress: bool = True) -> list[dict[str, Any]]:
+    """Run the episodes not yet in ``results``; every finished episode is on disk at once."""
+    from tqdm import tqdm
+
+    done = open_results(results, loop.settings, resume)
+    finished = {rec["episode"] for rec in done}
+    todo = [i for i in range(loop.settings.episodes) if i not in finished]
+    records = list(done)
+    bar = tqdm(total=loop.settings.episodes, initial=len(finished), disable=not progress, unit="ep",
+               desc=f"{loop.settings.target} {loop.settings.env_id}")
+    for i in todo:
+        rec = loop.run_episode(i)
+        append_record(results, rec)
+        records.append(rec)
+        bar.update(1)
+        bar.set_postfix(ret=f"{rec['return']:.0f}", **({"agree": f"{rec['agreement']:.3f}"} if "agreement" in rec else {}))
+    bar.close()
+    return sorted(records, key=lambda r: r["episode"])[: loop.settings.episodes]
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± std of returns, step-weighted agreement, worst |ΔQ|, spikes and time per step."""
+    if not records:
+        return {"episodes": 0}
+    returns = np.array([r["return"] for r in records])
+    lengths = np.array([r["length"] for r in records])
+    out: dict[str, Any] = {
+        "episodes": len(records),
+        "steps": int(lengths.sum()),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "returns": returns.tolist(),
+        "wall_per_step": float(np.average([r["wall_per_step"] for r in records], weights=lengths)),
+        "sim_per_step": float(np.average([r["sim_per_step"] for r in records], weights=lengths)),
+    }
+    layers = records[0]["spikes_per_step"].keys()
+    out["spikes_per_step"] = {k: float(np.average([r["spikes_per_step"][k] for r in records], weights=lengths))
+                              for k in layers}
+    if "agreement" in records[0]:
+        out["agreement"] = float(np.average([r["agreement"] for r in records], weights=lengths))
+        out["disagreements"] = int(sum(r["disagreements"] for r in records))
+        out["q_abs_err"] = float(max(r["q_abs_err"] for r in records))
+        out["q_rel_err"] = float(max(r["q_rel_err"] for r in records))
+    return out
+
+
+def plot_results(records: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Returns, agreement and spikes per layer per step, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    eps = [r["episode"] for r in records]
+    has_cmp = "agreement" in records[0]
+    fig, axes = plt.subplots(1, 3 if has_cmp else 2, figsize=(12 if has_cmp else 8, 3.2))
+    axes[0].bar(eps, [r["return"] for r in records])
+    axes[0].set(xlabel="episode", ylabel="return", title="return")
+    spk_ax = axes[-1]
+    if has_cmp:
+        axes[1].plot(eps, [100 * r["agreement"] for r in records], marker="o")
+        axes[1].set(xlabel="episode", ylabel="% of actions", title="agreement with comparison")
+    layers = list(records[0]["spikes_per_step"])
+    spk_ax.bar(range(len(layers)), [np.mean([r["spikes_per_step"][k] for r in records]) for k in layers])
+    spk_ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right", fontsize=8)
+    spk_ax.set(ylabel="spikes per step", title="spikes per layer")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
