@@ -16,4 +16,12 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install --quiet -c constraints.txt "torch==2.13.0"
 "$VENV/bin/pip" install --quiet -c constraints.txt -e ".[${EXTRAS}]"
+# Lava: lava-nc 0.10.0 declares Requires-Python <3.11, so no resolver takes it on 3.11. The
+# `lava` extra above already installed its dependencies (pinned in constraints.txt) through the
+# normal resolver; here only lava-nc itself skips the Python check (--no-deps, so nothing else
+# does). backends/lava/compat.py makes it import on 3.11; nothing installed is edited.
+case ",${EXTRAS}," in
+  *,all,*|*,lava,*)
+    "$VENV/bin/pip" install --quiet -c constraints.txt --no-deps --ignore-requires-python "lava-nc==0.10.0" ;;
+esac
 echo "environment ready: $VENV ($("$VENV/bin/python" --version))"

@@ -1,8 +1,10 @@
 """Make ``lava-nc`` 0.10.0 importable on Python >= 3.11, without touching installed files.
 
 Call :func:`ensure_lava_importable` before the first ``import lava...`` anywhere in the
-process (the Lava backend does so at its top; tests call it first). It is idempotent and
-does nothing on Python < 3.11.
+process (the Lava backend should do so at its top; tests call it first). It is idempotent;
+on Python < 3.11 it patches nothing. It handles two things, both at import time only:
+the dataclass defaults below (Python >= 3.11), and Lava's ``set_start_method('fork')``
+(any Python; last section).
 
 What breaks
 -----------
@@ -55,13 +57,21 @@ Why this is safe
   so nothing is rewritten; on Python < 3.11 nothing is patched at all. Installed files are
   never edited.
 
-Other known 3.11 quirks of lava-nc 0.10.0 (not patched here)
-------------------------------------------------------------
-* Importing ``lava.magma.runtime.message_infrastructure.multiprocessing`` (which any
-  ``proc.run`` does) calls ``multiprocessing.set_start_method('fork')`` *without*
-  ``force``: it raises ``RuntimeError: context has already been set`` if something in the
-  process already chose a start method, and it makes ``fork`` the default for the whole
-  process. Child processes are forked, so they inherit the patched ``var_model``.
+Lava's start method (any Python version)
+----------------------------------------
+``lava.magma.runtime.message_infrastructure.multiprocessing`` (imported by
+``lava.magma.core.process.process``, i.e. with every process class) calls
+``multiprocessing.set_start_method('fork')`` *without* ``force`` at import time. That raises
+``RuntimeError: context has already been set`` if anything in the process had already fixed
+the start method, even to ``'fork'``: ``set_start_method``, or merely
+``multiprocessing.get_start_method()``, which fixes the default. :func:`ensure_lava_importable`
+imports that module up front. When the method is already ``'fork'`` (Linux's default up to
+Python 3.13, which is what an earlier ``get_start_method()`` fixes), Lava's call would change
+nothing, so ``multiprocessing.set_start_method`` skips that one call during this import and is
+restored afterwards. Any other method is reported with an explanation: Lava needs ``fork``.
+Once Lava is imported, ``fork`` is the start method of the whole process (it also matters to
+the fix above: Lava's worker processes are forked, so they inherit the patched ``var_model``;
+under ``spawn`` they would re-import it unpatched).
 """
 
 from __future__ import annotations
@@ -69,6 +79,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import multiprocessing
 import sys
 import threading
 from types import ModuleType
@@ -77,6 +88,7 @@ from types import ModuleType
 LAVA_VERSION = "0.10.0"
 
 _VAR_MODEL = "lava.magma.compiler.var_model"
+_MP_INFRA = "lava.magma.runtime.message_infrastructure.multiprocessing"
 _lock = threading.Lock()
 
 #: ``"Class.field"`` names whose default this shim turned into a ``default_factory``
@@ -110,6 +122,7 @@ def _defuse_unhashable_defaults(cls: type) -> None:
 
 def _import_var_model_patched() -> None:
     real_dataclass = dataclasses.dataclass
+    FIXED_FIELDS.clear()
 
     def dataclass(cls=None, /, **kwargs):  # same call forms as dataclasses.dataclass
         if cls is None:
@@ -132,10 +145,38 @@ def _import_var_model_patched() -> None:
                 module.dataclass = real_dataclass
 
 
-def ensure_lava_importable() -> str:
-    """Apply the Python >= 3.11 fix (once) and return the installed lava-nc version.
+def _import_message_infrastructure() -> None:
+    """Import Lava's multiprocessing layer now, so that its ``set_start_method('fork')``
+    is dealt with here rather than deep inside the first process-class import."""
+    real_set_start_method = multiprocessing.set_start_method
+    already_fork = multiprocessing.get_start_method(allow_none=True) == "fork"
 
-    Raises ``ImportError`` with the install hint when lava-nc is missing.
+    def set_start_method(method, force=False):
+        if already_fork and method == "fork":  # what Lava asks for is in force already
+            return None
+        return real_set_start_method(method, force=force)
+
+    multiprocessing.set_start_method = set_start_method
+    try:
+        __import__(_MP_INFRA)
+    except RuntimeError as exc:
+        if "context has already been set" not in str(exc):
+            raise
+        raise RuntimeError(
+            "Lava cannot be imported: its message infrastructure calls "
+            "multiprocessing.set_start_method('fork') at import time, and this process had "
+            f"already fixed it to {multiprocessing.get_start_method(allow_none=True)!r}. Call "
+            "ensure_lava_importable() before anything chooses another start method."
+        ) from exc
+    finally:
+        multiprocessing.set_start_method = real_set_start_method
+
+
+def ensure_lava_importable() -> str:
+    """Apply the fixes above (once) and return the installed lava-nc version.
+
+    Raises ``ImportError`` with the install hint when lava-nc is missing, and
+    ``RuntimeError`` when the process already uses a start method other than ``fork``.
     """
     from importlib.metadata import PackageNotFoundError, version
 
@@ -146,9 +187,9 @@ def ensure_lava_importable() -> str:
             "lava-nc is not installed: run `bash scripts/install.sh` (EXTRAS must include "
             "'lava' or 'all'), which installs lava-nc==0.10.0 on Python 3.11"
         ) from exc
-    if sys.version_info < (3, 11) or _VAR_MODEL in sys.modules:
-        return lava_version
     with _lock:
-        if _VAR_MODEL not in sys.modules:
+        if sys.version_info >= (3, 11) and _VAR_MODEL not in sys.modules:
             _import_var_model_patched()
+        if _MP_INFRA not in sys.modules:
+            _import_message_infrastructure()
     return lava_version
