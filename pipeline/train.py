@@ -354,6 +354,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="total environment steps (same as --hp total_steps=N)")
     p.add_argument("--double", action="store_true", help="Double DQN target")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int,
+                   help="torch threads (default 1 for classic control, all cores for Atari); part of "
+                        "what makes a seed reproduce a run bit for bit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-o", "--output", required=True, help="best checkpoint path (model.pt)")
     return p
@@ -371,6 +374,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     overrides += ["double_dqn=true"] if args.double else []
     hp = parse_hp(HP_PRESETS[preset], overrides)
     pre = default_preprocessing(env_id, args.scale_obs)
+    default_threads = (os.cpu_count() or 1) if is_atari(env_id) else 1
+    threads = args.threads if args.threads is not None else default_threads
+    if threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
     check_replay_memory(hp, int(np.prod(shape)) * env.observation_space.dtype.itemsize)
 
     out = Path(args.output)
@@ -410,7 +418,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     def make_ckpt(score: dict[str, Any]) -> Checkpoint:
         return Checkpoint(spec=spec, state_dict=model_state_dict(agent), env_id=env_id, preprocessing=pre,
-                          provenance=provenance(args.seed, evaluation=score, hp_preset=preset,
+                          provenance=provenance(args.seed, evaluation=score, hp_preset=preset, threads=threads,
                                                 hyperparams=asdict(hp), training_steps=agent.num_timesteps))
 
     callback = EvalCheckpointCallback(eval_env, hp, make_ckpt, paths)
