@@ -14,10 +14,14 @@ $(STAMP): pyproject.toml constraints.txt scripts/install.sh
 	bash scripts/install.sh $(VENV)
 	touch $(STAMP)
 
+# The main job on the bundled defaults: the trained CartPole DSQN, exported to NIR, plays
+# CartPole on NEST while the reference executor runs beside it on the same observations.
 demo: $(STAMP)
 	@mkdir -p $(DEMO)
-	$(VENV)/bin/evaluate-agent examples/cartpole_dsqn.pt examples/cartpole_dqn.pt examples/cartpole_if_dsqn.pt \
-		--episodes 10 --json $(DEMO)/eval.json
+	@rm -f $(DEMO)/nest.jsonl
+	$(VENV)/bin/export-nir examples/cartpole_dsqn.pt -o $(DEMO)/cartpole_dsqn.nir
+	$(VENV)/bin/run-backend --target nest $(DEMO)/cartpole_dsqn.nir --env CartPole-v1 --episodes 5 \
+		--compare reference --results $(DEMO)/nest.jsonl --json $(DEMO)/nest.json --plot $(DEMO)/nest.png
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

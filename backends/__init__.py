@@ -19,8 +19,43 @@ def _reference(graph: Any, **options: Any) -> Any:
     return ReferenceBackend(graph, **options)
 
 
+def _nest(graph: Any, **options: Any) -> Any:
+    from backends.nest import NestBackend
+
+    return NestBackend(graph, **options)
+
+
+def _lava(graph: Any, **options: Any) -> Any:
+    from backends.lava.backend import LavaBackend
+
+    return LavaBackend(graph, precision="floating_pt", **options)
+
+
+def _lava_fixed(graph: Any, **options: Any) -> Any:
+    from backends.lava.backend import LavaBackend
+
+    return LavaBackend(graph, precision="fixed_pt", **options)
+
+
+def _pynn_nest(graph: Any, **options: Any) -> Any:
+    from backends.pynn import PyNNNestBackend
+
+    return PyNNNestBackend(graph, **options)
+
+
+def _pynn_spinnaker(graph: Any, **options: Any) -> Any:
+    from backends.pynn import PyNNSpiNNakerBackend
+
+    return PyNNSpiNNakerBackend(graph, **options)
+
+
 TARGETS: dict[str, Callable[..., Any]] = {
     "reference": _reference,
+    "nest": _nest,
+    "lava": _lava,
+    "lava-fixed": _lava_fixed,
+    "pynn-nest": _pynn_nest,
+    "pynn-spinnaker": _pynn_spinnaker,
 }
 
 

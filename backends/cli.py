@@ -81,13 +81,19 @@ def load_array(path: Path, what: str) -> np.ndarray:
 
 
 def backend_options(target: str, args: argparse.Namespace, comparing: bool = False) -> dict:
-    """Options of ``target`` from the command line; each backend takes only its own."""
+    """Options of ``target`` from the command line; each backend takes only its own.
+
+    ``pynn-spinnaker`` takes its machine from the SPINNAKER_* / SPALLOC_* environment variables
+    (backends/pynn/spinnaker_config.py), like the Docker image's entrypoint.
+    """
     options = dict(convention=args.convention, time_steps=args.time_steps, dt=args.dt, readout=args.readout)
     if target == "reference":
         dtype = args.dtype or ("float64" if comparing and args.target != "reference" else "float32")
         options.update(dtype=dtype, batch_size=args.batch_size)
-    elif target == "nest":
+    elif target in ("nest", "pynn-nest"):
         options.update(threads=args.threads)
+    elif target in ("lava", "lava-fixed"):
+        options.update(batch_size=args.batch_size)  # observations per RunSteps call (open loop)
     return options
 
 
@@ -150,8 +156,8 @@ def open_loop(args: argparse.Namespace) -> int:
 
 def closed_loop(args: argparse.Namespace) -> int:
     """Episodes in ``args.env`` with the backend acting (pipeline.bridge)."""
-    from pipeline.bridge import ClosedLoop, GraphIO, LoopSettings, plot_results, run_episodes, summarize
-    from pipeline.envs import check_env_id, is_atari
+    from pipeline.bridge import ClosedLoop, GraphIO, LoopSettings, check_fit, plot_results, run_episodes, summarize
+    from pipeline.envs import check_env_id, is_atari, make_env
 
     check_env_id(args.env)
     if args.input_spikes is not None or args.out is not None:
@@ -173,6 +179,12 @@ def closed_loop(args: argparse.Namespace) -> int:
     if graph_env and graph_env != args.env:
         print(f"note: the graph was made for {graph_env}, running it on {args.env}")
 
+    probe = make_env(args.env, io.preprocessing.atari or None)
+    try:
+        check_fit(probe, io, args.env)  # before anything is built
+    finally:
+        probe.close()
+
     compare = None
     t0 = time.perf_counter()
     backend = make_backend(args.target, plan, **backend_options(args.target, args))
@@ -186,7 +198,7 @@ def closed_loop(args: argparse.Namespace) -> int:
             else:
                 check_choice("comparison target", args.compare, TARGETS)
                 compare = make_backend(args.compare, plan, **backend_options(args.compare, args, comparing=True))
-        loop = ClosedLoop(backend, io, settings, compare)  # checks env fit before any episode runs
+        loop = ClosedLoop(backend, io, settings, compare)
         try:
             records = run_episodes(loop, results, resume=args.resume, progress=not args.no_progress)
         finally:

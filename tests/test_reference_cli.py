@@ -56,7 +56,7 @@ def test_readout_override_and_time_steps(graph_file: Path, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--env", "CartPole-v1"], "not yet available"),
+    (["--env", "CartPole-v1", "--inputs", "obs.npy"], "choose one mode"),
     (["--inputs", "missing.npy", "--out", "r.npz"], "not found"),
     (["--inputs", "obs.npy", "--out", "r.npz", "--target", "loihi9"], "unknown target"),
     (["--inputs", "obs.npy"], "--out"),

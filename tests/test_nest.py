@@ -1,0 +1,288 @@
+"""The NEST backend against the reference executor in float64: equal spike counts per layer,
+equal actions and Q within 1e-6 (relative) for every neuron, reset, readout and encoding; no
+state or in-flight spike carried from one observation to the next; the ``>=`` tie; errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("PYNEST_QUIET", "1")  # no banner
+pytest.importorskip("nest")
+
+from backends import TARGETS, make_backend  # noqa: E402
+from backends.nest import NestBackend  # noqa: E402
+from backends.nest import backend as nest_backend  # noqa: E402
+from backends.reference import ReferenceBackend  # noqa: E402
+from exporters.nirio import read_graph  # noqa: E402
+from exporters.to_nir import model_to_nir  # noqa: E402
+from exporters.zoo import KINDS, atari_obs, cartpole_obs, make_checkpoint  # noqa: E402
+from pipeline.encoding import encode  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
+
+IF_KINDS = {"hahn", "tan_converted", "converted_spike_count", "if_hard_rate"}
+FIXTURES = Path(__file__).parent / "fixtures" / "thirdparty"
+
+
+def run_nest(graph, obs, input_spikes=None, **kw):
+    backend = NestBackend(graph, **kw)
+    try:
+        return backend.run(obs, input_spikes)
+    finally:
+        backend.close()
+
+
+def assert_same(r, ref, active: bool = True) -> None:
+    """Spike counts per layer equal, actions equal, |dQ| / max|Q| <= 1e-6; every layer spikes."""
+    assert r.q.dtype == np.float64 and r.action.dtype == np.int64 and r.q.shape == ref.q.shape
+    assert set(r.spikes) == set(ref.spikes)
+    for name, counts in ref.spikes.items():
+        assert r.spikes[name].dtype == np.int64
+        assert np.array_equal(r.spikes[name], counts), name
+        if active:
+            assert counts.sum() > 0, f"{name} never spikes: the comparison would prove little"
+    assert np.abs(r.q - ref.q).max() <= 1e-6 * max(np.abs(ref.q).max(), 1e-12)
+    assert np.array_equal(r.action, ref.action)
+
+
+def zoo_graph(kind: str, **kw) -> nir.NIRGraph:
+    return model_to_nir(make_checkpoint(kind, seed=1, gain=3.0 if kind in IF_KINDS else 6.0, **kw))
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "dqn"])
+def test_every_zoo_kind_matches_the_reference(kind: str) -> None:
+    graph = zoo_graph(kind)
+    obs = cartpole_obs(40, seed=2).numpy()
+    s_in = None
+    ref_backend = ReferenceBackend(graph, dtype="float64")
+    if ref_backend.sem.encoding != "current":  # both backends get the same recorded trains
+        s_in = encode(torch.as_tensor(obs).double(), ref_backend.T, ref_backend.sem.encoding,
+                      torch.Generator().manual_seed(11)).numpy()
+    ref = ref_backend.run(obs, s_in)
+    assert len(set(ref.action.tolist())) == 2 or kind in ("hahn",), "both actions should occur"
+    assert_same(run_nest(graph, obs, s_in), ref)
+
+
+def test_seeded_encoding_without_passed_trains() -> None:
+    graph = zoo_graph("poisson")
+    obs = cartpole_obs(12, seed=3).numpy()
+    assert_same(run_nest(graph, obs), ReferenceBackend(graph, dtype="float64").run(obs))
+
+
+@pytest.mark.parametrize("kind", ["liu", "chen", "tan_converted", "spike_count"])
+def test_small_nature_cnn_matches(kind: str) -> None:
+    graph = model_to_nir(make_checkpoint(kind, arch="nature_cnn", obs_shape=(4, 36, 36), n_actions=4,
+                                         time_steps=5, seed=2))
+    obs = atari_obs(3, seed=4)[:, :, :36, :36].contiguous().numpy()
+    assert_same(run_nest(graph, obs), ReferenceBackend(graph, dtype="float64").run(obs), active=False)
+
+
+@pytest.mark.parametrize("kind", ["hahn", "poisson"])
+def test_two_threads_match_too(kind: str) -> None:
+    """Threads split neurons and replicate the generators; per-observation weights are written
+    in NEST's connection order, mapped by target (current input), or via spike generators."""
+    graph = zoo_graph(kind)
+    obs = cartpole_obs(4, seed=6).numpy()
+    assert_same(run_nest(graph, obs, threads=2), ReferenceBackend(graph, dtype="float64").run(obs))
+
+
+@pytest.mark.parametrize("kind", ["liu", "hahn", "chen", "spike_count", "lif_soft_rate"])
+def test_nothing_carries_over_between_observations(kind: str) -> None:
+    """A, B, A, B, B, A in one network equal fresh networks on A and on B, bit for bit: a membrane,
+    a spike in flight or a reset flag left over from B would change A's spikes."""
+    graph = zoo_graph(kind)
+    pair = cartpole_obs(2, seed=5).numpy()
+    a, b = pair[0] * 0.2, pair[1] * 3.0  # a quiet and a busy observation
+    seq = run_nest(graph, np.stack([a, b, a, b, b, a]))
+    fresh = {"a": run_nest(graph, a[None]), "b": run_nest(graph, b[None])}
+    for i, which in enumerate("ababba"):
+        f = fresh[which]
+        assert np.array_equal(seq.q[i], f.q[0]), (i, which)
+        for k in f.spikes:
+            assert np.array_equal(seq.spikes[k][i], f.spikes[k][0]), (i, which, k)
+    busy = sum(int(v[1].sum()) for v in seq.spikes.values())
+    quiet = sum(int(v[0].sum()) for v in seq.spikes.values())
+    assert busy > quiet
+
+
+# ---------------------------------------------------------------- hand-built graphs
+
+
+def chain(neuron: nir.NIRNode, n: int = 1, meta: dict | None = None, w: np.ndarray | None = None) -> nir.NIRGraph:
+    nodes = {"in": nir.Input(np.array([n])), "fc": nir.Linear(np.eye(n) if w is None else w), "n": neuron,
+             "out": nir.Output(np.array([n]))}
+    edges = [("in", "fc"), ("fc", "n"), ("n", "out")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": 8, "dt": 1e-3, **(meta or {})})
+
+
+def test_threshold_ties_spike_on_greater_or_equal() -> None:
+    """IF with input exactly 0.5 and V_th 1: U reaches 1.0 exactly every second step."""
+    x = np.array([[0.5]], np.float32)
+    hard = nir.IF(r=np.array([1000.0]), v_threshold=np.array([1.0]), v_reset=np.array([0.0]))
+    r = run_nest(chain(hard), x)
+    assert r.q.tolist() == [[4.0]] and r.spikes["n"].tolist() == [[4]]
+    strict = run_nest(chain(hard, meta={"threshold": ">"}), x)  # 0.5, 1.0, 1.5* | 0.5, 1.0, 1.5* | ...
+    assert strict.q.tolist() == [[2.0]]
+    for meta, want in (({}, 4.0), ({"threshold": ">"}, 2.0)):
+        g = chain(hard, meta=meta)
+        assert ReferenceBackend(g, dtype="float64").run(x).q.tolist() == [[want]]
+    th = {"in": nir.Input(np.array([2])), "th": nir.Threshold(np.array([0.5, 0.5])), "out": nir.Output(np.array([2]))}
+    xs = np.array([[0.5, 0.6], [0.4, 0.5]], np.float32)
+    g = nir.NIRGraph(nodes=th, edges=[("in", "th"), ("th", "out")], metadata={"time_steps": 3})
+    assert run_nest(g, xs).q.tolist() == [[3.0, 3.0], [0.0, 3.0]]
+
+
+def test_soft_reset_tie_and_residue() -> None:
+    """Soft-reset IF (the tagged I -> Threshold -> Scale loop): input 0.75, V_th 1 ->
+    U = .75, 1.5*, 1.25*, 1.0*, .75, 1.5*, ... (ties included), residue kept."""
+    nodes = {"in": nir.Input(np.array([1])), "fc": nir.Linear(np.eye(1)),
+             "soma": nir.I(r=np.array([1000.0])), "spk": nir.Threshold(np.array([1.0])),
+             "fb": nir.Scale(np.array([-1.0])), "out": nir.Output(np.array([1]))}
+    edges = [("in", "fc"), ("fc", "soma"), ("soma", "spk"), ("spk", "fb"), ("fb", "soma"), ("spk", "out")]
+    g = nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": 8, "dt": 1e-3})
+    r = run_nest(g, np.array([[0.75]], np.float32))
+    assert r.q.tolist() == [[6.0]]
+    assert_same(r, ReferenceBackend(g, dtype="float64").run(np.array([[0.75]], np.float32)))
+
+
+def test_per_neuron_parameters_and_a_start_away_from_rest() -> None:
+    """LIF with per-neuron tau/threshold, v_leak 0.2 and v_reset -0.1 (start at v_reset, not at
+    rest), into an LI readout with its own leak: the rarer corners of the mapping."""
+    rng = np.random.default_rng(3)
+    n = 6
+    lif = nir.LIF(tau=np.linspace(1.5e-3, 6e-3, n), r=np.linspace(0.5, 2.0, n), v_leak=np.full(n, 0.2),
+                  v_threshold=np.linspace(0.6, 1.2, n), v_reset=np.full(n, -0.1))
+    nodes = {"in": nir.Input(np.array([3])), "fc": nir.Affine(rng.normal(size=(n, 3)) * 2, rng.normal(size=n)),
+             "lif": lif, "head": nir.Affine(rng.normal(size=(2, n)), rng.normal(size=2)),
+             "li": nir.LI(tau=np.array([3e-3, 5e-3]), r=np.array([1.0, 2.0]), v_leak=np.array([0.3, -0.2])),
+             "out": nir.Output(np.array([2]))}
+    edges = [("in", "fc"), ("fc", "lif"), ("lif", "head"), ("head", "li"), ("li", "out")]
+    g = nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": 12, "dt": 1e-3})
+    obs = rng.normal(size=(30, 3)).astype(np.float32)
+    for readout in (None, "membrane_max", "membrane_last"):
+        ref = ReferenceBackend(g, dtype="float64", readout=readout).run(obs)
+        assert_same(run_nest(g, obs, readout=readout), ref)
+
+
+def test_skip_connection_gets_its_own_delay() -> None:
+    """Layer 2 reads layer 1 *and* the input (depths 1 and 0 into depth 2): each path is delayed
+    by its own depth difference so both arrive in layer 2's window."""
+    rng = np.random.default_rng(4)
+    hard = dict(tau=np.full(5, 2e-3), r=np.ones(5), v_leak=np.zeros(5), v_threshold=np.ones(5), v_reset=np.zeros(5))
+    nodes = {"in": nir.Input(np.array([3])), "a": nir.Affine(rng.normal(size=(5, 3)) * 3, np.full(5, 0.3)),
+             "l1": nir.LIF(**hard), "b": nir.Linear(rng.normal(size=(5, 5)) * 2),
+             "skip": nir.Linear(rng.normal(size=(5, 3)) * 2), "l2": nir.LIF(**hard),
+             "head": nir.Affine(rng.normal(size=(2, 5)), np.zeros(2)), "out": nir.Output(np.array([2]))}
+    edges = [("in", "a"), ("a", "l1"), ("l1", "b"), ("b", "l2"), ("in", "skip"), ("skip", "l2"),
+             ("l2", "head"), ("head", "out")]
+    g = nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": 10, "dt": 1e-4, "readout": "rate"})
+    obs = rng.normal(size=(25, 3)).astype(np.float32)
+    assert_same(run_nest(g, obs), ReferenceBackend(g, dtype="float64").run(obs))
+
+
+@pytest.mark.parametrize("name", ["snntorch", "norse", "spikingjelly"])
+def test_third_party_graphs_reproduce_their_framework(name: str) -> None:
+    """snnTorch's delayed subtract reset with strict '>' (eprop_iaf + autapse), Norse, SpikingJelly."""
+    with np.load(FIXTURES / f"{name}.npz") as data:
+        d = {k: data[k] for k in data.files}
+    T, cv = int(d["time_steps"]), str(d["convention"])
+    g = read_graph(FIXTURES / f"{name}.nir")
+    r = run_nest(g, d["inputs"], convention=cv, time_steps=T)
+    assert np.array_equal(r.q, d["counts"])
+    assert_same(r, ReferenceBackend(g, convention=cv, time_steps=T, dtype="float64").run(d["inputs"]))
+
+
+# ---------------------------------------------------------------- errors and interface
+
+
+def test_registered_as_a_target() -> None:
+    assert "nest" in TARGETS
+    graph = zoo_graph("liu")
+    backend = make_backend("nest", graph, threads=1)
+    try:
+        assert backend.name == "nest"
+        r = backend.run(cartpole_obs(3).numpy())
+        assert set(r.timings) == {"set_input", "simulate", "read_out"} and r.timings["simulate"] > 0
+    finally:
+        backend.close()
+
+
+def test_bad_input_gives_user_errors() -> None:
+    graph = zoo_graph("liu")
+    with pytest.raises(UserError, match=r"expects observations of shape \(4,\).*gives \(8,\)"):
+        NestBackend(graph, obs_shape=(8,))
+    with pytest.raises(UserError, match="2 values.*3 actions"):
+        NestBackend(graph, n_actions=3)
+    backend = NestBackend(graph)
+    try:
+        with pytest.raises(UserError, match=r"shape \(5,\)"):
+            backend.run(np.zeros((2, 5), np.float32))
+        with pytest.raises(UserError, match="NaN"):
+            backend.run(np.full((1, 4), np.nan, np.float32))
+        with pytest.raises(UserError, match="encoding is 'current'"):
+            backend.run(np.zeros((1, 4), np.float32), np.zeros((16, 1, 4)))
+    finally:
+        backend.close()
+    with pytest.raises(UserError, match="closed or replaced"):
+        backend.run(np.zeros((1, 4), np.float32))
+    first = NestBackend(graph)
+    second = NestBackend(graph)  # NEST holds one network per process: the first is retired
+    try:
+        with pytest.raises(UserError, match="closed or replaced"):
+            first.run(np.zeros((1, 4), np.float32))
+        assert second.run(np.zeros((1, 4), np.float32)).q.shape == (1, 2)
+    finally:
+        second.close()
+    spikes = zoo_graph("poisson")
+    backend = NestBackend(spikes)
+    try:
+        with pytest.raises(UserError, match="input spikes have shape"):
+            backend.run(np.zeros((2, 4), np.float32), np.zeros((16, 3, 4)))
+    finally:
+        backend.close()
+
+
+def test_unsupported_nodes_are_named() -> None:
+    with pytest.raises(UserError, match="node 'l0_relu'.*ReLU"):
+        NestBackend(model_to_nir(make_checkpoint("dqn")))
+    cuba = nir.CubaLIF(tau_syn=np.full(2, 2e-3), tau_mem=np.full(2, 4e-3), r=np.ones(2), v_leak=np.zeros(2),
+                       v_threshold=np.ones(2))
+    with pytest.raises(UserError, match="node 'n' \\(CubaLIF\\)"):
+        NestBackend(chain(cuba, n=2))
+    with pytest.raises(UserError, match="node '1' \\(IF\\): multi-spike"):
+        NestBackend(read_graph(FIXTURES / "sinabs.nir"), convention="sinabs", time_steps=4)
+    li = nir.LI(tau=np.full(2, 2e-3), r=np.ones(2), v_leak=np.zeros(2))
+    nodes = {"in": nir.Input(np.array([2])), "li": li, "fc": nir.Linear(np.eye(2)),
+             "lif": nir.IF(r=np.full(2, 1000.0), v_threshold=np.ones(2)), "out": nir.Output(np.array([2]))}
+    g = nir.NIRGraph(nodes=nodes, edges=[("in", "li"), ("li", "fc"), ("fc", "lif"), ("lif", "out")],
+                     metadata={"time_steps": 4, "dt": 1e-3})
+    with pytest.raises(UserError, match="node 'lif'.*membrane of the non-spiking node 'li'"):
+        NestBackend(g)
+
+
+def test_too_large_network_is_refused_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_build(self):  # the check must come first
+        raise AssertionError("built a network that does not fit")
+
+    monkeypatch.setattr(nest_backend, "available_memory", lambda: 64 * 2**20)
+    monkeypatch.setattr(NestBackend, "_build", no_build)
+    with pytest.raises(UserError, match="does not fit in memory.*synapses"):
+        NestBackend(zoo_graph("liu"))
+
+
+def test_memory_estimate_counts_the_nature_cnn_synapses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Conv2 + conv3 + fc of the Nature CNN, from shapes alone (conv1 is the host-side input current)."""
+    monkeypatch.setattr(NestBackend, "_build", lambda self: None)
+    graph = model_to_nir(make_checkpoint("liu", arch="nature_cnn", obs_shape=(4, 84, 84), n_actions=6,
+                                         time_steps=2, seed=1))
+    est = NestBackend(graph).memory
+    conv2, conv3, fc = 64 * 9 * 9 * 32 * 4 * 4, 64 * 7 * 7 * 64 * 3 * 3, 3136 * 512
+    neurons = 32 * 20 * 20 + 64 * 9 * 9 + 64 * 7 * 7 + 512
+    assert est.neurons == neurons
+    assert est.synapses == conv2 + conv3 + fc + 5 * neurons and est.recorded == neurons
+    assert est.host_synapses == 32 * 20 * 20 * 4 * 8 * 8
