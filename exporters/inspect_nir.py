@@ -149,6 +149,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--time-steps", type=int, help="T for graphs without metadata (default 1 for inspection)")
     ap.add_argument("--dt", type=float)
     ap.add_argument("--convention", choices=sorted(CONVENTIONS))
+    ap.add_argument("--target", choices=("lava",),
+                    help="also report the Lava / Loihi 2 mapping (backends.lava.report)")
     return ap.parse_args(argv)
 
 
@@ -171,8 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.rate <= 1:
         raise UserError(f"--rate must be in [0, 1], got {args.rate}")
     info = summarize(plan, spikes, args.rate)
+    if args.target == "lava":
+        from backends.lava.report import lava_report
+
+        info["lava"] = lava_report(plan)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
     else:
         print_tables(info, args.graph)
+        if "lava" in info:
+            from backends.lava.report import print_lava_report
+
+            print_lava_report(info["lava"])
     return 0

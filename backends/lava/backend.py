@@ -1,0 +1,449 @@
+"""``LavaBackend``: a NIR graph on Lava's CPU simulator of Loihi 2 (``Loihi2SimCfg``).
+
+``--target lava`` runs the ``floating_pt`` process models (float64, equal to the reference:
+same spike counts, Q within rounding), ``--target lava-fixed`` the ``fixed_pt`` ones on the
+quantised network of backends.lava.quantize.
+
+The network is compiled once; the runtime stays alive across ``run`` calls. Per observation
+the host computes the first layer's input current (backends.lava.lowering), sends it through
+the host-fed populations' input pipes, runs ``P = T + depth`` steps with ``RunSteps`` (the
+populations reset themselves at the start of their windows), then receives one record per
+recording population from its output pipe. No ``Var.get``/``Var.set`` in the loop. Batches
+(``run-backend --inputs``) are sent ``batch_size`` observations per ``RunSteps(P * batch)``.
+
+Lava forks one OS process per Lava process and its ``stop()`` blocks for ever once a process
+model has raised (tests/test_lava_install.py); :func:`stop_or_kill` stops with a time limit
+and kills the runtime's processes when it hangs. ``close()`` (also run at interpreter exit
+for a backend nobody closed) always leaves no child process behind.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from typing import Any
+
+import nir
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from backends.base import Readout
+from backends.lava.lowering import Layout, Population, lower
+from backends.lava.quantize import FixedPop, quantize_layout
+from backends.reference.ops import per_step
+from exporters.canonical import Plan, build_plan
+from pipeline.encoding import encode
+from pipeline.errors import UserError, check_choice
+from pipeline.models import greedy_action
+
+PRECISIONS = {"floating_pt": "lava", "fixed_pt": "lava-fixed"}
+PIPE_BYTES = 256 * 2**20  # shared memory allowed for one chunk of input currents
+CLASSIC_INPUT_BOUND = 4.0  # assumed |x| bound of a real-valued, unscaled classic-control observation
+
+
+def default_input_bound(plan: Plan) -> float:
+    """Largest |input| the fixed-point ranges are sized for: 1 for spike encodings; for Atari
+    pixels (0..255) after the graph's preprocessing; else :data:`CLASSIC_INPUT_BOUND`. An input
+    beyond it can saturate the first layer's state (counted in ``LavaBackend.saturated``)."""
+    if plan.semantics.encoding != "current":
+        return 1.0
+    meta = plan.metadata
+    if str(meta.get("env_id", "")).startswith("ALE/"):
+        off = np.abs(np.asarray(meta.get("preprocessing_offset", [0.0]), dtype=np.float64))
+        scale = np.abs(np.asarray(meta.get("preprocessing_scale", [1.0]), dtype=np.float64))
+        return float(np.max((255.0 + off) * scale))
+    return CLASSIC_INPUT_BOUND
+
+
+def stop_or_kill(runtime_owner: Any, timeout: float = 15.0) -> bool:
+    """Stop the Lava runtime of ``runtime_owner`` (a process); kill its OS processes if ``stop()``
+    has not returned after ``timeout`` s. Returns whether ``stop()`` returned by itself."""
+    runtime = getattr(runtime_owner, "runtime", None)
+    if runtime is None:
+        return True
+    infra = runtime._messaging_infrastructure
+    actors = list(getattr(infra, "actors", []))
+    stopper = threading.Thread(target=runtime_owner.stop, name="lava-stop", daemon=True)
+    stopper.start()
+    stopper.join(timeout)
+    if not stopper.is_alive():
+        return True
+    for actor in actors:
+        try:
+            actor.kill()
+            actor.join(5)
+        except (ValueError, AssertionError):  # already joined and closed
+            pass
+    if getattr(infra, "smm", None) is not None:
+        try:
+            infra.smm.shutdown()
+        except Exception:  # noqa: BLE001 - best effort after a hang
+            pass
+    return False
+
+
+def actor_errors(runtime_owner: Any) -> list[str]:
+    """Tracebacks the Lava process models raised (Lava only logs them at INFO)."""
+    runtime = getattr(runtime_owner, "runtime", None)
+    if runtime is None:
+        return []
+    out = []
+    for actor in getattr(runtime._messaging_infrastructure, "actors", []):
+        exc = getattr(actor, "exception", None)
+        if exc:
+            out.append(str(exc[1]).strip())
+    return out
+
+
+class _Runtime:
+    """Owns the Lava processes; a finalizer stops them if the backend is dropped unclosed."""
+
+    def __init__(self) -> None:
+        self.anchor: Any = None
+        self.closed = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.anchor is not None:
+            stop_or_kill(self.anchor)
+
+
+def _flat_param(v: Any, shape: tuple[int, ...]) -> Any:
+    """A neuron parameter for a flat population: floats stay floats (same arithmetic as the
+    reference's Python scalars), arrays are broadcast to the layer and flattened."""
+    if isinstance(v, np.ndarray):
+        return np.broadcast_to(v.astype(np.float64), shape).reshape(-1).copy()
+    return v
+
+
+class LavaBackend:
+    """backends.base.Backend on Lava (``precision`` floating_pt or fixed_pt); see the module docstring.
+
+    ``free_run=True`` builds the same network without observation windows (no resets, no
+    records, input read once): the baseline for Lava's bare run time (:meth:`bare_run`).
+    """
+
+    def __init__(self, graph: nir.NIRGraph | Plan, *, precision: str = "floating_pt",
+                 convention: str | None = None, time_steps: int | None = None, dt: float | None = None,
+                 readout: str | None = None,
+                 batch_size: int | None = None, input_bound: float | None = None, host_weights: str = "8bit",
+                 free_run: bool = False):
+        check_choice("Lava precision", precision, PRECISIONS)
+        self.precision = precision
+        self.name = PRECISIONS[precision]
+        self.fixed = precision == "fixed_pt"
+        self.plan = graph if isinstance(graph, Plan) else build_plan(
+            graph, convention=convention, time_steps=time_steps, dt=dt, readout=readout)
+        self.sem = self.plan.semantics
+        self.T = self.sem.time_steps
+        self.obs_shape = self.plan.op(self.plan.input).out_shape
+        self.layout: Layout = lower(self.plan, fixed_point=self.fixed)
+        self.period = self.layout.period
+        self.free_run = free_run
+        if input_bound is not None and not input_bound > 0:
+            raise UserError(f"input bound must be positive, got {input_bound}")
+        self.input_bound = input_bound or default_input_bound(self.plan)
+        self.quant: dict[str, FixedPop] | None = (
+            quantize_layout(self.layout, self.input_bound, host_weights) if self.fixed else None)
+        self.by_name = {op.name: op for op in self.plan.ops}
+        self.host_params = {
+            name: {k: (torch.as_tensor(v, dtype=torch.float64) if isinstance(v, np.ndarray) else v)
+                   for k, v in self.by_name[name].params.items()}
+            for name in self.layout.host_ops if self.by_name[name].kind != "input"}
+        self.host_pops = [p for p in self.layout.pops.values() if p.host]
+        self.series = self.sem.encoding != "current"
+        if batch_size is not None and batch_size < 1:
+            raise UserError(f"batch size must be >= 1, got {batch_size}")
+        per_obs = sum(self._payload_len(p) for p in self.host_pops) * 8
+        self.batch = max(1, min(batch_size or 16, PIPE_BYTES // max(per_obs, 1)))
+        self.spiking_ops = [op.name for op in self.plan.ops if op.spiking]
+        self.saturated: dict[str, int] = {name: 0 for name in self.layout.pops}
+        self.build_s = 0.0
+        self._rt = _Runtime()
+        self._finalizer = weakref.finalize(self, _Runtime.close, self._rt)
+        self._broken = False
+        self._build()
+
+    # ------------------------------------------------------------------ building
+
+    def _payload_len(self, pop: Population) -> int:
+        if not pop.host:
+            return 0
+        return pop.n * (self.T if self.series else 1)
+
+    def _record_len(self, pop: Population) -> int:
+        n = pop.n
+        return (n if pop.spiking else 0) + ((2 * n if pop.has_membrane else n) if pop.readout else 0) + 1
+
+    def _pop_params(self, pop: Population) -> dict[str, Any]:
+        p: dict[str, Any] = {"spiking": pop.spiking, "reduce": pop.readout,
+                             "membrane": pop.has_membrane and pop.readout is not None}
+        if self.fixed:
+            assert self.quant is not None
+            fq = self.quant[pop.name]
+            p.update(bias=fq.bias, threshold=fq.threshold, v_th=fq.threshold, dv=fq.dv, v_reset=fq.v_reset,
+                     v_sub=fq.v_sub, v_init=fq.v_init, compare=pop.compare,
+                     reset=pop.step.reset if pop.step is not None else "hard")
+            if pop.step is not None:
+                p["compare"] = pop.step.compare
+            return p
+        p["bias"] = pop.bias
+        if pop.kind == "threshold":
+            p.update(threshold=_flat_param(pop.threshold, pop.shape), compare=pop.compare)
+        if pop.step is not None:
+            st = pop.step
+            for k in ("gain", "tau", "v_leak", "v_th", "v_reset", "v_sub", "v_init", "tau_syn", "w_in"):
+                v = getattr(st, k)
+                p[k] = None if v is None else _flat_param(v, pop.shape)
+            p.update(reset=st.reset, compare=st.compare, multi_spike=st.multi_spike, syn_order=st.syn_order)
+        return p
+
+    def _build(self) -> None:
+        from backends.lava.processes import MODELS, Population as PopProc, SynapseMap
+        from lava.magma.core.run_configs import Loihi2SimCfg
+
+        t0 = time.perf_counter()
+        lay = self.layout
+        procs: dict[str, Any] = {}
+        for name, pop in lay.pops.items():
+            rec = self._record_len(pop)
+            procs[name] = PopProc(n=pop.n, kind=pop.kind, period=0 if self.free_run else self.period,
+                                  delay=pop.delay, T=self.T, record_len=rec,
+                                  payload_len=self._payload_len(pop), buffer=self.batch,
+                                  params=self._pop_params(pop), name=name)
+        synapses = []
+        for conn in lay.conns:
+            src, dst = procs[conn.src], procs[conn.dst]
+            if conn.matrix is None:
+                src.s_out.connect(dst.a_in)
+                continue
+            if self.fixed:
+                assert self.quant is not None
+                fmap = self.quant[conn.dst].maps[conn.src]
+                matrix, exp = sp.csc_matrix(fmap.mant, dtype=np.int64), fmap.exp
+            else:
+                matrix, exp = sp.csc_matrix(conn.matrix, dtype=np.float64), 0
+            syn = SynapseMap(n_in=lay.pops[conn.src].n, n_out=lay.pops[conn.dst].n, matrix=matrix,
+                             graded=conn.graded, exp=exp, name=f"{conn.src}->{conn.dst}")
+            src.s_out.connect(syn.s_in)
+            syn.a_out.connect(dst.a_in)
+            synapses.append(syn)
+        self.procs = procs
+        self.synapses = synapses
+        models = MODELS[self.precision]
+        # Each process instance is mapped to its model explicitly: Lava's own lookup would
+        # re-execute every module next to the process class (compiler_graphs._find_proc_models)
+        # for every instance. The models carry the same floating_pt / fixed_pt tags.
+        mapping = {proc: models[type(proc)] for proc in [*procs.values(), *synapses]}
+        self.run_cfg = Loihi2SimCfg(select_tag=self.precision, exception_proc_model_map=mapping)
+        self.anchor = next(iter(procs.values()))
+        self._rt.anchor = self.anchor
+        try:
+            self.anchor.create_runtime(run_cfg=self.run_cfg)
+        except BaseException:
+            self.close()
+            raise
+        self.build_s = time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ input currents
+
+    def _host_values(self, obs: np.ndarray, spikes: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Payload per host-fed population for a chunk: ``[B, payload_len]`` (float64)."""
+        B = obs.shape[0]
+        if spikes is None:
+            x = torch.as_tensor(obs, dtype=torch.float64)
+            value = x.unsqueeze(0)  # [1, B, ...]: constant over the T steps
+        else:
+            value = torch.as_tensor(spikes, dtype=torch.float64)  # [T, B, ...]
+        out: dict[str, np.ndarray] = {}
+        if self.fixed:
+            for pop in self.host_pops:
+                fmap = self.quant[pop.name].maps["<host>"]  # type: ignore[index]
+                flat = value.reshape(value.shape[0] * B, -1).numpy()
+                if fmap.mant is not None:  # real-valued inputs: graded, rounded to the state grid
+                    acc = (fmap.mant @ flat.T).T * 2.0 ** fmap.exp
+                else:
+                    acc = (fmap.real @ flat.T).T
+                cur = np.round(acc).reshape(value.shape[0], B, pop.n)
+                out[pop.name] = self._payload(cur, B)
+            return out
+        values: dict[str, torch.Tensor] = {self.plan.input: value}
+        T = self.T
+        for name in self.layout.host_ops:
+            op = self.by_name[name]
+            if op.kind == "input":
+                continue
+            x = values[op.inputs[0]]
+            for other in op.inputs[1:]:  # as the reference sums several inputs
+                y = values[other]
+                x = x + y if x.shape[0] == y.shape[0] else (
+                    x.expand(T, *x.shape[1:]) + y.expand(T, *y.shape[1:]))
+            values[name] = per_step(op, x, self.host_params[name])
+        for pop in self.host_pops:
+            cur = values[pop.host[0]]
+            for other in pop.host[1:]:
+                y = values[other]
+                cur = cur + y if cur.shape[0] == y.shape[0] else cur.expand(T, *cur.shape[1:]) + y.expand(
+                    T, *y.shape[1:])
+            cur = cur.reshape(cur.shape[0], B, pop.n).numpy()
+            out[pop.name] = self._payload(cur, B)
+        return out
+
+    def _payload(self, cur: np.ndarray, B: int) -> np.ndarray:
+        """``[T' , B, n]`` -> ``[B, payload_len]`` (t-major within an observation)."""
+        if self.series and cur.shape[0] == 1:
+            cur = np.broadcast_to(cur, (self.T, *cur.shape[1:]))
+        return np.ascontiguousarray(np.transpose(cur, (1, 0, 2)).reshape(B, -1))
+
+    # ------------------------------------------------------------------ running
+
+    def _run_steps(self, steps: int) -> None:
+        from lava.magma.core.run_conditions import RunSteps
+
+        try:
+            self.anchor.run(condition=RunSteps(num_steps=steps), run_cfg=self.run_cfg)
+        except Exception as exc:
+            causes = actor_errors(self.anchor)
+            self._broken = True
+            self.close()
+            detail = "\n".join(causes) if causes else repr(exc)
+            raise RuntimeError(f"a Lava process model failed; the runtime was stopped:\n{detail}") from exc
+
+    def _recv(self, port: Any, timeout: float = 30.0) -> np.ndarray:
+        """Receive one record. The sender has written it when ``run`` returns, but the pipe's
+        receiving thread registers it asynchronously: poll briefly rather than block for ever."""
+        deadline = time.monotonic() + timeout
+        while not port.probe():
+            if time.monotonic() > deadline:
+                self._broken = True
+                self.close()
+                raise RuntimeError("a Lava population sent no record for a finished observation")
+            time.sleep(2e-4)
+        return port.recv()
+
+    def _check(self, obs: np.ndarray, input_spikes: np.ndarray | None) -> np.ndarray:
+        if self._broken or self._rt.closed:
+            raise RuntimeError("this Lava backend was closed (or its runtime failed); build a new one")
+        obs = np.asarray(obs)
+        if obs.ndim == len(self.obs_shape):
+            obs = obs[None]
+        if tuple(obs.shape[1:]) != self.obs_shape:
+            raise UserError(f"observations have shape {tuple(obs.shape[1:])}, the graph's Input node "
+                            f"{self.plan.input!r} expects {self.obs_shape}")
+        if input_spikes is not None:
+            want = (self.T, obs.shape[0], *self.obs_shape)
+            if tuple(input_spikes.shape) != want:
+                raise UserError(f"input spikes have shape {tuple(input_spikes.shape)}, expected {want}")
+        if self.free_run:
+            raise RuntimeError("a free-running LavaBackend only measures bare_run()")
+        return obs
+
+    def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Readout:
+        """backends.base.Backend.run: ``obs`` ``[N, *obs_shape]`` -> Readout (q float64, actions)."""
+        obs = self._check(obs, input_spikes)
+        N = obs.shape[0]
+        if N == 0:
+            a = int(np.prod(self.plan.op(self.plan.output).out_shape))
+            spk = {k: np.zeros((0, *self.by_name[k].out_shape), np.int64) for k in self.spiking_ops}
+            return Readout(q=np.zeros((0, a)), action=np.zeros(0, np.int64), spikes=spk,
+                           timings={"set_input": 0.0, "simulate": 0.0, "read_out": 0.0})
+        if self.series and input_spikes is None:  # as the reference: one seeded stream per call
+            gen = torch.Generator().manual_seed(self.sem.encoding_seed)
+            input_spikes = encode(torch.as_tensor(obs), self.T, self.sem.encoding, gen).numpy()
+        timings = {"set_input": 0.0, "simulate": 0.0, "read_out": 0.0}
+        records: dict[str, list[np.ndarray]] = {name: [] for name in self.layout.pops}
+        for lo in range(0, N, self.batch):
+            t0 = time.perf_counter()
+            hi = min(N, lo + self.batch)
+            spikes = input_spikes[:, lo:hi] if input_spikes is not None else None
+            payloads = self._host_values(obs[lo:hi], spikes)
+            for pop in self.host_pops:
+                port = self.procs[pop.name].host_in.external_pipe_csp_send_port
+                for row in payloads[pop.name]:
+                    port.send(row)
+            t1 = time.perf_counter()
+            self._run_steps(self.period * (hi - lo))
+            t2 = time.perf_counter()
+            for name in self.layout.pops:
+                port = self.procs[name].rec_out.external_pipe_csp_recv_port
+                for _ in range(hi - lo):
+                    records[name].append(self._recv(port))
+            t3 = time.perf_counter()
+            timings["set_input"] += t1 - t0
+            timings["simulate"] += t2 - t1
+            timings["read_out"] += t3 - t2
+        t3 = time.perf_counter()
+        readout = self._readout({k: np.stack(v) for k, v in records.items()}, N)
+        timings["read_out"] += time.perf_counter() - t3
+        readout.timings = timings
+        return readout
+
+    def _readout(self, rec: dict[str, np.ndarray], N: int) -> Readout:
+        """Q-values from the records, mirroring backends.reference.executor.run_batch."""
+        sem, lay = self.sem, self.layout
+        spikes: dict[str, np.ndarray] = {}
+        stat = membrane = None
+        for name, pop in lay.pops.items():
+            r = rec[name]
+            n, i = pop.n, 0
+            if pop.spiking:
+                spikes[name] = np.rint(r[:, :n]).astype(np.int64).reshape(N, *pop.shape)
+                i = n
+            if pop.readout is not None:
+                stat = r[:, i:i + n]
+                if pop.has_membrane:
+                    membrane = r[:, i + n:i + 2 * n]
+            self.saturated[name] += int(r[:, -1].sum()) if N else 0
+        assert stat is not None
+        rp = lay.pops[lay.readout_pop]
+        if self.fixed:
+            q_unit = self.quant[rp.name].q  # type: ignore[index]
+            if not rp.spiking:
+                stat = stat * q_unit
+            if membrane is not None:
+                membrane = membrane * q_unit
+        y = stat / self.T if sem.reduce == "mean" else stat
+        q = y / sem.divisor if sem.divisor != 1.0 else y
+        q = q.reshape(N, -1)
+        if sem.membrane_divisor:
+            if membrane is None:
+                raise UserError(f"the readout adds a membrane term, but {rp.name!r} has no membrane")
+            q = q + membrane.reshape(q.shape) / sem.membrane_divisor
+        if sem.offset != 0.0:
+            q = q + sem.offset
+        tiebreak = None
+        if sem.tiebreak == "membrane":
+            if membrane is None:
+                raise UserError(f"readout {sem.readout} breaks ties by membrane, but {rp.name!r} has none")
+            tiebreak = torch.as_tensor(membrane.reshape(q.shape))
+        q = np.asarray(q, dtype=np.float64)
+        action = greedy_action(torch.as_tensor(q), tiebreak).numpy().astype(np.int64)
+        for name in self.spiking_ops:
+            spikes.setdefault(name, np.zeros((N, *self.by_name[name].out_shape), np.int64))
+        return Readout(q=q, action=action, spikes={k: spikes[k] for k in self.spiking_ops})
+
+    def bare_run(self, obs: np.ndarray, steps: int) -> float:
+        """Seconds of ``RunSteps(steps)`` on a free-running backend (input sent before timing)."""
+        if not self.free_run:
+            raise RuntimeError("bare_run needs LavaBackend(..., free_run=True)")
+        obs = np.asarray(obs)[None] if np.asarray(obs).ndim == len(self.obs_shape) else np.asarray(obs)
+        if not getattr(self, "_fed", False):
+            spikes = None
+            if self.series:
+                spikes = encode(torch.as_tensor(obs[:1]), self.T, self.sem.encoding,
+                                torch.Generator().manual_seed(self.sem.encoding_seed)).numpy()
+            payloads = self._host_values(obs[:1], spikes)
+            for pop in self.host_pops:
+                self.procs[pop.name].host_in.external_pipe_csp_send_port.send(payloads[pop.name][0])
+            self._fed = True
+        t0 = time.perf_counter()
+        self._run_steps(steps)
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Stop the runtime (killing its processes if ``stop()`` hangs); idempotent."""
+        self._rt.close()

@@ -1,0 +1,403 @@
+"""A canonical Plan -> the layout the Lava backend builds: populations, synapse maps, delays.
+
+No Lava import here (so ``inspect-nir`` and the quantiser can use it without starting Lava).
+
+* **Populations** are the plan's neuron and Threshold ops, plus one ``identity`` population
+  when the Output node reads a synaptic map directly (the head of the ``rate``, Hahn
+  ``voltage`` and Tan ``robust_rate`` readouts): it integrates the map's current ``W s + b``
+  over the window, which is what the reference reduces over time.
+* **Synapse maps.** Every maximal chain of synaptic ops between two populations (``conv ->
+  flatten -> affine``, ``affine -> scale`` ...) becomes one sparse matrix ``[n_dst, n_src]``
+  (the product of the chain, C-order flattening, so ``flatten`` is the identity) and one bias
+  vector added by the destination population. Conv and pooling layers are explicit sparse
+  matrices built with ``unfold`` on an index image (a Loihi core also stores them as explicit
+  synapses; Lava's own ``Conv`` was ~3x slower than Sparse in a first measurement).
+* **The host region** — the Input node and the synaptic ops computed from it alone — runs on
+  the host once per observation with the reference's own torch calls (``current``: one
+  constant current per observation; ``poisson``/``regular``: one current per step), and the
+  first populations read that current from their payload port. This is the "input process
+  that holds the observation's layer-1 current": the layer-1 map costs one host call per
+  observation instead of T on-chip steps, and in float64 it is bit-identical to the reference.
+* **Delays.** Lava's connection processes send at step t what they received at t-1, so a
+  population that is k synapse maps away from the host-fed layer sees its inputs k steps
+  late: its *delay* is k. Each observation gets a window of ``P = T + D`` steps (D = largest
+  delay); population p integrates on window steps ``[d_p, d_p + T)``, resets at ``d_p`` and
+  sends zeros outside, so windows line up with the reference's steps 1..T and nothing leaks
+  from one observation into the next. Inputs of one population must arrive with the same
+  delay (no skip connections around a map); otherwise the node is named in a UserError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from exporters.canonical import SYNAPSES, NeuronStep, Op, Plan
+from pipeline.errors import UserError
+
+Matrix = sp.csr_matrix
+
+
+@dataclass
+class Connection:
+    """A synapse map (or a direct wire) from population ``src`` into population ``dst``."""
+
+    src: str
+    dst: str
+    matrix: Matrix | None  # [n_dst, n_src]; None: a direct wire (same size, no Lava process, no delay)
+    graded: bool  # the source sends real values (non-spiking or multi-spike), not 0/1 spikes
+
+    @property
+    def delay(self) -> int:
+        return 0 if self.matrix is None else 1
+
+
+@dataclass
+class Population:
+    """One Lava population process: a neuron op, a Threshold op, or a readout integrator."""
+
+    name: str
+    kind: str  # neuron | threshold | identity
+    shape: tuple[int, ...]
+    step: NeuronStep | None = None
+    threshold: Any = None  # Threshold ops: value (float or array) ...
+    compare: str = ">="  # ... and comparison
+    bias: np.ndarray | None = None  # [n] float64: sum of the incoming maps' biases
+    host: list[str] = field(default_factory=list)  # host-region ops whose value this population reads
+    host_matrix: Matrix | None = None  # the host region as one map from the input (fixed point only)
+    host_bias: np.ndarray | None = None
+    delay: int = 0
+    readout: str | None = None  # the reduction (sum/mean/max/last) when this population feeds Output
+
+    @property
+    def n(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def spiking(self) -> bool:
+        if self.kind == "threshold":
+            return True
+        return self.kind == "neuron" and self.step is not None and self.step.spiking
+
+    @property
+    def graded_out(self) -> bool:
+        """Whether the values this population sends downstream are real numbers, not 0/1."""
+        if self.kind == "identity":
+            return True
+        if self.kind == "neuron":
+            assert self.step is not None
+            return not self.step.spiking or self.step.multi_spike
+        return False
+
+    @property
+    def has_membrane(self) -> bool:
+        return self.kind == "neuron"
+
+
+@dataclass
+class Layout:
+    """Everything the backend builds, in plan order."""
+
+    plan: Plan
+    pops: dict[str, Population]
+    conns: list[Connection]
+    host_ops: list[str]
+    readout_pop: str
+    time_steps: int
+
+    @property
+    def depth(self) -> int:
+        return max(p.delay for p in self.pops.values())
+
+    @property
+    def period(self) -> int:
+        """Lava steps per observation: T plus one step per synapse map on the longest path."""
+        return self.time_steps + self.depth
+
+
+# ---------------------------------------------------------------- synaptic ops as sparse matrices
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    a, b = np.broadcast_to(np.asarray(v).reshape(-1), (2,))
+    return int(a), int(b)
+
+
+def _unfold_indices(in_shape: tuple[int, int, int], kernel: tuple[int, int], stride: tuple[int, int],
+                    padding: Any, dilation: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    """Input index (or -1 for padding) of every (channel, ky, kx, output position):
+    ``[C, kh*kw, L]`` plus the output height and width."""
+    C, H, W = in_shape
+    idx = torch.arange(1, C * H * W + 1, dtype=torch.float64).reshape(C, 1, H, W)
+    if isinstance(padding, str):
+        if padding == "valid":
+            pads = (0, 0, 0, 0)
+        elif padding == "same":  # torch pads the extra element on the right/bottom
+            th = dilation[0] * (kernel[0] - 1)
+            tw = dilation[1] * (kernel[1] - 1)
+            pads = (tw // 2, tw - tw // 2, th // 2, th - th // 2)
+        else:
+            raise UserError(f"unknown conv padding {padding!r}")
+    else:
+        ph, pw = _pair(padding)
+        pads = (pw, pw, ph, ph)
+    idx = F.pad(idx, pads)
+    cols = F.unfold(idx, kernel, dilation=dilation, stride=stride)  # [C, kh*kw, L]
+    Hp, Wp = H + pads[2] + pads[3], W + pads[0] + pads[1]
+    oh = (Hp - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    ow = (Wp - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    return cols.numpy().astype(np.int64) - 1, oh, ow
+
+
+def _conv_matrix(op: Op) -> Matrix:
+    p = op.params
+    w = np.asarray(p["weight"], dtype=np.float64)  # [C_out, C_in/g, kh, kw]
+    c_out, c_in_g, kh, kw = w.shape
+    C, H, W = op.in_shape
+    groups = p["groups"]
+    cols, oh, ow = _unfold_indices((C, H, W), (kh, kw), p["stride"], p["padding"], p["dilation"])
+    L = oh * ow
+    k = kh * kw
+    rows_all, cols_all, vals_all = [], [], []
+    per_group_out = c_out // groups
+    for g in range(groups):
+        chans = np.arange(g * c_in_g, (g + 1) * c_in_g)
+        src = cols[chans].reshape(c_in_g * k, L)  # [(ci, ky, kx), L]
+        outs = np.arange(g * per_group_out, (g + 1) * per_group_out)
+        wg = w[outs].reshape(per_group_out, c_in_g * k)  # [co, (ci, ky, kx)]
+        r = outs[:, None, None] * L + np.arange(L)[None, None, :]
+        r = np.broadcast_to(r, (per_group_out, c_in_g * k, L))
+        c = np.broadcast_to(src[None], r.shape)
+        v = np.broadcast_to(wg[:, :, None], r.shape)
+        keep = (c >= 0) & (v != 0)
+        rows_all.append(r[keep])
+        cols_all.append(c[keep])
+        vals_all.append(v[keep])
+    m = sp.csr_matrix((np.concatenate(vals_all), (np.concatenate(rows_all), np.concatenate(cols_all))),
+                      shape=(c_out * L, C * H * W))
+    m.sum_duplicates()
+    return m
+
+
+def _pool_matrix(op: Op) -> Matrix:
+    p = op.params
+    kh, kw = p["kernel_size"]
+    C, H, W = op.in_shape
+    cols, oh, ow = _unfold_indices((C, H, W), (kh, kw), p["stride"], p["padding"], (1, 1))
+    L = oh * ow
+    value = 1.0 if op.kind == "sumpool2d" else 1.0 / (kh * kw)  # avg_pool2d counts padding (torch default)
+    r = np.broadcast_to((np.arange(C)[:, None, None] * L + np.arange(L)[None, None, :]), cols.shape)
+    keep = cols >= 0
+    m = sp.csr_matrix((np.full(int(keep.sum()), value), (r[keep], cols[keep])), shape=(C * L, C * H * W))
+    m.sum_duplicates()
+    return m
+
+
+def synapse_matrix(op: Op) -> tuple[Matrix, np.ndarray | None]:
+    """A synaptic op as a sparse matrix ``[prod(out_shape), prod(in_shape)]`` and bias (or None)."""
+    n_in = int(np.prod(op.in_shape))
+    n_out = int(np.prod(op.out_shape))
+    kind = op.kind
+    if kind in ("affine", "linear"):
+        w = np.asarray(op.params["weight"], dtype=np.float64)
+        lead = n_in // w.shape[1]
+        m = sp.csr_matrix(w)
+        if lead > 1:  # torch applies the map to the last dimension of every leading index
+            m = sp.kron(sp.identity(lead, format="csr"), m, format="csr")
+        bias = None
+        if kind == "affine":
+            bias = np.tile(np.asarray(op.params["bias"], dtype=np.float64).reshape(-1), lead)
+        m.eliminate_zeros()
+        return m, bias
+    if kind == "scale":
+        s = np.broadcast_to(np.asarray(op.params["scale"], dtype=np.float64), op.in_shape).reshape(-1)
+        return sp.diags(s, format="csr"), None
+    if kind == "flatten":
+        return sp.identity(n_in, format="csr"), None
+    if kind == "conv2d":
+        bias = np.repeat(np.asarray(op.params["bias"], dtype=np.float64), n_out // op.out_shape[0])
+        return _conv_matrix(op), bias
+    if kind in ("sumpool2d", "avgpool2d"):
+        return _pool_matrix(op), None
+    raise AssertionError(kind)
+
+
+# ---------------------------------------------------------------- lowering
+
+
+@dataclass
+class _Linear:
+    """A value that is an affine function of population outputs: sum_k M_k s_k + b."""
+
+    terms: dict[str, Matrix]
+    bias: np.ndarray | None
+    host: list[str] = field(default_factory=list)
+
+
+def _add(a: _Linear, b: _Linear) -> _Linear:
+    terms = dict(a.terms)
+    for k, m in b.terms.items():
+        terms[k] = terms[k] + m if k in terms else m
+    bias = a.bias if b.bias is None else (b.bias if a.bias is None else a.bias + b.bias)
+    return _Linear(terms, bias, a.host + b.host)
+
+
+def lower(plan: Plan, *, fixed_point: bool = False) -> Layout:
+    """Check that Lava can run ``plan`` and lay it out (see the module docstring)."""
+    T = plan.semantics.time_steps
+    by_name = {op.name: op for op in plan.ops}
+    host: set[str] = set()
+    host_order: list[str] = []
+    pops: dict[str, Population] = {}
+    linear: dict[str, _Linear] = {}  # non-host synaptic ops
+    direct: dict[str, list[tuple[str, bool]]] = {}  # pop -> [(src pop, via a synapse map?)]
+    out_src = plan.readout_source
+
+    def value_of(name: str) -> _Linear:
+        if name in pops:
+            n = pops[name].n
+            return _Linear({name: sp.identity(n, format="csr")}, None)
+        return linear[name]
+
+    for op in plan.ops:
+        if op.kind == "input":
+            host.add(op.name)
+            host_order.append(op.name)
+            continue
+        if op.kind == "output":
+            continue
+        if op.kind == "relu":
+            raise UserError(f"node {op.name!r}: ReLU (a DQN graph) cannot run on Lava, which runs spiking "
+                            "networks; convert the DQN first (convert-dqn)")
+        if op.kind in SYNAPSES:
+            if all(i in host for i in op.inputs):
+                host.add(op.name)
+                host_order.append(op.name)
+                continue
+            if any(i in host for i in op.inputs):
+                raise UserError(f"node {op.name!r}: a synaptic map that adds the input layer to a neuron "
+                                "layer's output is not supported by the Lava backend")
+            acc = value_of(op.inputs[0])
+            for other in op.inputs[1:]:
+                acc = _add(acc, value_of(other))
+            m, b = synapse_matrix(op)
+            terms = {k: (m @ v).tocsr() for k, v in acc.terms.items()}
+            bias = m @ acc.bias if acc.bias is not None else None
+            if b is not None:
+                bias = b if bias is None else bias + b
+            linear[op.name] = _Linear(terms, bias)
+            continue
+        # a population: neuron or Threshold op
+        pop = Population(name=op.name, kind="neuron" if op.kind == "neuron" else "threshold",
+                         shape=op.out_shape, step=op.neuron)
+        if op.kind == "threshold":
+            pop.threshold = op.params["threshold"]
+            pop.compare = op.params["compare"]
+        _wire(pop, op.inputs, host, pops, linear, direct)
+        pops[op.name] = pop
+
+    if out_src.name in host:
+        raise UserError(f"the Output node reads {out_src.name!r}, which is computed from the input alone: "
+                        "the graph has no neuron layer for Lava to run")
+    if out_src.name in linear:  # Output reads a synaptic map: integrate its current
+        pop = Population(name=out_src.name, kind="identity", shape=out_src.out_shape)
+        _wire(pop, [out_src.name], host, pops, linear, direct)
+        pops[out_src.name] = pop
+    pops[out_src.name].readout = plan.semantics.reduce
+
+    conns: list[Connection] = []
+    for name, pop in pops.items():
+        for src, mat, via in direct.get(name, []):
+            if not via and fixed_point:  # fixed point scales every input: give the wire a (diagonal) map
+                mat, via = sp.identity(pops[src].n, format="csr"), True
+            conns.append(Connection(src=src, dst=name, matrix=mat if via else None,
+                                    graded=pops[src].graded_out))
+    _assign_delays(pops, conns)
+    if fixed_point:
+        for pop in pops.values():
+            if pop.host:
+                pop.host_matrix, pop.host_bias = host_map(plan, pop.host, by_name)
+    return Layout(plan=plan, pops=pops, conns=conns, host_ops=host_order, readout_pop=out_src.name,
+                  time_steps=T)
+
+
+def _wire(pop: Population, inputs: list[str], host: set[str], pops: dict[str, Population],
+          linear: dict[str, _Linear], direct: dict[str, list]) -> None:
+    """Record where ``pop``'s input current comes from (host ops, direct wires, synapse maps)."""
+    entries: list[tuple[str, Matrix | None, bool]] = []
+    bias = None
+    for i in inputs:
+        if i in host:
+            pop.host.append(i)
+        elif i in pops:
+            entries.append((i, None, False))
+        else:
+            lin = linear[i]
+            for src, m in lin.terms.items():
+                entries.append((src, m, True))
+            if lin.bias is not None:
+                bias = lin.bias.copy() if bias is None else bias + lin.bias
+    # the same source reached by several maps: one summed map
+    merged: dict[tuple[str, bool], Matrix | None] = {}
+    for src, m, via in entries:
+        key = (src, via)
+        if via:
+            merged[key] = m if merged.get(key) is None else merged[key] + m
+        elif key in merged:
+            raise UserError(f"node {pop.name!r} reads {src!r} twice without a synapse in between")
+        else:
+            merged[key] = None
+    direct[pop.name] = [(src, m, via) for (src, via), m in merged.items()]
+    pop.bias = bias
+
+
+def _assign_delays(pops: dict[str, Population], conns: list[Connection]) -> None:
+    incoming: dict[str, list[Connection]] = {}
+    for c in conns:
+        incoming.setdefault(c.dst, []).append(c)
+    for name, pop in pops.items():  # plan (topological) order
+        arrivals = {pops[c.src].delay + c.delay for c in incoming.get(name, [])}
+        if len(arrivals) > 1:
+            listed = ", ".join(f"{c.src} (+{pops[c.src].delay + c.delay})" for c in incoming[name])
+            raise UserError(f"node {name!r}: its inputs arrive after different numbers of Lava connection "
+                            f"steps ({listed}); the Lava backend needs every input of a layer at the same "
+                            "depth (no skip connections)")
+        pop.delay = arrivals.pop() if arrivals else 0
+
+
+def host_map(plan: Plan, names: list[str], by_name: dict[str, Op]) -> tuple[Matrix, np.ndarray | None]:
+    """The host region feeding a population as one sparse map from the input (and its bias)."""
+    cache: dict[str, tuple[Matrix, np.ndarray | None]] = {}
+
+    def of(name: str) -> tuple[Matrix, np.ndarray | None]:
+        if name in cache:
+            return cache[name]
+        op = by_name[name]
+        if op.kind == "input":
+            res = (sp.identity(int(np.prod(op.out_shape)), format="csr"), None)
+        else:
+            m0, b0 = of(op.inputs[0])
+            for other in op.inputs[1:]:
+                m1, b1 = of(other)
+                m0 = m0 + m1
+                b0 = b1 if b0 is None else (b0 if b1 is None else b0 + b1)
+            m, b = synapse_matrix(op)
+            mm = (m @ m0).tocsr()
+            bb = m @ b0 if b0 is not None else None
+            if b is not None:
+                bb = b if bb is None else bb + b
+            res = (mm, bb)
+        cache[name] = res
+        return res
+
+    total_m, total_b = of(names[0])
+    for other in names[1:]:
+        m, b = of(other)
+        total_m = total_m + m
+        total_b = b if total_b is None else (total_b if b is None else total_b + b)
+    return total_m.tocsr(), total_b

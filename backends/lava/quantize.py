@@ -1,0 +1,374 @@
+"""Fixed-point (``--target lava-fixed``) quantisation for Loihi 2, and the Loihi 2 core estimate.
+
+The scheme (docs/LAVA.md explains it with examples)
+---------------------------------------------------
+Every population p gets one real **state unit** ``q_p`` (volts per LSB); its membrane V,
+charge U, threshold, reset value, bias and input current are integers in units of ``q_p``,
+held in 24-bit signed registers (saturating at ``±(2**23 - 1)``).
+
+1. *Fold the neuron's input scale into the weights.* DESIGN.md's LIF step
+   ``U = V + (g I - (V - v_leak)) / tau`` is ``U = V (1 - 1/tau) + (g/tau) I + v_leak/tau``,
+   Loihi's ``v <- v (1 - dv) + input``. So each incoming map M (and the bias b) is scaled per
+   row by ``c = g/tau`` (``g`` for IF, 1 for Threshold ops and readout integrators) and
+   ``v_leak/tau`` joins the bias: ``W' = diag(c) M``, ``b' = c b + v_leak/tau``.
+2. *Decay:* ``dv = round(4096 / tau)`` (12 bits; exact for tau = 1, 2, 4, ...; 0 for IF), applied
+   as Loihi does, ``V (4096 - dv) >> 12`` rounded toward zero.
+3. *Choose q_p* as fine as the registers allow: ``q_min = max(B / (2**23 - 1),
+   max|W'| / (127 * 2**7), max|b'| / (4095 * 2**7))`` where B is a worst-case bound of |state|
+   (input currents at their largest: ``R = sum_j |W'_ij| x_max + |b'_i|``, times tau for leaky
+   neurons and T for IF neurons and integrators, plus the threshold and reset values; x_max = 1
+   for spikes, ``input_bound`` for a real-valued input current). For a spiking population with
+   one threshold, ``q = V_th / floor(V_th / q_min)`` so that **the threshold is an exact
+   integer** (``th = floor(V_th / q_min)``); fewer than 16 threshold levels is refused.
+4. *Weights:* per map, an **8-bit signed mantissa** ``[-128, 127]`` and a shared exponent
+   ``e in [-8, 7]`` (Lava's / Loihi's ``weight_exp`` range): ``e = ceil(log2(max|W'| / (127 q)))``
+   so the largest weight uses the full mantissa; a spike adds ``mant * 2**e`` LSBs (the
+   accumulated sum is shifted; a negative e shifts right, rounding down, as Loihi does).
+5. *Bias:* per neuron, a 13-bit signed mantissa ``[-4095, 4095]`` and exponent ``[0, 7]``
+   (Lava's ``bias_mant``/``bias_exp`` of the bit-accurate LIF): ``bias = mant << exp``.
+6. *Reset and initial values* are rounded to the state grid; the soft-reset subtrahend is the
+   threshold itself in our graphs (exact).
+
+The host-fed first layer uses the same scheme: its map (from the input) is quantised like any
+other, the host computes ``mant @ x * 2**e`` and rounds it to the state grid (exact for input
+spikes; for a real-valued ``current`` input it is a graded input with 24-bit payload).
+
+A layer whose weights are so large relative to its threshold that 8-bit mantissas with
+exponent <= 7 cannot reach it with 16 levels ("weights would saturate"), whose worst-case state
+does not fit 24 bits at that resolution, or whose weights underflow exponent -8, gets a
+UserError naming the layer and the binding constraint.
+
+Loihi 2 resources: see :data:`LOIHI2` (sources and which numbers are assumptions).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from backends.lava.lowering import Layout, Population
+from pipeline.errors import UserError
+
+WEIGHT_MANT = (-128, 127)  # 8-bit signed mantissa
+WEIGHT_EXP = (-8, 7)  # shared per-map exponent (Lava weight_exp range)
+STATE_MAX = 2**23 - 1  # 24-bit signed state registers (u, v) of Loihi's LIF
+BIAS_MANT_MAX = 4095  # 13-bit signed bias mantissa
+BIAS_EXP_MAX = 7  # 3-bit bias exponent
+DECAY_UNITY = 4096  # 12-bit du/dv
+MIN_THRESHOLD_LEVELS = 16
+
+#: Loihi 2 per-chip / per-core limits used by :func:`loihi2_resources`.
+LOIHI2: dict[str, Any] = {
+    "cores_per_chip": 128,
+    "neurons_per_chip": 1_048_576,
+    "synapses_per_chip": 120_000_000,
+    "neurons_per_core": 8192,
+    "synapses_per_core": 131_072,
+    "sources": {
+        "cores_per_chip, neurons_per_chip, synapses_per_chip": (
+            "Intel Labs, 'Taking Neuromorphic Computing to the Next Level with Loihi 2', technology brief "
+            "(2021): 128 neuromorphic cores, up to 1M neurons and 120M synapses per chip"),
+        "neurons_per_core": ("1M neurons / 128 cores = 8192 (the brief's 'up to 8x more neurons' than "
+                             "Loihi's 1024)"),
+        "synapses_per_core": (
+            "ASSUMPTION: 128 KB of flexibly partitioned synaptic memory per core (reported for the Loihi 2 "
+            "launch) at one byte per 8-bit weight, without index/compression overhead; the real capacity "
+            "depends on Loihi 2's synapse encoding (dense, sparse, convolutional weight sharing)"),
+    },
+}
+
+
+@dataclass
+class FixedMap:
+    """One incoming synapse map of a population, quantised."""
+
+    src: str  # source population, or "<host>" for the host-fed map from the input
+    mant: sp.csr_matrix | None  # int64 mantissas [n_dst, n_src]; None: kept in float64 (host map)
+    exp: int
+    rel_err_max: float  # max |W'q - W'| / max |W'|
+    rel_err_rms: float  # ||W'q - W'|| / ||W'||
+    real: sp.csr_matrix | None = None  # the float64 map W' / q when ``mant`` is None
+
+
+@dataclass
+class FixedPop:
+    """A population's integer parameters (all values in units of ``q``)."""
+
+    name: str
+    q: float
+    c: np.ndarray  # input scale folded into the weights, per neuron
+    maps: dict[str, FixedMap] = field(default_factory=dict)
+    threshold: np.ndarray | None = None
+    dv: np.ndarray | None = None
+    bias_mant: np.ndarray | None = None
+    bias_exp: np.ndarray | None = None
+    v_reset: np.ndarray | None = None
+    v_sub: np.ndarray | None = None
+    v_init: np.ndarray | None = None
+    bound_lsb: float = 0.0  # worst-case |state| in LSBs
+    errors: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def bias(self) -> np.ndarray:
+        assert self.bias_mant is not None and self.bias_exp is not None
+        return self.bias_mant.astype(np.int64) << self.bias_exp.astype(np.int64)
+
+
+def _full(v: Any, n: int) -> np.ndarray:
+    return np.broadcast_to(np.asarray(v, dtype=np.float64).reshape(-1) if np.ndim(v) else
+                           np.asarray(v, dtype=np.float64), (n,)).astype(np.float64)
+
+
+def _scale_rows(m: sp.csr_matrix, c: np.ndarray) -> sp.csr_matrix:
+    return sp.csr_matrix(sp.diags(c) @ m)
+
+
+def input_scale(pop: Population, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(c, leak bias) folding the neuron's ``g/tau`` and ``v_leak/tau`` into its inputs."""
+    if pop.kind != "neuron":
+        return np.ones(n), np.zeros(n)
+    st = pop.step
+    assert st is not None
+    g = _full(st.gain, n)
+    if st.tau is None:
+        return g, np.zeros(n)
+    tau = _full(st.tau, n)
+    return g / tau, _full(st.v_leak, n) / tau
+
+
+def check_fixed_support(pop: Population) -> None:
+    st = pop.step
+    if st is None:
+        return
+    what = None
+    if st.tau_syn is not None:
+        what = "a synaptic current (CubaLIF/CubaLI)"
+    elif st.multi_spike:
+        what = "multi-spike output"
+    if what:
+        raise UserError(f"node {pop.name!r}: the fixed-point Lava backend does not implement {what}; "
+                        "use --target lava (floating point)")
+
+
+HOST_WEIGHTS = ("8bit", "float")
+
+
+def quantize_layout(layout: Layout, input_bound: float = 1.0,
+                    host_weights: str = "8bit") -> dict[str, FixedPop]:
+    """Quantise every population of ``layout`` (see the module docstring); name the layer on failure.
+
+    ``host_weights="float"`` keeps the host-computed first map in float64 (only the current it
+    produces is rounded to the state grid): the first layer then models an input encoder running
+    on a CPU (host or Loihi 2's embedded cores) rather than on-chip 8-bit synapses.
+    """
+    if host_weights not in HOST_WEIGHTS:
+        raise UserError(f"unknown host weight mode {host_weights!r}; valid choices: "
+                        f"{', '.join(HOST_WEIGHTS)}")
+    T = layout.time_steps
+    incoming: dict[str, list] = {}
+    for c in layout.conns:
+        incoming.setdefault(c.dst, []).append(c)
+    out: dict[str, FixedPop] = {}
+    for name, pop in layout.pops.items():
+        check_fixed_support(pop)
+        n = pop.n
+        c, leak_bias = input_scale(pop, n)
+        maps: dict[str, tuple[sp.csr_matrix, float]] = {}
+        for conn in incoming.get(name, []):
+            if conn.graded:
+                raise UserError(f"node {name!r}: its input {conn.src!r} sends real values (a non-spiking "
+                                "layer); the fixed-point Lava backend supports only spikes between layers")
+            m = sp.identity(n, format="csr") if conn.matrix is None else conn.matrix
+            maps[conn.src] = (_scale_rows(m, c), 1.0, True)
+        bias = np.zeros(n) if pop.bias is None else pop.bias.copy()
+        if pop.host:
+            assert pop.host_matrix is not None, "lower(..., fixed_point=True) builds the host map"
+            maps["<host>"] = (_scale_rows(pop.host_matrix, c), input_bound, host_weights == "8bit")
+            if pop.host_bias is not None:
+                bias = bias + pop.host_bias
+        b = c * bias + leak_bias
+        out[name] = _quantize_pop(pop, maps, b, c, T)
+    return out
+
+
+def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, bool]], b: np.ndarray,
+                  c: np.ndarray, T: int) -> FixedPop:
+    name, n, st = pop.name, pop.n, pop.step
+    R = np.abs(b).copy()
+    m_max: dict[str, float] = {}
+    for key, (w, xmax, on_chip) in maps.items():
+        R += np.asarray(abs(w).sum(axis=1)).reshape(-1) * xmax
+        if on_chip:
+            m_max[key] = float(abs(w).max()) if w.nnz else 0.0
+    r = float(R.max()) if n else 0.0
+    # worst-case |state|: charge accumulated over the memory of the neuron, plus its fixed values
+    v_th = v_reset = v_init = v_sub = None
+    if pop.kind == "neuron":
+        assert st is not None
+        horizon = T if st.tau is None else float(np.max(st.tau))
+        v_init, v_reset = _full(st.v_init, n), _full(st.v_reset, n)
+        fixed_vals = [np.abs(v_init).max(), np.abs(v_reset).max()]
+        if st.spiking:
+            v_th = _full(st.v_th, n)
+            v_sub = _full(st.v_sub, n)
+            fixed_vals += [np.abs(v_th).max(), np.abs(v_sub).max()]
+        bound = r * horizon + max(fixed_vals)
+    elif pop.kind == "threshold":
+        v_th = _full(pop.threshold, n)
+        bound = r + float(np.abs(v_th).max())
+    else:  # readout integrator: the sum over T of its current
+        bound = r * (T if pop.readout in ("sum", "mean") else 1)
+    limits = {
+        "state could overflow 24 bits": bound / STATE_MAX,
+        "weights would saturate the 8-bit mantissa at exponent 7": max(m_max.values(), default=0.0) / (
+            WEIGHT_MANT[1] * 2.0 ** WEIGHT_EXP[1]),
+        "the bias would saturate its 13-bit mantissa at exponent 7": float(np.abs(b).max(initial=0.0)) / (
+            BIAS_MANT_MAX * 2.0 ** BIAS_EXP_MAX),
+    }
+    binding = max(limits, key=limits.get)  # type: ignore[arg-type]
+    q_min = limits[binding]
+    if not q_min > 0:
+        q_min = 1.0  # nothing flows into this layer: any unit will do
+    q = q_min
+    fp = FixedPop(name=name, q=q, c=c)
+    if v_th is not None:
+        uniform = bool(np.all(v_th == v_th[0]))
+        if uniform and v_th[0] > 0:
+            levels = math.floor(v_th[0] / q_min)
+            if levels < MIN_THRESHOLD_LEVELS:
+                raise UserError(
+                    f"node {name!r}: out of the fixed-point range: {binding} (threshold {v_th[0]:g} would "
+                    f"get {levels} levels, at least {MIN_THRESHOLD_LEVELS} needed; max |w|/threshold = "
+                    f"{max(m_max.values(), default=0.0) / v_th[0]:.3g})")
+            q = float(v_th[0] / levels)
+        else:
+            levels = float(np.min(np.abs(v_th[v_th != 0]))) / q_min if np.any(v_th != 0) else math.inf
+            if levels < MIN_THRESHOLD_LEVELS:
+                raise UserError(f"node {name!r}: out of the fixed-point range: {binding} (the smallest "
+                                f"threshold gets {levels:.1f} levels, at least {MIN_THRESHOLD_LEVELS} "
+                                "needed)")
+        fp.q = q
+        fp.threshold = np.round(v_th / q).astype(np.int64)
+        rel = np.abs(fp.threshold * q - v_th) / np.maximum(np.abs(v_th), 1e-300)
+        fp.errors["threshold_rel"] = float(np.max(rel))
+    for key, (w, _, on_chip) in maps.items():
+        if on_chip:
+            fp.maps[key] = _quantize_map(name, key, w, q, m_max[key])
+        else:
+            fp.maps[key] = FixedMap(key, None, 0, 0.0, 0.0, real=(w / q).tocsr())
+    if pop.kind == "neuron":
+        assert st is not None and v_init is not None and v_reset is not None
+        fp.v_init = np.round(v_init / q).astype(np.int64)
+        fp.v_reset = np.round(v_reset / q).astype(np.int64)
+        if v_sub is not None:
+            fp.v_sub = np.round(v_sub / q).astype(np.int64)
+        if st.tau is not None:
+            tau = _full(st.tau, n)
+            fp.dv = np.round(DECAY_UNITY / tau).astype(np.int64)
+            fp.errors["decay_abs"] = float(np.max(np.abs(fp.dv / DECAY_UNITY - 1.0 / tau)))
+    # bias: per-neuron 13-bit mantissa and exponent in [0, 7]
+    mag = np.abs(b) / q
+    with np.errstate(divide="ignore"):
+        bexp = np.where(mag > BIAS_MANT_MAX, np.ceil(np.log2(np.maximum(mag, 1e-300) / BIAS_MANT_MAX)), 0)
+    bexp = np.clip(bexp, 0, BIAS_EXP_MAX).astype(np.int64)
+    fp.bias_exp = bexp
+    fp.bias_mant = np.clip(np.round(b / q / 2.0 ** bexp), -BIAS_MANT_MAX, BIAS_MANT_MAX).astype(np.int64)
+    fp.errors["bias_abs_in_lsb"] = float(np.max(np.abs(fp.bias * q - b), initial=0.0) / q)
+    fp.bound_lsb = bound / q
+    rel = [m.rel_err_max for m in fp.maps.values()]
+    fp.errors["weight_rel_max"] = max(rel, default=0.0)
+    fp.errors["weight_rel_rms"] = max((m.rel_err_rms for m in fp.maps.values()), default=0.0)
+    return fp
+
+
+def _quantize_map(name: str, src: str, w: sp.csr_matrix, q: float, m: float) -> FixedMap:
+    if m == 0.0:
+        return FixedMap(src, sp.csr_matrix(w.shape, dtype=np.int64), 0, 0.0, 0.0)
+    e = math.ceil(math.log2(m / (WEIGHT_MANT[1] * q)))
+    if e > WEIGHT_EXP[1]:  # q >= m / (127 * 2**7) makes this impossible
+        raise AssertionError((name, src, e))
+    if e < WEIGHT_EXP[0]:
+        top = m / (q * 2.0 ** WEIGHT_EXP[0])
+        if top < 1.0:
+            src_txt = "the input" if src == "<host>" else repr(src)
+            raise UserError(f"node {name!r}: out of the fixed-point range: its weights from {src_txt} (max "
+                            f"{m:.3g}) underflow the 8-bit mantissa at exponent {WEIGHT_EXP[0]} next to its "
+                            f"24-bit state range")
+        e = WEIGHT_EXP[0]
+    mant = w.copy().astype(np.float64)
+    mant.data = np.clip(np.round(w.data / (q * 2.0 ** e)), *WEIGHT_MANT)
+    err = mant.data * (q * 2.0 ** e) - w.data
+    mant = mant.astype(np.int64)
+    mant.eliminate_zeros()
+    rel_max = float(np.abs(err).max() / m)
+    rel_rms = float(np.linalg.norm(err) / max(np.linalg.norm(w.data), 1e-300))
+    return FixedMap(src, mant.tocsr(), int(e), rel_max, rel_rms)
+
+
+def shift(acc: np.ndarray, e: int) -> np.ndarray:
+    """``acc * 2**e`` on integers, flooring for negative e (an arithmetic right shift)."""
+    acc = np.asarray(acc, dtype=np.int64)
+    return np.left_shift(acc, e) if e >= 0 else np.right_shift(acc, -e)
+
+
+def decay(v: np.ndarray, dv: np.ndarray) -> np.ndarray:
+    """Loihi's leak, ``v (4096 - dv) >> 12`` rounded toward zero (Lava's bit-accurate LIF)."""
+    prod = v.astype(np.int64) * (DECAY_UNITY - dv)
+    return np.sign(prod) * np.right_shift(np.abs(prod), 12)
+
+
+# ---------------------------------------------------------------- Loihi 2 resources
+
+
+def loihi2_resources(layout: Layout) -> dict[str, Any]:
+    """Cores each population needs under :data:`LOIHI2`'s per-core limits (synapses counted
+    at the destination core, explicitly, i.e. without convolutional weight sharing)."""
+    incoming: dict[str, list] = {}
+    for c in layout.conns:
+        incoming.setdefault(c.dst, []).append(c)
+    rows = []
+    total_cores = 0
+    fits = True
+    for name, pop in layout.pops.items():
+        n = pop.n
+        fan = np.zeros(n, dtype=np.int64)
+        for conn in incoming.get(name, []):
+            if conn.matrix is not None:
+                fan += np.diff(conn.matrix.indptr)
+        if pop.host:
+            if pop.host_matrix is None:
+                from backends.lava.lowering import host_map
+
+                by_name = {op.name: op for op in layout.plan.ops}
+                pop.host_matrix, pop.host_bias = host_map(layout.plan, pop.host, by_name)
+            fan += np.diff(pop.host_matrix.indptr)
+        synapses = int(fan.sum())
+        max_fan = int(fan.max()) if n else 0
+        row: dict[str, Any] = {"name": name, "neurons": n, "synapses": synapses, "max_fan_in": max_fan}
+        if max_fan > LOIHI2["synapses_per_core"]:
+            row["cores"] = None
+            row["note"] = (f"fan-in {max_fan} exceeds one core's synapse capacity "
+                           f"{LOIHI2['synapses_per_core']}")
+            fits = False
+        else:
+            per_core = min(LOIHI2["neurons_per_core"],
+                           LOIHI2["synapses_per_core"] // max(max_fan, 1))
+            # pack neurons in order until either limit is hit (fan-in varies at conv borders)
+            cores, used_n, used_s = 1 if n else 0, 0, 0
+            for f in fan:
+                if used_n + 1 > LOIHI2["neurons_per_core"] or used_s + int(f) > LOIHI2["synapses_per_core"]:
+                    cores += 1
+                    used_n, used_s = 0, 0
+                used_n += 1
+                used_s += int(f)
+            row["cores"] = cores
+            row["neurons_per_core_at_max_fan_in"] = per_core
+            total_cores += cores
+        rows.append(row)
+    chips = math.ceil(total_cores / LOIHI2["cores_per_chip"]) if fits else None
+    return {"layers": rows, "total_cores": total_cores if fits else None, "chips": chips,
+            "limits": {k: v for k, v in LOIHI2.items() if k != "sources"}, "sources": LOIHI2["sources"]}

@@ -1,0 +1,354 @@
+"""Lava backend figures for issue 6: agreement with the float64 reference, closed-loop return in
+fixed point, per-step time against Lava's bare run time, build time and memory.
+
+1. CartPole: each trained DSQN (default: the agents in examples/, else
+   runs/bundle/cartpole_dsqn128.pt) plays episodes with the reference until
+   >= ``--cartpole-obs`` observations are recorded; ``lava`` (floating_pt) and
+   ``lava-fixed`` (fixed_pt) run all of them open loop: action agreement and max |dQ|/max|Q|.
+   Then ``--episodes`` closed-loop CartPole episodes on lava-fixed (return, agreement).
+2. Atari: a Nature-CNN DSQN at T = 64 (random weights from exporters.zoo, scaled so that every
+   layer spikes) on ``--atari-obs`` real Pong frames (random actions, 1/255), one observation per
+   ``run`` call as in the closed loop; each precision stops after ``--atari-budget`` seconds and
+   says how many it measured. Per-step time split set_input / simulate / read_out, against the
+   bare ``RunSteps(T)`` of the same network free-running (no windows, resets, I/O).
+
+    nice -n 5 python benchmarks/bench_lava.py [--json out/bench_lava.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from backends.lava.backend import LavaBackend
+from backends.reference import ReferenceBackend
+from exporters.canonical import Plan, build_plan
+from exporters.to_nir import model_to_nir
+from exporters.zoo import atari_obs, make_checkpoint
+from pipeline.bridge import ClosedLoop, GraphIO, LoopSettings
+from pipeline.checkpoint import load_checkpoint
+from pipeline.envs import make_env, preprocess
+
+
+DEFAULT_CARTPOLE = [Path("examples/cartpole_dsqn.pt"), Path("examples/cartpole_if_dsqn.pt")]
+FALLBACK_CARTPOLE = Path("runs/bundle/cartpole_dsqn128.pt")
+
+
+def memory_mib() -> dict[str, float]:
+    """Memory now (MiB): PSS of this process plus its live children (Lava's forked processes; PSS
+    splits copy-on-write pages shared after the fork, so the sum is the real total), and this
+    process's peak RSS (VmHWM)."""
+    def field(path: Path, key: str) -> float:
+        try:
+            for line in path.read_text().splitlines():
+                if line.startswith(key):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    me = os.getpid()
+    kids = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if int((p / "stat").read_text().split(") ")[1].split()[1]) == me:
+                    kids.append(int(p.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    pss = [field(Path(f"/proc/{pid}/smaps_rollup"), "Pss:") for pid in [me, *kids]]
+    return {"total_pss_mib": sum(pss), "host_pss_mib": pss[0], "lava_processes": len(kids),
+            "host_peak_rss_mib": field(Path(f"/proc/{me}/status"), "VmHWM:")}
+
+
+def compare(ref, got) -> dict[str, Any]:
+    qmax = float(np.abs(ref.q).max())
+    out = {"n": int(len(ref.action)), "agreement": float((ref.action == got.action).mean()),
+           "q_rel_err": float(np.abs(got.q - ref.q).max() / max(qmax, 1e-300)),
+           "spikes_equal": all(np.array_equal(ref.spikes[k], got.spikes[k]) for k in ref.spikes)}
+    out["spike_count_rel_diff"] = {k: float(np.abs(got.spikes[k].sum() - v.sum()) / max(v.sum(), 1))
+                                   for k, v in ref.spikes.items()}
+    return out
+
+
+def cartpole_observations(plan: Plan, n: int, seed: int) -> tuple[np.ndarray, list[float]]:
+    """Observations of whole episodes played by the reference policy."""
+    io = GraphIO.from_metadata(plan.metadata, plan.op(plan.input).out_shape, 2)
+    ref = ReferenceBackend(plan, dtype="float64")
+    env = make_env("CartPole-v1")
+    obs, returns, ep = [], [], 0
+    while len(obs) < n:
+        o, _ = env.reset(seed=seed + ep)
+        done, total = False, 0.0
+        while not done:
+            x = preprocess(o[None], io.preprocessing)
+            obs.append(x[0])
+            o, r, term, trunc, _ = env.step(int(ref.run(x).action[0]))
+            total += r
+            done = term or trunc
+        returns.append(total)
+        ep += 1
+    env.close()
+    return np.stack(obs).astype(np.float32), returns
+
+
+def pong_frames(n: int, seed: int) -> tuple[np.ndarray, str]:
+    try:
+        env = make_env("ALE/Pong-v5")
+    except Exception as exc:  # noqa: BLE001 - ALE missing: fall back to random frames
+        return atari_obs(n, seed=seed).numpy(), f"random frames (ALE unavailable: {exc})"
+    rng = np.random.default_rng(seed)
+    frames = []
+    o, _ = env.reset(seed=seed)
+    while len(frames) < n:
+        o, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
+        frames.append(np.asarray(o, dtype=np.float32) / 255.0)
+        if term or trunc:
+            o, _ = env.reset()
+    env.close()
+    return np.stack(frames), "ALE/Pong-v5 frames, random actions, scaled 1/255"
+
+
+def merge(rows: list) -> Any:
+    from backends.base import Readout
+
+    return Readout(q=np.concatenate([r.q for r in rows]), action=np.concatenate([r.action for r in rows]),
+                   spikes={k: np.concatenate([r.spikes[k] for r in rows]) for k in rows[0].spikes})
+
+
+def rounded_weights(plan: Plan, bits: int, only: tuple[str, ...] | None = None) -> Plan:
+    """``plan`` with every weight matrix rounded to a ``bits``-bit signed mantissa and one power-of-two
+    scale per layer (lava-fixed's weight rounding, without its integer state): a diagnostic."""
+    p2 = copy.deepcopy(plan)
+    for op in p2.ops:
+        if op.kind in ("affine", "linear", "conv2d") and (only is None or op.name in only):
+            w = np.asarray(op.params["weight"], dtype=np.float64)
+            top = 2 ** (bits - 1) - 1
+            scale = 2.0 ** math.ceil(math.log2(np.abs(w).max() / top))
+            op.params["weight"] = np.clip(np.round(w / scale), -top - 1, top) * scale
+    return p2
+
+
+def precision_diagnostic(plan: Plan, obs: np.ndarray, ref: Any) -> dict[str, Any]:
+    """How close the two best Q-values are, and the agreement float64 reaches when only the weights
+    are rounded: separates 8-bit weights from the rest of the fixed-point scheme."""
+    q = np.sort(ref.q, axis=1)
+    margin = (q[:, -1] - q[:, -2]) / np.abs(ref.q).max()
+    quantiles = np.quantile(margin, [0.1, 0.25, 0.5]).tolist()
+    res: dict[str, Any] = {"margin_over_max_q_quantiles": dict(zip(("p10", "p25", "p50"), quantiles))}
+    for bits in (8, 10, 12, 16):
+        got = ReferenceBackend(rounded_weights(plan, bits), dtype="float64").run(obs)
+        res[f"agreement_weights_{bits}bit"] = float((got.action == ref.action).mean())
+    head = plan.readout_source.name if plan.readout_source.kind in ("affine", "linear") else None
+    if head:
+        got = ReferenceBackend(rounded_weights(plan, 8, (head,)), dtype="float64").run(obs)
+        res["agreement_only_head_8bit"] = float((got.action == ref.action).mean())
+    return res
+
+
+def cartpole_part(args: argparse.Namespace, ckpt_path: Path) -> dict[str, Any]:
+    plan = build_plan(model_to_nir(load_checkpoint(ckpt_path)))
+    t0 = time.perf_counter()
+    obs, returns = cartpole_observations(plan, args.cartpole_obs, seed=1000)
+    print(f"cartpole {ckpt_path.name}: {len(obs)} observations from {len(returns)} reference episodes "
+          f"(returns {returns}) in {time.perf_counter() - t0:.0f} s", flush=True)
+    ref = ReferenceBackend(plan, dtype="float64").run(obs)
+    res: dict[str, Any] = {"checkpoint": str(ckpt_path), "n_obs": len(obs), "reference_returns": returns,
+                           "time_steps": plan.semantics.time_steps}
+    for precision, key in (("floating_pt", "float"), ("fixed_pt", "fixed")):
+        backend = LavaBackend(plan, precision=precision, batch_size=64)
+        try:
+            t0 = time.perf_counter()
+            got = backend.run(obs)
+            wall = time.perf_counter() - t0
+        finally:
+            backend.close()
+        res[key] = {**compare(ref, got), "lava_compile_s": backend.build_s, "wall_per_obs": wall / len(obs),
+                    "period": backend.period, "saturated": backend.saturated}
+        print(f"cartpole {key}: {res[key]}", flush=True)
+    # the same observations with the host-computed first map kept in float64 (see docs/LAVA.md)
+    backend = LavaBackend(plan, precision="fixed_pt", batch_size=64, host_weights="float")
+    try:
+        got = backend.run(obs)
+    finally:
+        backend.close()
+    res["fixed_host_float"] = compare(ref, got)
+    print(f"cartpole fixed, float host map: {res['fixed_host_float']}", flush=True)
+    res["precision_diagnostic"] = precision_diagnostic(plan, obs, ref)
+    print(f"cartpole precision diagnostic: {res['precision_diagnostic']}", flush=True)
+    # closed loop in fixed point, compared step by step with the reference
+    io = GraphIO.from_metadata(plan.metadata, plan.op(plan.input).out_shape, 2)
+    settings = LoopSettings(env_id="CartPole-v1", target="lava-fixed", graph=str(ckpt_path), graph_sha256="-",
+                            compare="reference", episodes=args.episodes, seed=7,
+                            encoding=plan.semantics.encoding, time_steps=plan.semantics.time_steps)
+    backend = LavaBackend(plan, precision="fixed_pt")
+    loop = ClosedLoop(backend, io, settings, ReferenceBackend(plan, dtype="float64"))
+    episodes = []
+    try:
+        for i in range(args.episodes):
+            rec = loop.run_episode(i)
+            keep = ("return", "length", "agreement", "q_rel_err", "wall_per_step", "timing_per_step")
+            episodes.append({k: rec[k] for k in keep})
+            print(f"cartpole fixed closed loop, episode {i}: return {rec['return']:.0f}, agreement "
+                  f"{rec['agreement']:.3f}, wall/step {rec['wall_per_step'] * 1e3:.1f} ms", flush=True)
+    finally:
+        loop.close()
+        backend.close()
+    rets = [e["return"] for e in episodes]
+    res["fixed_closed_loop"] = {"episodes": episodes, "return_mean": float(np.mean(rets)),
+                                "return_std": float(np.std(rets)),
+                                "agreement": float(np.average([e["agreement"] for e in episodes],
+                                                              weights=[e["length"] for e in episodes]))}
+    return res
+
+
+def atari_part(args: argparse.Namespace, out: dict[str, Any]) -> None:
+    T = args.time_steps
+    ckpt = make_checkpoint("liu", arch="nature_cnn", obs_shape=(4, 84, 84), n_actions=6, time_steps=T, seed=0)
+    plan = build_plan(model_to_nir(ckpt))
+    obs, source = pong_frames(args.atari_obs, seed=3)
+    res: dict[str, Any] = {"model": "zoo liu nature_cnn (random weights, gain 8), T %d" % T, "frames": source,
+                           "requested_obs": len(obs), "budget_s": args.atari_budget}
+    readouts = {}
+    for precision, key in (("floating_pt", "float"), ("fixed_pt", "fixed")):
+        t0 = time.perf_counter()
+        backend = LavaBackend(plan, precision=precision, batch_size=1)
+        ctor_s = time.perf_counter() - t0
+        mem = memory_mib()
+        # Lava's bare run of the T steps: the same network free-running (no windows, resets or
+        # I/O), measured interleaved with the windowed runs so both see the same machine load
+        bare_backend = LavaBackend(plan, precision=precision, free_run=True)
+        rows, bare = [], []
+        try:
+            backend.run(obs[:1])  # warm-up (first-call costs of torch and the pipes)
+            bare_backend.bare_run(obs[0], T)
+            t0 = time.perf_counter()
+            for i in range(len(obs)):
+                rows.append(backend.run(obs[i:i + 1]))
+                if i % args.bare_every == 0:
+                    bare.append(bare_backend.bare_run(obs[0], T))
+                if time.perf_counter() - t0 > args.atari_budget:
+                    break
+            mem_end = memory_mib()
+        finally:
+            bare_backend.close()
+            backend.close()
+        readouts[key] = merge(rows)
+        per = {k: [r.timings[k] for r in rows] for k in ("set_input", "simulate", "read_out")}
+        whole = [sum(r.timings.values()) for r in rows]
+        res[key] = {"n_obs": len(rows), "build_s": ctor_s, "lava_compile_s": backend.build_s,
+                    "period": backend.period,
+                    "per_step_median_s": {k: statistics.median(v) for k, v in per.items()},
+                    "per_step_mean_s": {k: float(np.mean(v)) for k, v in per.items()},
+                    "whole_step_median_s": statistics.median(whole),
+                    "whole_step_mean_s": float(np.mean(whole)),
+                    "bare_run_T_median_s": statistics.median(bare), "bare_run_T_mean_s": float(np.mean(bare)),
+                    "bare_runs": len(bare), "memory_after_build": mem, "memory_end_both_alive": mem_end,
+                    "saturated": backend.saturated}
+        res[key]["whole_step_over_bare"] = res[key]["whole_step_median_s"] / res[key]["bare_run_T_median_s"]
+        r = res[key]
+        split = {k: round(v * 1e3, 1) for k, v in r["per_step_median_s"].items()}
+        print(f"atari {key}: {len(rows)} observations, whole step median "
+              f"{r['whole_step_median_s'] * 1e3:.0f} ms "
+              f"{split}, bare RunSteps({T}) median {r['bare_run_T_median_s'] * 1e3:.0f} ms -> ratio "
+              f"{r['whole_step_over_bare']:.2f}", flush=True)
+    n = min(readouts["float"].q.shape[0], readouts["fixed"].q.shape[0])
+    t0 = time.perf_counter()
+    ref = ReferenceBackend(plan, dtype="float64", batch_size=8).run(obs[:max(readouts["float"].q.shape[0],
+                                                                               readouts["fixed"].q.shape[0])])
+    res["reference_s_per_obs"] = (time.perf_counter() - t0) / max(len(ref.action), 1)
+    for key in ("float", "fixed"):
+        k = readouts[key].q.shape[0]
+        sub = type(ref)(q=ref.q[:k], action=ref.action[:k], spikes={s: v[:k] for s, v in ref.spikes.items()})
+        res[key].update(compare(sub, readouts[key]))
+    res["n_common"] = n
+    out["atari"] = res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cartpole-ckpt", action="append", type=Path,
+                    help="CartPole checkpoint (repeatable; default: examples/cartpole_dsqn.pt and "
+                         "examples/cartpole_if_dsqn.pt, else runs/bundle/cartpole_dsqn128.pt)")
+    ap.add_argument("--cartpole-obs", type=int, default=2000)
+    ap.add_argument("--episodes", type=int, default=3, help="closed-loop CartPole episodes in fixed point")
+    ap.add_argument("--atari-obs", type=int, default=200)
+    ap.add_argument("--atari-budget", type=float, default=300.0, help="seconds per precision on Atari")
+    ap.add_argument("--time-steps", type=int, default=64)
+    ap.add_argument("--bare-every", type=int, default=4,
+                    help="one bare RunSteps(T) per this many observations")
+    ap.add_argument("--skip-cartpole", action="store_true")
+    ap.add_argument("--skip-atari", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    out: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                                       "loadavg_start": os.getloadavg()}}
+    t0 = time.perf_counter()
+    if not args.skip_cartpole:
+        ckpts = args.cartpole_ckpt or [p for p in DEFAULT_CARTPOLE if p.is_file()][:2] or [FALLBACK_CARTPOLE]
+        out["cartpole"] = [cartpole_part(args, p) for p in ckpts]
+    if not args.skip_atari:
+        atari_part(args, out)
+    out["machine"]["loadavg_end"] = os.getloadavg()
+    out["total_s"] = time.perf_counter() - t0
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2, default=float) + "\n")
+    print_summary(out)
+
+
+def print_summary(out: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="Lava backend vs float64 reference")
+    for c in ("set", "precision", "obs", "agreement", "max|dQ|/max|Q|", "spikes equal"):
+        t.add_column(c)
+    sets = [(Path(c["checkpoint"]).stem, c) for c in out.get("cartpole", [])]
+    if "atari" in out:
+        sets.append(("atari (Nature CNN)", out["atari"]))
+    for name, part in sets:
+        for key in ("float", "fixed", "fixed_host_float"):
+            r = part.get(key)
+            if r and "agreement" in r:
+                t.add_row(name, key, str(r["n"]), f"{100 * r['agreement']:.2f} %", f"{r['q_rel_err']:.3g}",
+                          str(r["spikes_equal"]))
+    Console().print(t)
+    for c in out.get("cartpole", []):
+        cl = c["fixed_closed_loop"]
+        name = Path(c["checkpoint"]).stem
+        print(f"{name} closed loop, lava-fixed: return {cl['return_mean']:.1f} ± {cl['return_std']:.1f} "
+              f"over {len(cl['episodes'])} episodes, agreement {100 * cl['agreement']:.2f} %")
+        d = c["precision_diagnostic"]
+        print(f"{name}, float64 with only the weights rounded: " + ", ".join(
+            f"{k.split('_')[-1]} {100 * v:.1f} %" for k, v in d.items() if k.startswith("agreement_weights"))
+            + f"; only the head at 8 bit {100 * d.get('agreement_only_head_8bit', float('nan')):.1f} %; "
+            f"median Q margin {d['margin_over_max_q_quantiles']['p50']:.2g} of max |Q|")
+    if "atari" in out:
+        for key in ("float", "fixed"):
+            r = out["atari"][key]
+            s = r["per_step_median_s"]
+            print(f"Atari {key} (n={r['n_obs']}): per step {r['whole_step_median_s'] * 1e3:.0f} ms = "
+                  "set_input "
+                  f"{s['set_input'] * 1e3:.1f} + simulate {s['simulate'] * 1e3:.0f} + read_out "
+                  f"{s['read_out'] * 1e3:.1f} ms; bare RunSteps(T) {r['bare_run_T_median_s'] * 1e3:.0f} ms; "
+                  f"ratio {r['whole_step_over_bare']:.2f}; build {r['build_s']:.1f} s; memory (PSS, host + "
+                  f"{r['memory_after_build']['lava_processes']} Lava processes) "
+                  f"{r['memory_after_build']['total_pss_mib']:.0f} MiB, host peak RSS "
+                  f"{r['memory_end_both_alive']['host_peak_rss_mib']:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

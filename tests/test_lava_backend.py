@@ -1,0 +1,261 @@
+"""The Lava backend in floating point equals the float64 reference (same spike counts, Q to
+1e-6 of max |Q|) for every neuron and readout kind, keeps observations apart, runs through
+run-backend open and closed loop, and refuses what it cannot run with one clear error.
+
+Small graphs (2 x 24 neurons, T = 8) keep this under a minute on two busy cores; every test
+stops its Lava runtime (``close`` kills it if ``stop`` hangs) and checks no process is left.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+try:
+    version("lava-nc")
+except PackageNotFoundError:
+    pytest.skip("lava-nc not installed (scripts/install.sh with EXTRAS=all or lava)", allow_module_level=True)
+
+from backends.cli import main as run_backend  # noqa: E402
+from backends.lava.backend import LavaBackend  # noqa: E402
+from backends.lava.lowering import lower, synapse_matrix  # noqa: E402
+from backends.reference import ReferenceBackend  # noqa: E402
+from backends.reference.ops import apply_synapse  # noqa: E402
+from exporters.canonical import Op, build_plan  # noqa: E402
+from exporters.nirio import write_graph  # noqa: E402
+from exporters.to_nir import model_to_nir  # noqa: E402
+from exporters.zoo import atari_obs, cartpole_obs, make_checkpoint  # noqa: E402
+from pipeline.encoding import encode  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+HIDDEN = (24, 24)
+FIXTURES = Path(__file__).parent / "fixtures" / "thirdparty"
+
+
+def small_graph(kind: str, seed: int = 1, gain: float = 8.0, T: int = 8) -> nir.NIRGraph:
+    return model_to_nir(make_checkpoint(kind, seed=seed, hidden=HIDDEN, time_steps=T, gain=gain))
+
+
+def run_lava(graph, obs: np.ndarray, spikes: np.ndarray | None = None, **kw):
+    backend = LavaBackend(graph, **kw)
+    try:
+        return backend.run(obs, spikes), backend
+    finally:
+        backend.close()
+
+
+def assert_no_children_left() -> None:
+    left = [p for p in multiprocessing.active_children() if p.is_alive()]
+    assert not left, f"Lava left OS processes behind: {left}"
+
+
+def assert_equal_to_reference(ref, got) -> None:
+    for name, counts in ref.spikes.items():
+        assert np.array_equal(got.spikes[name], counts), f"{name}: spike counts differ"
+    scale = max(float(np.abs(ref.q).max()), 1e-12)
+    assert float(np.abs(got.q - ref.q).max()) / scale <= 1e-6
+    assert np.array_equal(got.action, ref.action)
+
+
+# (kind, gain): gains at which every layer, the output population included, spikes
+KINDS = [
+    ("liu", 8.0),  # LIF hard reset, rate readout (the head integrated by a readout population)
+    ("hahn", 3.0),  # IF soft reset, voltage readout (sum of the head's current)
+    ("lif_soft_rate", 8.0),  # LIF soft reset
+    ("if_hard_rate", 3.0),
+    ("chen", 8.0),  # LI membrane readout, max
+    ("chen_mean", 8.0),
+    ("chen_last", 8.0),
+    ("lif_voltage", 8.0),  # LI output, last value
+    ("spike_count", 8.0),  # spiking output population, ties broken by membrane
+    ("robust_rate_lif", 8.0),  # count/T + V(T)/(T V_th)
+    ("tan_converted", 3.0),  # robust rate of a soft IF: summed current / (T V_th)
+]
+
+
+@pytest.mark.parametrize("kind, gain", KINDS)
+def test_float_equals_reference(kind: str, gain: float) -> None:
+    graph = small_graph(kind, gain=gain)
+    obs = cartpole_obs(16, seed=3).numpy()
+    ref = ReferenceBackend(graph, dtype="float64").run(obs)
+    got, backend = run_lava(graph, obs, batch_size=5)  # 16 = 5 + 5 + 5 + 1: partial last chunk
+    assert got.q.dtype == np.float64 and got.action.dtype == np.int64 and got.q.shape == ref.q.shape
+    assert all(int(v.sum()) > 0 for v in got.spikes.values()), "a layer never spiked: the test proves little"
+    assert_equal_to_reference(ref, got)
+    assert set(got.timings) == {"set_input", "simulate", "read_out"}
+    assert backend.period == 8 + backend.layout.depth
+    assert_no_children_left()
+
+
+@pytest.mark.parametrize("encoding", ["poisson", "regular"])
+def test_spike_encodings_with_given_trains(encoding: str) -> None:
+    graph = small_graph(encoding)
+    obs = cartpole_obs(10, seed=4).numpy()
+    spikes = encode(torch.as_tensor(obs), 8, encoding, torch.Generator().manual_seed(11)).numpy()
+    ref = ReferenceBackend(graph, dtype="float64").run(obs, spikes)
+    got, _ = run_lava(graph, obs, spikes)
+    assert_equal_to_reference(ref, got)
+    # without trains both encode with the graph's seed, one stream per call
+    ref2 = ReferenceBackend(graph, dtype="float64").run(obs)
+    got2, _ = run_lava(graph, obs)
+    assert_equal_to_reference(ref2, got2)
+
+
+def test_no_leakage_between_observations() -> None:
+    """IF neurons without leak would carry B's state into the next A if the per-observation
+    reset or the window alignment were off."""
+    graph = small_graph("hahn", gain=3.0)
+    obs = cartpole_obs(2, seed=5).numpy()
+    a, b = obs[:1], obs[1:]
+    backend = LavaBackend(graph, batch_size=1)
+    try:
+        seq = backend.run(np.concatenate([a, b, a]))
+        again = backend.run(a)
+    finally:
+        backend.close()
+    fresh, _ = run_lava(graph, a)
+    assert not np.array_equal(seq.q[0], seq.q[1]), "A and B should differ"
+    for r, i in ((seq, 0), (seq, 2), (again, 0)):
+        assert np.array_equal(r.q[i], fresh.q[0])
+        for name in fresh.spikes:
+            assert np.array_equal(r.spikes[name][i], fresh.spikes[name][0])
+    assert_no_children_left()
+
+
+def test_conv_layers_as_sparse_maps() -> None:
+    ckpt = make_checkpoint("liu", arch="nature_cnn", obs_shape=(4, 36, 36), n_actions=4, time_steps=4, seed=2)
+    graph = model_to_nir(ckpt)
+    obs = atari_obs(2, seed=4)[:, :, :36, :36].contiguous().numpy()
+    ref = ReferenceBackend(graph, dtype="float64").run(obs)
+    got, backend = run_lava(graph, obs)
+    assert backend.layout.depth == 4  # conv2, conv3, fc, head: one Lava step each
+    assert_equal_to_reference(ref, got)
+
+
+@pytest.mark.parametrize("op", [
+    Op("c", "conv2d", "Conv2d", [], (4, 11, 13), (), params=dict(
+        weight=np.arange(6 * 2 * 3 * 2, dtype=np.float64).reshape(6, 2, 3, 2) - 30, bias=np.arange(6.0),
+        stride=(1, 1), padding="same", dilation=(2, 1), groups=2)),
+    Op("c", "conv2d", "Conv2d", [], (3, 9, 9), (), params=dict(
+        weight=np.linspace(-1, 1, 5 * 3 * 4 * 4).reshape(5, 3, 4, 4), bias=np.zeros(5),
+        stride=(2, 2), padding=(1, 0), dilation=(1, 1), groups=1)),
+    Op("p", "sumpool2d", "SumPool2d", [], (3, 9, 8), (), params=dict(kernel_size=(2, 3), stride=(2, 2),
+                                                                      padding=(1, 1))),
+    Op("p", "avgpool2d", "AvgPool2d", [], (3, 9, 8), (), params=dict(kernel_size=(2, 2), stride=(2, 2),
+                                                                      padding=(1, 0))),
+    Op("a", "affine", "Affine", [], (3, 5), (), params=dict(weight=np.arange(20.0).reshape(4, 5),
+                                                             bias=np.ones(4))),
+    Op("s", "scale", "Scale", [], (2, 5), (), params=dict(scale=np.arange(5.0) - 2)),
+])
+def test_synapse_matrices_equal_the_torch_maps(op: Op) -> None:
+    x = np.random.default_rng(0).normal(size=(1, *op.in_shape))
+    p = {k: (torch.as_tensor(v, dtype=torch.float64) if isinstance(v, np.ndarray) else v)
+         for k, v in op.params.items()}
+    y = apply_synapse(op, torch.as_tensor(x), p)
+    op.out_shape = tuple(y.shape[1:])
+    m, b = synapse_matrix(op)
+    z = m @ x.reshape(-1) + (0.0 if b is None else b)
+    np.testing.assert_allclose(z, y.numpy().reshape(-1), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["snntorch", "sinabs"])
+def test_third_party_conventions(name: str) -> None:
+    """snnTorch: '>' and the delayed subtract reset; Sinabs: multi-spike soft reset (graded spikes)."""
+    path = FIXTURES / f"{name}.nir"
+    if not path.is_file():
+        pytest.skip(f"no {name} fixture")
+    from exporters.nirio import read_graph
+
+    with np.load(FIXTURES / f"{name}.npz") as data:
+        inputs, counts, T, conv = data["inputs"][:24], data["counts"][:24], int(data["time_steps"]), str(
+            data["convention"])
+    got, _ = run_lava(read_graph(path), inputs, convention=conv, time_steps=T)
+    assert np.array_equal(got.q, counts)
+
+
+# ---------------------------------------------------------------- run-backend
+
+
+def test_run_backend_open_and_closed_loop(tmp_path: Path) -> None:
+    graph_path = tmp_path / "liu.nir"
+    write_graph(small_graph("liu"), graph_path)
+    obs_path = tmp_path / "obs.npy"
+    np.save(obs_path, cartpole_obs(12, seed=7).numpy())
+    for target in ("lava", "reference"):
+        extra = ["--dtype", "float64"] if target == "reference" else ["--batch-size", "4"]
+        assert run_backend([str(graph_path), "--target", target, "--inputs", str(obs_path),
+                            "--out", str(tmp_path / f"{target}.npz"), *extra]) == 0
+    with np.load(tmp_path / "lava.npz") as a, np.load(tmp_path / "reference.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for k in b.files:
+            if k == "q":
+                assert np.abs(a[k] - b[k]).max() <= 1e-6 * np.abs(b[k]).max()
+            else:
+                assert np.array_equal(a[k], b[k]), k
+    summary = tmp_path / "loop.json"
+    assert run_backend([str(graph_path), "--target", "lava", "--env", "CartPole-v1", "--episodes", "1",
+                        "--max-steps", "6", "--compare", "reference", "--no-progress", "--results",
+                        str(tmp_path / "loop.jsonl"), "--json", str(summary)]) == 0
+    info = json.loads(summary.read_text())
+    assert info["steps"] == 6 and info["agreement"] == 1.0 and info["q_rel_err"] <= 1e-6
+    assert_no_children_left()
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_dqn_graph_is_refused_naming_the_node(tmp_path: Path, capsys) -> None:
+    graph = model_to_nir(make_checkpoint("dqn", hidden=HIDDEN))
+    with pytest.raises(UserError, match="ReLU"):
+        lower(build_plan(graph))
+    path = tmp_path / "dqn.nir"
+    write_graph(graph, path)
+    np.save(tmp_path / "obs.npy", cartpole_obs(2).numpy())
+    code = run_backend([str(path), "--target", "lava", "--inputs", str(tmp_path / "obs.npy"),
+                        "--out", str(tmp_path / "r.npz")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: node ") and "ReLU" in err and "Traceback" not in err
+
+
+def _lif(n: int) -> nir.LIF:
+    return nir.LIF(tau=np.full(n, 2e-4), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n),
+                   v_reset=np.zeros(n))
+
+
+def _affine(n_out: int, n_in: int, seed: int) -> nir.Affine:
+    rng = np.random.default_rng(seed)
+    return nir.Affine(weight=rng.normal(size=(n_out, n_in)).astype(np.float32),
+                      bias=np.zeros(n_out, np.float32))
+
+
+def test_skip_connection_is_refused_naming_the_layer() -> None:
+    nodes = {"input": nir.Input(input_type={"input": np.array([3])}), "fc1": _affine(5, 3, 1),
+             "lif1": _lif(5), "fc2": _affine(5, 5, 2), "lif2": _lif(5), "fc3": _affine(5, 5, 3),
+             "skip": _affine(5, 5, 4), "lif3": _lif(5),
+             "output": nir.Output(output_type={"output": np.array([5])})}
+    edges = [("input", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", "fc3"),
+             ("fc3", "lif3"), ("lif1", "skip"), ("skip", "lif3"), ("lif3", "output")]
+    plan = build_plan(nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": 4}))
+    with pytest.raises(UserError, match="node 'lif3'.*different numbers of Lava connection steps"):
+        lower(plan)
+
+
+def test_wrong_observation_shape_is_a_user_error() -> None:
+    backend = LavaBackend(small_graph("liu"))
+    try:
+        with pytest.raises(UserError, match=r"shape \(5,\)"):
+            backend.run(np.zeros((2, 5), np.float32))
+        assert backend.run(cartpole_obs(1).numpy()).q.shape == (1, 2)  # still usable afterwards
+    finally:
+        backend.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        backend.run(cartpole_obs(1).numpy())
+    assert_no_children_left()
