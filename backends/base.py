@@ -54,6 +54,29 @@ class Readout:
         return {k: v.reshape(v.shape[0], -1).sum(axis=1) for k, v in self.spikes.items()}
 
 
+def check_batch(obs: np.ndarray, obs_shape: tuple[int, ...], input_name: str, time_steps: int,
+                input_spikes: np.ndarray | None = None) -> np.ndarray:
+    """Validate what every backend's ``run`` receives; returns ``obs`` as ``[N, *obs_shape]``.
+
+    A single observation (no batch axis) is accepted; input spike trains must be
+    ``[T, N, *obs_shape]``. Mismatches are user errors naming the graph's Input node.
+    """
+    from pipeline.errors import UserError
+
+    obs = np.asarray(obs)
+    obs_shape = tuple(obs_shape)
+    if obs.ndim == len(obs_shape):
+        obs = obs[None]
+    if tuple(obs.shape[1:]) != obs_shape:
+        raise UserError(f"observations have shape {tuple(obs.shape[1:])}, the graph's Input node "
+                        f"{input_name!r} expects {obs_shape}")
+    if input_spikes is not None:
+        want = (time_steps, obs.shape[0], *obs_shape)
+        if tuple(np.shape(input_spikes)) != want:
+            raise UserError(f"input spikes have shape {tuple(np.shape(input_spikes))}, expected {want}")
+    return obs
+
+
 class Backend(Protocol):
     """What the closed-loop bridge and ``run-backend`` need from a target."""
 

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from backends.base import Readout
+from backends.base import Readout, check_batch
 from backends.lava.lowering import Layout, Population, lower
 from backends.lava.quantize import FixedPop, quantize_layout
 from backends.reference.ops import per_step
@@ -328,16 +328,7 @@ class LavaBackend:
     def _check(self, obs: np.ndarray, input_spikes: np.ndarray | None) -> np.ndarray:
         if self._broken or self._rt.closed:
             raise RuntimeError("this Lava backend was closed (or its runtime failed); build a new one")
-        obs = np.asarray(obs)
-        if obs.ndim == len(self.obs_shape):
-            obs = obs[None]
-        if tuple(obs.shape[1:]) != self.obs_shape:
-            raise UserError(f"observations have shape {tuple(obs.shape[1:])}, the graph's Input node "
-                            f"{self.plan.input!r} expects {self.obs_shape}")
-        if input_spikes is not None:
-            want = (self.T, obs.shape[0], *self.obs_shape)
-            if tuple(input_spikes.shape) != want:
-                raise UserError(f"input spikes have shape {tuple(input_spikes.shape)}, expected {want}")
+        obs = check_batch(obs, self.obs_shape, self.plan.input, self.T, input_spikes)
         if self.free_run:
             raise RuntimeError("a free-running LavaBackend only measures bare_run()")
         return obs

@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from backends.base import Readout
+from backends.base import Readout, check_batch
 from backends.nest import kernel
 from backends.nest.connectivity import (Form, add_forms, apply_op, estimate_add, estimate_apply)
 from backends.nest.neurons import CLAMP_WEIGHT, PopSpec, population_spec
@@ -551,23 +551,15 @@ class NestBackend:
         if not self._valid:
             raise UserError("this NEST network was closed or replaced by a newer NestBackend (NEST holds one "
                             "network per process); build it again")
-        obs = np.asarray(obs)
-        if obs.ndim == len(self.obs_shape):
-            obs = obs[None]
-        if tuple(obs.shape[1:]) != tuple(self.obs_shape):
-            raise UserError(f"observations have shape {tuple(obs.shape[1:])}, the graph's Input node "
-                            f"{self.plan.input!r} expects {tuple(self.obs_shape)}")
+        if input_spikes is not None and self.sem.encoding == "current":
+            raise UserError("input spikes were given, but the graph's input encoding is 'current'")
+        obs = check_batch(obs, self.obs_shape, self.plan.input, self.T, input_spikes)
         if not np.all(np.isfinite(obs)):
             raise UserError("observations contain NaN or infinite values")
         n = obs.shape[0]
         x = torch.as_tensor(obs).to(torch.float64)
         s_in = None
         if input_spikes is not None:
-            if self.sem.encoding == "current":
-                raise UserError("input spikes were given, but the graph's input encoding is 'current'")
-            want = (self.T, n, *self.obs_shape)
-            if tuple(np.shape(input_spikes)) != want:
-                raise UserError(f"input spikes have shape {tuple(np.shape(input_spikes))}, expected {want}")
             s_in = torch.as_tensor(np.asarray(input_spikes)).to(torch.float64)
         elif self.sem.encoding != "current":
             s_in = self._encode(x)  # the whole batch with the graph's seed, like the reference

@@ -51,7 +51,7 @@ import nir
 import numpy as np
 import torch
 
-from backends.base import Readout
+from backends.base import Readout, check_batch
 from backends.nest import kernel
 from backends.nest.backend import BUILD_BYTES_PER_SYNAPSE, BYTES_PER_NEURON, BYTES_PER_SYNAPSE, available_memory
 from backends.nest.neurons import CLAMP_WEIGHT, PopSpec, population_spec
@@ -412,23 +412,15 @@ class PyNNNestBackend:
         if not self._valid:
             raise UserError("this pyNN.nest network was closed or replaced by a newer NEST or PyNN build (NEST "
                             "holds one network per process); build it again")
-        obs = np.asarray(obs)
-        if obs.ndim == len(self.obs_shape):
-            obs = obs[None]
-        if tuple(obs.shape[1:]) != tuple(self.obs_shape):
-            raise UserError(f"observations have shape {tuple(obs.shape[1:])}, the graph's Input node "
-                            f"{self.plan.input!r} expects {tuple(self.obs_shape)}")
+        if input_spikes is not None and self.sem.encoding == "current":
+            raise UserError("input spikes were given, but the graph's input encoding is 'current'")
+        obs = check_batch(obs, self.obs_shape, self.plan.input, self.T, input_spikes)
         if not np.all(np.isfinite(obs)):
             raise UserError("observations contain NaN or infinite values")
         n = obs.shape[0]
         x = torch.as_tensor(obs).to(torch.float64)
         s_in = None
         if input_spikes is not None:
-            if self.sem.encoding == "current":
-                raise UserError("input spikes were given, but the graph's input encoding is 'current'")
-            want = (self.T, n, *self.obs_shape)
-            if tuple(np.shape(input_spikes)) != want:
-                raise UserError(f"input spikes have shape {tuple(np.shape(input_spikes))}, expected {want}")
             s_in = torch.as_tensor(np.asarray(input_spikes)).to(torch.float64)
         elif self.sem.encoding != "current":
             s_in = encode(x, self.T, self.sem.encoding, torch.Generator().manual_seed(self.sem.encoding_seed))

@@ -15,7 +15,7 @@ import nir
 import numpy as np
 import torch
 
-from backends.base import Readout
+from backends.base import Readout, check_batch
 from backends.reference.ops import per_step, reduce_time, run_neuron, spike
 from exporters.canonical import SYNAPSES, Op, Plan, build_plan
 from pipeline.encoding import encode
@@ -153,16 +153,7 @@ class ReferenceBackend:
 
     def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Readout:
         """backends.base.Backend.run: ``obs`` ``[N, *obs_shape]`` -> Readout (q float64, actions)."""
-        obs = np.asarray(obs)
-        if obs.ndim == len(self.obs_shape):
-            obs = obs[None]
-        if tuple(obs.shape[1:]) != self.obs_shape:
-            raise UserError(f"observations have shape {tuple(obs.shape[1:])}, the graph's Input node "
-                            f"{self.plan.input!r} expects {self.obs_shape}")
-        if input_spikes is not None:
-            want = (self.T, obs.shape[0], *self.obs_shape)
-            if tuple(input_spikes.shape) != want:
-                raise UserError(f"input spikes have shape {tuple(input_spikes.shape)}, expected {want}")
+        obs = check_batch(obs, self.obs_shape, self.plan.input, self.T, input_spikes)
         timings = {"set_input": 0.0, "simulate": 0.0, "read_out": 0.0}
         qs, acts, spikes = [], [], {k: [] for k in self.spiking_ops}
         with torch.no_grad():
