@@ -125,3 +125,61 @@ def preprocess(obs: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """Numpy twin of :class:`Preprocessor` for a batch ``[N, *obs_shape]``; float32 result."""
     with torch.no_grad():
         return Preprocessor(pre)(torch.as_tensor(np.asarray(obs))).numpy()
+
+
+# --- potential-based reward shaping (training only) ------------------------------------------
+
+
+def _mountaincar_energy(obs: np.ndarray) -> float:
+    """Mechanical energy of MountainCar-v0 in units of the hill's potential amplitude.
+
+    The dynamics are ``v += 0.001 (a - 1) - 0.0025 cos(3x)``, i.e. the force derives from the
+    potential ``U(x) = 0.0025/3 sin(3x)``; ``E = v^2/2 + U`` only grows by pushing with the
+    motion, which is what the agent must learn, and the goal sits at E ~ 1.
+    """
+    x, v = float(obs[0]), float(obs[1])
+    amplitude = 0.0025 / 3
+    return (0.5 * v * v + amplitude * np.sin(3 * x)) / amplitude
+
+
+# name -> (environments it applies to, potential function, scale)
+REWARD_SHAPINGS: dict[str, tuple[tuple[str, ...], Any, float]] = {
+    "mountaincar-energy": (("MountainCar-v0",), _mountaincar_energy, 10.0),
+}
+
+
+class PotentialShaping(gym.Wrapper):
+    """``r + gamma * Phi(s') - Phi(s)`` with ``Phi = 0`` at termination (Ng, Harada & Russell 1999).
+
+    Potential-based shaping changes every policy's discounted return by ``-Phi(s0)`` only,
+    so the optimal policy of the shaped task is that of the original one; evaluation always
+    uses the environment's own reward. ``info["true_reward"]`` keeps the unshaped reward.
+    """
+
+    def __init__(self, env: gym.Env, potential: Any, scale: float, gamma: float):
+        super().__init__(env)
+        self.potential, self.scale, self.gamma = potential, scale, gamma
+        self._phi = 0.0
+
+    def reset(self, **kwargs: Any):
+        obs, info = self.env.reset(**kwargs)
+        self._phi = self.scale * self.potential(obs)
+        return obs, info
+
+    def step(self, action: Any):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        phi = 0.0 if terminated else self.scale * self.potential(obs)
+        info = {**info, "true_reward": reward}
+        shaped = float(reward) + self.gamma * phi - self._phi
+        self._phi = phi
+        return obs, shaped, terminated, truncated, info
+
+
+def shape_reward(env: gym.Env, env_id: str, shaping: str, gamma: float) -> gym.Env:
+    """Wrap ``env`` with the named shaping; an unknown name or a wrong environment is a UserError."""
+    if shaping not in REWARD_SHAPINGS:
+        raise choice_error("reward shaping", shaping, ["none", *REWARD_SHAPINGS])
+    envs, potential, scale = REWARD_SHAPINGS[shaping]
+    if env_id not in envs:
+        raise UserError(f"reward shaping {shaping!r} is defined for {', '.join(envs)}, not {env_id}")
+    return PotentialShaping(env, potential, scale, gamma)

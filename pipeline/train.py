@@ -37,6 +37,8 @@ from pipeline.envs import (
     is_atari,
     make_env,
     n_actions,
+    REWARD_SHAPINGS,
+    shape_reward,
 )
 from pipeline.errors import UserError, check_choice, choice_error, cli_entry
 from pipeline.models import build_model
@@ -348,6 +350,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bias", action="store_true", help="no biases in any layer")
     p.add_argument("--scale-obs", action="store_true",
                    help="map finite observation bounds to [-1, 1] (e.g. MountainCar)")
+    p.add_argument("--reward-shaping", default="none",
+                   help=f"potential-based shaping of the training reward: none, {', '.join(REWARD_SHAPINGS)}; "
+                        "evaluation always uses the true reward")
     p.add_argument("--preset", help=f"hyperparameter preset: {', '.join(HP_PRESETS)} (default: per env)")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                    help="override one hyperparameter (repeatable)")
@@ -387,7 +392,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
              "json": Path(f"{stem}.train.json"), "png": Path(f"{stem}.curve.png")}
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    train_env = DummyVecEnv([lambda: Monitor(env)])
+    if args.reward_shaping != "none":
+        # Monitor sits inside the shaping so logged training returns stay in the true reward
+        train_env = DummyVecEnv([lambda: shape_reward(Monitor(env), env_id, args.reward_shaping, hp.gamma)])
+    else:
+        train_env = DummyVecEnv([lambda: Monitor(env)])
     eval_env = DummyVecEnv([lambda: Monitor(make_env(env_id))])
     eval_env.seed(args.seed + 1_000_003)
     algo = DoubleDQN if hp.double_dqn else SB3DQN
@@ -413,12 +422,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         device="cpu",
         verbose=0,
     )
-    meta = {"env_id": env_id, "model": args.model, "hp_preset": preset, "hyperparams": asdict(hp),
+    meta = {"env_id": env_id, "model": args.model, "reward_shaping": args.reward_shaping, "hp_preset": preset, "hyperparams": asdict(hp),
             "spec": spec.to_dict()}
 
     def make_ckpt(score: dict[str, Any]) -> Checkpoint:
         return Checkpoint(spec=spec, state_dict=model_state_dict(agent), env_id=env_id, preprocessing=pre,
-                          provenance=provenance(args.seed, evaluation=score, hp_preset=preset, threads=threads,
+                          provenance=provenance(args.seed, evaluation=score, hp_preset=preset,
+                                                reward_shaping=args.reward_shaping, threads=threads,
                                                 hyperparams=asdict(hp), training_steps=agent.num_timesteps))
 
     callback = EvalCheckpointCallback(eval_env, hp, make_ckpt, paths)

@@ -103,3 +103,25 @@ def test_bad_input_one_line_error(tmp_path: Path, args: list[str], needle: str):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_mountaincar_shaping_is_potential_based() -> None:
+    """Shaped rewards telescope: with gamma 1 an episode's shaped sum is the true sum plus Phi(end) - Phi(start)."""
+    import gymnasium as gym
+
+    from pipeline.envs import REWARD_SHAPINGS, shape_reward
+
+    _, potential, scale = REWARD_SHAPINGS["mountaincar-energy"]
+    env = shape_reward(gym.make("MountainCar-v0", max_episode_steps=50), "MountainCar-v0", "mountaincar-energy", 1.0)
+    obs, _ = env.reset(seed=0)
+    first = scale * potential(obs)
+    shaped = true = 0.0
+    done = False
+    while not done:
+        obs, r, term, trunc, info = env.step(2)
+        shaped += r
+        true += info["true_reward"]
+        done = term or trunc
+    assert true == -50.0 and not term
+    assert shaped == pytest.approx(true + scale * potential(obs) - first)
+    assert shaped != true  # pushing right changes the car's energy
