@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   := out/demo
 
-.PHONY: demo test env bench clean
+.PHONY: demo test env bench bench-quick clean
 
 env: $(STAMP)
 
@@ -25,6 +25,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# Every measurement of the issues in one run (benchmarks/run_all.py): JSON, markdown, PNGs in
+# out/bench/ and a regenerated docs/RESULTS.md. bench-quick: small sizes, a few minutes.
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py --docs
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/run_all.py --quick
 
 clean:
 	rm -rf $(VENV) out

@@ -186,7 +186,7 @@ def atari(n_obs: int, nest_obs: int, fx_obs: int, T: int, rounds: int) -> dict[s
     return out
 
 
-def spinnaker_virtual(T: int) -> dict[str, Any]:
+def spinnaker_virtual(T: int, cnn: bool = True) -> dict[str, Any]:
     from backends.pynn.convolution import check_on_virtual_board
     from backends.pynn.spinnaker import PyNNSpiNNakerBackend
 
@@ -196,6 +196,8 @@ def spinnaker_virtual(T: int) -> dict[str, Any]:
     nets = {"cartpole_mlp": model_to_nir(load_checkpoint(path)),
             "nature_cnn": model_to_nir(make_checkpoint("liu", arch="nature_cnn", obs_shape=(4, 84, 84), n_actions=6,
                                                        time_steps=T, seed=0))}
+    if not cnn:
+        del nets["nature_cnn"]
     out: dict[str, Any] = {}
     for name, graph in nets.items():
         with tempfile.TemporaryDirectory(prefix=f"spin-{name}-") as tmp:
@@ -263,6 +265,7 @@ def main() -> None:
     ap.add_argument("--fixedpoint-obs", type=int, default=10, help="Atari frames through the fixed-point emulation")
     ap.add_argument("--time-steps", type=int, default=64)
     ap.add_argument("--skip", nargs="*", default=[], choices=["cartpole", "atari", "spinnaker"])
+    ap.add_argument("--no-cnn-mapping", action="store_true", help="(c) maps the CartPole MLP only")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     res: dict[str, Any] = {}
@@ -275,7 +278,7 @@ def main() -> None:
         res["atari"] = atari(args.atari_obs, args.nest_obs, args.fixedpoint_obs, args.time_steps, args.rounds)
     if "spinnaker" not in args.skip:
         print("(c) sPyNNaker virtual board", flush=True)
-        res["spinnaker"] = spinnaker_virtual(args.time_steps)
+        res["spinnaker"] = spinnaker_virtual(args.time_steps, cnn=not args.no_cnn_mapping)
     res["seconds"] = time.perf_counter() - t0
     table(res)
     if args.json:

@@ -1,0 +1,405 @@
+"""Markdown tables and PNGs from ``benchmarks/run_all.py``'s results.json.
+
+Kept apart from the measuring code so a report can be rebuilt (``run_all.py --report-only``)
+without re-running anything; every number printed here is read from the JSON.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BACKEND_ORDER = ("reference", "nest", "pynn-nest", "lava", "lava-fixed", "spinnaker-fixedpoint")
+
+
+def _f(x: Any, fmt: str = "{:.1f}", none: str = "–") -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return none
+    return fmt.format(x)
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _models(cells: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    seen: list[tuple[str, str]] = []
+    for c in cells:
+        key = (c["task"], c["model"])
+        if key not in seen:
+            seen.append(key)
+    return seen
+
+
+def _targets(cells: list[dict[str, Any]]) -> list[str]:
+    present = {c["target"] for c in cells}
+    return [t for t in BACKEND_ORDER if t in present]
+
+
+def _cell(cells: list[dict[str, Any]], task: str, model: str, target: str) -> dict[str, Any] | None:
+    for c in cells:
+        if (c["task"], c["model"], c["target"]) == (task, model, target):
+            return c
+    return None
+
+
+# ---------------------------------------------------------------- sections
+
+
+def md_header(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    v = ", ".join(f"{k} {val}" for k, val in res["versions"].items())
+    walls = ", ".join(f"{k} {s:.0f} s" for k, s in res.get("section_wall_s", {}).items())
+    out = [
+        f"Command: `{res['command']}` (profile **{res['profile']['name']}**), started {res['started']}, "
+        f"commit `{res['commit']}`, total wall time **{res.get('wall_s', 0):.0f} s** ({walls}).",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}; load average at start "
+        f"{', '.join(f'{x:.1f}' for x in m['load_at_start'])} (the machine is shared: compare ratios "
+        "measured in one run, not absolute times across runs).",
+        "",
+        f"Versions: {v}.",
+    ]
+    if res.get("missing"):
+        out += ["", "**Not available in this run** (inputs missing, with what makes them):", ""]
+        out += [f"- {k}: {val}" for k, val in res["missing"].items()]
+    if res.get("errors"):
+        out += ["", "**Sections that failed:**", ""]
+        out += [f"- {k}: `{val}`" for k, val in res["errors"].items()]
+    return "\n".join(out)
+
+
+def md_scores(res: dict[str, Any]) -> str:
+    sec = res.get("scores")
+    if not sec:
+        return ""
+    rows = []
+    for r in sec["rows"]:
+        rows.append([r["label"], r["env_id"], f"{r['model_kind']} {r.get('variant') or ''}".strip(),
+                     f"{len(r['seeds'])} × {r['episodes_per_seed']}",
+                     f"{r['mean_return']:.1f} ± {r['std_return']:.1f}", f"{r['std_of_seed_means']:.1f}",
+                     res["anchors"].get(r["env_id"], "")])
+    return ("## Task scores\n\nGreedy episodes (ε 0), env seeds " + sec["env_seeds"] + "; mean ± std over all "
+            "episodes of all seeds, and the std of the per-seed means.\n\n"
+            + table(["agent", "env", "kind", "seeds × episodes", "return", "std of seed means", "anchor"], rows))
+
+
+def md_matrix(res: dict[str, Any]) -> str:
+    sec = res.get("matrix")
+    if not sec:
+        return ""
+    cells = sec["cells"]
+    targets = _targets(cells)
+    agree, err, spikes = [], [], []
+    for task, model in _models(cells):
+        a, e, s = [task, model], [task, model], [task, model]
+        for t in targets:
+            c = _cell(cells, task, model, t)
+            if c is None:
+                a.append("–"), e.append("–"), s.append("–")
+            elif "unsupported" in c:
+                a.append("n/a¹"), e.append("n/a¹"), s.append("n/a¹")
+            elif "error" in c:
+                a.append("error"), e.append("error"), s.append("error")
+            else:
+                a.append(f"{100 * c['agreement']:.2f} % ({c['n']})")
+                e.append(f"{c['q_abs_err_max']:.2g} ({100 * c['q_rel_err_max']:.2g} %)")
+                s.append(f"{100 * c['spike_counts_equal']:.1f} %")
+        agree.append(a), err.append(e), spikes.append(s)
+    notes = []
+    for task, model in _models(cells):
+        c = next(c for c in cells if (c["task"], c["model"]) == (task, model))
+        notes.append(f"- {task} / {model}: {c.get('note', '')}")
+    errors = [f"- {c['task']} / {c['model']} / {c['target']}: `{c['error'][:300]}`" for c in cells if "error" in c]
+    reasons = sorted({c["unsupported"] for c in cells if "unsupported" in c})
+    unsupported = ("¹ The backend refuses the graph (one clear error, exit 2):\n\n"
+                   + "\n".join(f"- {r}" for r in reasons)) if reasons else ""
+    return "\n\n".join(filter(None, [
+        "## Agreement matrix\n\nEach backend runs the exported NIR graph one observation per call (as in the "
+        f"closed loop), in its own process, against the reference executor in float64 ({sec['reference']}). "
+        f"CartPole observations: {sec['cartpole_obs']}; Atari: {sec['atari_obs']}. "
+        "`spinnaker-fixedpoint` is the numpy emulation of sPyNNaker's fixed-point arithmetic (no board here).",
+        "Actions equal to the reference (observations):",
+        table(["task", "model", *targets], agree),
+        "Largest |ΔQ| (relative to max |Q|):",
+        table(["task", "model", *targets], err),
+        "Observations whose spike counts match the reference in every layer:",
+        table(["task", "model", *targets], spikes),
+        "\n".join(notes),
+        unsupported,
+        ("Cells that failed:\n\n" + "\n".join(errors)) if errors else "",
+    ]))
+
+
+def md_timing(res: dict[str, Any]) -> str:
+    sec = res.get("matrix")
+    if not sec:
+        return ""
+    rows = []
+    for c in sec["cells"]:
+        if "timing_ms" not in c:
+            continue
+        t = c["timing_ms"]
+        rows.append([c["task"], c["model"], c["target"], _f(c["build_s"], "{:.2f}"),
+                     _f(c["rss_before_build_mb"], "{:.0f}"), _f(c["peak_rss_mb"], "{:.0f}"),
+                     _f(c["peak_rss_children_mb"], "{:.0f}"),
+                     _f(t["set_input_median"], "{:.2f}"), _f(t["simulate_median"], "{:.2f}"),
+                     _f(t["read_out_median"], "{:.2f}"), _f(t["wall_per_step_median"], "{:.2f}"),
+                     _f(t["wall_over_simulate"], "{:.2f}")])
+    return ("## Per-step wall time, build time, memory\n\nMedians over the cell's observations, in ms; "
+            "`set_input` includes the state reset, `wall/step` is the whole `run` call, `wall/sim` its sum "
+            "over the simulate sum. Peak RSS of the cell's process and of its largest child (Lava runs process "
+            "models in children), MB.\n\n"
+            + table(["task", "model", "backend", "build s", "RSS before MB", "peak MB", "child MB", "set_input", "simulate",
+                     "read_out", "wall/step", "wall/sim"], rows))
+
+
+def md_energy(res: dict[str, Any]) -> str:
+    sec = res.get("energy")
+    if not sec:
+        return ""
+    hw_names = [h["name"] for h in sec.get("hardware", [])]
+    rows = []
+    for r in sec["rows"]:
+        hw = r.get("hardware_pj", {})
+        rows.append([r["label"], str(r["time_steps"]), _f(r.get("spikes"), "{:,.0f}"), _f(r.get("sops"), "{:,.0f}"),
+                     _f(r.get("input_macs"), "{:,}"), _f(r.get("bias_acs"), "{:,}"), f"{r['dqn_macs']:,}",
+                     _f(r.get("energy_snn_pj") and r["energy_snn_pj"] / 1e3, "{:,.2f}"),
+                     _f(r["energy_dqn_pj"] / 1e3, "{:,.2f}"), _f(r.get("snn_over_dqn"), "{:.3f}"),
+                     *[_f(hw.get(n) and hw[n] / 1e3, "{:,.1f}") for n in hw_names]])
+    em = sec["energy_model"]
+    srcs = "\n".join(f"- **{h['name']}**: {_f(h.get('pj_per_sop'), '{:,} pJ', 'no figure')} per synaptic event — "
+                     f"{h['source']}. Verification: {h['verified']}. {h.get('note', '')}"
+                     for h in sec.get("hardware", []))
+    by = {r["label"]: r for r in sec["rows"]}
+    liu = by.get("CartPole liu-dsqn")
+    conv = next((r for k, r in by.items() if k.startswith("CartPole converted")), None)
+    ratio = ""
+    if liu and conv and liu.get("snn_over_dqn") and conv.get("snn_over_dqn"):
+        ratio = ("\n\nLiu DSQN vs converted SNN on CartPole, each relative to the DQN of its own architecture "
+                 f"(the bundled agents differ in size): {liu['snn_over_dqn']:.3f} / {conv['snn_over_dqn']:.3f} = "
+                 f"**{liu['snn_over_dqn'] / conv['snn_over_dqn']:.2f}** (anchor: {res['anchors']['energy']}).")
+    per = sec.get("per_backend", [])
+    prow = [[p["task"], p["model"], p["target"], _f(p.get("spikes"), "{:,.0f}"), _f(p.get("sops"), "{:,.0f}"),
+             _f(p.get("snn_45nm") and p["snn_45nm"] / 1e3, "{:,.2f}")] for p in per]
+    return ("## Energy estimate\n\n"
+            f"Model: {em['name']} — MAC {em['e_mac_pj']} pJ, AC {em['e_ac_pj']} pJ ({em['source']}; {em['verified']}). "
+            "SNN energy = SOPs × AC + first-layer input MACs × MAC + bias accumulates × AC; DQN energy = MACs × MAC "
+            "(+ adds × AC) of the same architecture. Spike counts from the reference executor on "
+            f"{sec['observations']}. Energies in nJ per observation.\n\n"
+            + table(["model", "T", "spikes/obs", "SOPs", "input MACs", "bias ACs", "DQN MACs", "SNN nJ", "DQN nJ",
+                     "SNN/DQN", *[f"{n} nJ" for n in hw_names]], rows)
+            + ratio + "\n\nPer-synaptic-event hardware figures:\n\n" + srcs
+            + ("\n\nThe same estimate from the spikes each backend produced (matrix cells):\n\n"
+               + table(["task", "model", "backend", "spikes/obs", "SOPs", "SNN nJ"], prow) if prow else ""))
+
+
+def md_conversion(res: dict[str, Any]) -> str:
+    sec = res.get("conversion")
+    if not sec:
+        return ""
+    out = ["## Conversion (DQN → SNN)\n\n" + res["anchors"]["conversion"] + "."]
+    for key, title in (("cartpole", "CartPole, bundled DQN"), ("pong", "Pong, trained DQN")):
+        s = sec.get(key)
+        if not s:
+            continue
+        Ts = sorted({r["time_steps"] for r in s["rows"]})
+        settings: list[tuple[str, str]] = []
+        for r in s["rows"]:
+            k = (r["normalization"], r["readout"])
+            if k not in settings:
+                settings.append(k)
+        rows = []
+        for norm, readout in settings:
+            line = [norm, readout]
+            for T in Ts:
+                r = next((r for r in s["rows"] if (r["normalization"], r["readout"], r["time_steps"]) ==
+                          (norm, readout, T)), None)
+                if r is None:
+                    line.append("–")
+                else:
+                    ret = f" ({r['return']:.0f})" if "return" in r else ""
+                    line.append(f"{100 * r['agreement']:.1f} %{ret}")
+            rows.append(line)
+        dqn = s.get("dqn_return")
+        head = (f"### {title}\n\nAgreement on {s['eval_obs']} held-out observations"
+                + (f" (return over {s['episodes']} episodes in brackets; DQN {dqn['mean']:.1f})" if dqn else "")
+                + f"; percentile {s['percentile']}, {s['reset']} reset, {s['encoding']} input.")
+        out.append(head + "\n\n" + table(["normalisation", "readout", *[f"T {T}" for T in Ts]], rows))
+    return "\n\n".join(out)
+
+
+def md_robustness(res: dict[str, Any]) -> str:
+    sec = res.get("robustness")
+    if not sec or not sec.get("rows"):
+        return ""
+    rows = []
+    for r in sec["rows"]:
+        ret = r.get("return_mean")
+        rows.append([Path(str(r.get("checkpoint", ""))).name, str(r.get("model_kind", "")), str(r.get("attack", "")),
+                     _f(r.get("eps"), "{:.4g}"), _f(r.get("agreement") is not None and 100 * r["agreement"], "{:.1f} %"),
+                     "–" if ret is None else f"{ret:.1f} ± {r.get('return_std', 0):.1f}"])
+    return ("## Robustness (FGSM, Chen et al. 2022)\n\nFGSM on the network input (ε in units of each feature's "
+            "std for CartPole, of the [0, 1] pixel range for Atari) and random-sign noise of the same size; "
+            "agreement with the clean greedy action on recorded observations, and the return of episodes "
+            f"attacked at every step. Anchor: {res['anchors']['robustness']}.\n\n"
+            + table(["checkpoint", "kind", "attack", "ε", "agreement", "return"], rows))
+
+
+def md_forward(res: dict[str, Any]) -> str:
+    f = res.get("forward")
+    if not f:
+        return ""
+    rows = [[k, f"{v:.2f}"] for k, v in f["median_ms"].items()]
+    ratios = [[k, f"{v:.3f}"] for k, v in f.items() if k.startswith("ratio")]
+    return (f"## Torch forward speed\n\nNature CNN, T {f['time_steps']}, {f['threads']} threads, torch "
+            f"{f['torch']}; medians of interleaved repeats ({res['anchors']['forward']}).\n\n"
+            + table(["case", "median ms"], rows) + "\n\n" + table(["ratio", "value"], ratios))
+
+
+def md_spinnaker(res: dict[str, Any]) -> str:
+    s = res.get("spinnaker")
+    if not s:
+        return ""
+    rows = [[name, str(r.get("chips")), str(r.get("cores")), str(r.get("routing_entries")), f"{r.get('synapses', 0):,}",
+             _f(r.get("map_seconds"), "{:.1f}")] for name, r in s.items() if isinstance(r, dict) and "cores" in r]
+    return ("## sPyNNaker virtual board (mapping only)\n\n"
+            + table(["network", "chips", "cores", "routing entries", "synapses", "mapping s"], rows))
+
+
+# ---------------------------------------------------------------- plots
+
+
+def plot_all(res: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made: list[str] = []
+    cells = [c for c in res.get("matrix", {}).get("cells", [])]
+    if cells:
+        models, targets = _models(cells), _targets(cells)
+        grid = np.full((len(models), len(targets)), np.nan)
+        for i, (task, model) in enumerate(models):
+            for j, t in enumerate(targets):
+                c = _cell(cells, task, model, t)
+                if c and "agreement" in c:
+                    grid[i, j] = 100 * c["agreement"]
+        fig, ax = plt.subplots(figsize=(1.6 * len(targets) + 3, 0.55 * len(models) + 1.5))
+        im = ax.imshow(grid, vmin=50, vmax=100, cmap="viridis", aspect="auto")
+        for i in range(len(models)):
+            for j in range(len(targets)):
+                ax.text(j, i, "err" if np.isnan(grid[i, j]) else f"{grid[i, j]:.1f}", ha="center", va="center",
+                        color="w" if np.isnan(grid[i, j]) or grid[i, j] < 80 else "k", fontsize=8)
+        ax.set_xticks(range(len(targets)), targets, rotation=30, ha="right")
+        ax.set_yticks(range(len(models)), [f"{t} / {m}" for t, m in models])
+        fig.colorbar(im, ax=ax, label="% actions equal to the float64 reference")
+        ax.set_title("Agreement matrix")
+        fig.tight_layout()
+        fig.savefig(out / "agreement_matrix.png", dpi=110)
+        plt.close(fig)
+        made.append("agreement_matrix.png")
+
+        ok = [c for c in cells if "timing_ms" in c]
+        if ok:
+            fig, ax = plt.subplots(figsize=(10, 0.32 * len(ok) + 1.5))
+            labels = [f"{c['task'].split()[0]} {c['model']} · {c['target']}" for c in ok]
+            left = np.zeros(len(ok))
+            for key, color in (("set_input_median", "tab:blue"), ("simulate_median", "tab:orange"),
+                               ("read_out_median", "tab:green")):
+                vals = np.array([c["timing_ms"][key] for c in ok])
+                ax.barh(labels, vals, left=left, color=color, label=key.replace("_median", ""))
+                left += vals
+            ax.set_xscale("log")
+            ax.set_xlabel("ms per observation (median), log scale")
+            ax.legend(loc="lower right")
+            ax.set_title("Per-step split")
+            fig.tight_layout()
+            fig.savefig(out / "step_split.png", dpi=110)
+            plt.close(fig)
+            made.append("step_split.png")
+
+    rob = res.get("robustness", {}).get("rows", [])
+    if rob:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        keys = []
+        for r in rob:
+            k = (Path(str(r.get("checkpoint"))).name, r.get("attack"))
+            if k not in keys:
+                keys.append(k)
+        for name, attack in keys:
+            rs = sorted((r for r in rob if (Path(str(r.get("checkpoint"))).name, r.get("attack")) == (name, attack)),
+                        key=lambda r: r["eps"])
+            style = "-" if attack == "fgsm" else ":"
+            axes[0].plot([r["eps"] for r in rs], [100 * r["agreement"] for r in rs], style, marker="o",
+                         label=f"{name} {attack}")
+            if any(r.get("return_mean") is not None for r in rs):
+                axes[1].plot([r["eps"] for r in rs if r.get("return_mean") is not None],
+                             [r["return_mean"] for r in rs if r.get("return_mean") is not None], style, marker="o",
+                             label=f"{name} {attack}")
+        axes[0].set_ylabel("% agreement with the clean action")
+        axes[1].set_ylabel("return")
+        for ax in axes:
+            ax.set_xlabel("ε")
+        axes[0].legend(fontsize=7)
+        fig.suptitle("FGSM (solid) and random-sign noise (dotted)")
+        fig.tight_layout()
+        fig.savefig(out / "robustness.png", dpi=110)
+        plt.close(fig)
+        made.append("robustness.png")
+
+    en = res.get("energy", {}).get("rows", [])
+    if en:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        labels = [r["label"] for r in en]
+        snn = [r["energy_snn_pj"] / 1e3 if r.get("energy_snn_pj") else np.nan for r in en]
+        dqn = [r["energy_dqn_pj"] / 1e3 for r in en]
+        x = np.arange(len(en))
+        ax.bar(x - 0.2, dqn, 0.4, label="DQN, same architecture (MACs)")
+        ax.bar(x + 0.2, snn, 0.4, label="SNN (SOPs)")
+        ax.set_xticks(x, labels, rotation=25, ha="right")
+        ax.set_yscale("log")
+        ax.set_ylabel("nJ per observation (45 nm model)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "energy.png", dpi=110)
+        plt.close(fig)
+        made.append("energy.png")
+
+    work = out / "work"
+    for name in ("sweep_cartpole.png", "sweep_pong.png"):
+        if (work / name).is_file():
+            shutil.copy(work / name, out / name)
+            made.append(name)
+    return made
+
+
+# ---------------------------------------------------------------- driver
+
+
+def write_reports(res: dict[str, Any], out: Path, docs: Path | None = None) -> None:
+    pngs = plot_all(res, out)
+    body = "\n\n".join(filter(None, [md_scores(res), md_matrix(res), md_timing(res), md_energy(res),
+                                     md_conversion(res), md_robustness(res), md_forward(res), md_spinnaker(res)]))
+    images = "\n\n".join(f"![{p}]({{img}}/{p})" for p in pngs)
+    page = "# Results\n\n{header}\n\n{body}\n\n## Figures\n\n{images}\n"
+    text = page.format(header=md_header(res), body=body, images=images)
+    (out / "results.md").write_text(text.replace("{img}", "."))
+    print(text.replace("{img}", "."))
+    if docs is not None:
+        figs = docs / "results"
+        figs.mkdir(parents=True, exist_ok=True)
+        for p in pngs:
+            shutil.copy(out / p, figs / p)
+        intro = ("<!-- generated by benchmarks/run_all.py --docs; edit the generator, not this page -->\n\n"
+                 "Every figure below was produced by the command in the first line, on the machine described "
+                 "under it; the JSON behind it is `" + str(out.name) + "/results.json`. Regenerate with "
+                 "`make bench` (full) or `make bench-quick`.\n\n")
+        (docs / "RESULTS.md").write_text(text.replace("{img}", "results").replace("# Results\n\n",
+                                                                                  "# Results\n\n" + intro, 1))

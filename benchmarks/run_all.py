@@ -1,0 +1,548 @@
+"""Every figure in one run: ``make bench`` (full) or ``make bench-quick`` (a few minutes).
+
+Sections, each written to ``<out>/results.json`` as soon as it finishes (a failed section is
+recorded with its error and makes the exit code 1; nothing is skipped silently):
+
+1. ``forward``     torch forward speed, Nature-CNN DSQN vs DQN (benchmarks/bench_forward.py).
+2. ``matrix``      agreement matrix backend x model kind x task against the float64 reference,
+                   with the per-step split, build time, peak memory and the SOPs each backend's
+                   own spikes imply — one process per cell (benchmarks/backend_cell.py).
+3. ``energy``      synaptic operations and the 45 nm energy estimate per model and backend
+                   against the DQN's MACs (benchmarks/energy.py), plus Loihi / SpiNNaker figures.
+4. ``conversion``  conversion sweeps, agreement and return vs T (benchmarks/sweep_conversion.py);
+                   the Atari conversion rate when a trained Pong DQN is present.
+5. ``scores``      task scores, mean ± std over episodes and seeds (pipeline.evaluate).
+6. ``robustness``  FGSM and random-sign noise vs epsilon (benchmarks/robustness.py).
+7. ``spinnaker``   sPyNNaker virtual-board mapping of the CartPole network (and the Nature
+                   CNN in the full run): chips, cores, routing entries.
+
+Then ``<out>/results.md``, PNGs in ``<out>/``, and ``docs/RESULTS.md`` (with ``--docs``) are
+regenerated from the JSON. Inputs: the bundled agents in examples/; optional trained agents
+under runs/ (a missing one is listed under "not available" with the command that makes it).
+
+    python benchmarks/run_all.py [--quick] [--out out/bench] [--docs] [--only matrix energy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backends.base import Readout  # noqa: E402
+from pipeline.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, versions  # noqa: E402
+from pipeline.errors import UserError, cli_entry  # noqa: E402
+
+PY = sys.executable
+SECTIONS = ("forward", "matrix", "energy", "conversion", "scores", "robustness", "spinnaker")
+BACKENDS = ("reference", "nest", "pynn-nest", "lava", "lava-fixed", "spinnaker-fixedpoint")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much of each measurement a run does."""
+
+    name: str
+    cartpole_obs: int
+    atari_obs: int
+    atari_T: int
+    atari_cap: dict[str, int] = field(default_factory=dict)  # per-backend frame caps (slow emulations)
+    forward_repeats: int = 30
+    conv_Ts: tuple[int, ...] = (10, 20, 50, 100, 200, 500)
+    conv_norms: tuple[str, ...] = ("model", "data", "robust")
+    conv_readouts: tuple[str, ...] = ("robust_rate", "spike_count", "voltage")
+    conv_eval_obs: int = 1000
+    conv_calib: int = 15_000
+    conv_episodes: int = 5
+    conv_T: int = 100  # T of the converted CartPole SNN in the matrix
+    atari_conv_obs: int = 500
+    score_seeds: tuple[int, ...] = (0, 1, 2)
+    score_episodes: int = 10
+    atari_score_episodes: int = 2
+    robust_eps: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.5)
+    atari_eps: tuple[float, ...] = (0.0, 1 / 255, 2 / 255, 4 / 255)
+    robust_obs: int = 500
+    robust_episodes: int = 5
+    atari_robust_obs: int = 100
+    atari_robust_episodes: int = 1  # closed loop capped at robustness.ATARI_MAX_STEPS agent steps
+    spinnaker_cnn: bool = True
+
+
+FULL = Profile("full", cartpole_obs=1000, atari_obs=40, atari_T=64, atari_cap={"spinnaker-fixedpoint": 10})
+QUICK = Profile("quick", cartpole_obs=100, atari_obs=3, atari_T=8, atari_cap={"spinnaker-fixedpoint": 2},
+                forward_repeats=5, conv_Ts=(10, 50, 100), conv_norms=("data", "robust"),
+                conv_readouts=("robust_rate",), conv_eval_obs=300, conv_calib=2000, conv_episodes=2,
+                conv_T=50, atari_conv_obs=50, score_seeds=(0,), score_episodes=3, atari_score_episodes=1,
+                robust_eps=(0.0, 0.2), atari_eps=(0.0, 2 / 255), robust_obs=50, robust_episodes=1,
+                atari_robust_obs=10, atari_robust_episodes=0, spinnaker_cnn=False)
+
+# Bundled (examples/) and optional trained (runs/) agents, with the command that makes a missing one.
+CARTPOLE = {
+    "dqn": "examples/cartpole_dqn.pt",
+    "liu-dsqn": "examples/cartpole_dsqn.pt",
+    "chen-dsqn": "examples/cartpole_chen_dsqn.pt",
+    "if-dsqn": "examples/cartpole_if_dsqn.pt",
+}
+OPTIONAL = {
+    "mountaincar-dsqn": ("examples/mountaincar_dsqn.pt", "see examples/README.md"),
+    "pong-dqn": ("runs/atari/pong_dqn.pt",
+                 "train-agent --env ALE/Pong-v5 --model dqn --seed 3 --threads 1 --steps 1000000 "
+                 "--hp learning_starts=10000 --hp eval_freq=25000 --hp eval_episodes=3 -o runs/atari/pong_dqn.pt"),
+}
+
+# Published anchors printed beside our numbers (from the seeds in ../shared/seeds and the issues).
+ANCHORS = {
+    "CartPole-v1": "Hahn 2020: DSQN 454.8 ± 81.3, DQN 226.3; RL-Zoo DQN 500",
+    "MountainCar-v0": "Hahn 2020 (reshaped reward): DSQN -130.9, DQN -175.4; RL-Zoo DQN -100.8",
+    "conversion": "Hahn 2020: 81.6 % at T 500, 99.0 % at T 10,000 (CartPole); Tan 2020: 42.7–97.9 % at T 500 (Atari)",
+    "energy": "Liu 2022: DSQN ≈ 85 % of the conversion SNN's energy (two games)",
+    "forward": "issue 2 goal: DSQN T64 b1 ≤ 1.5 × DQN b64",
+    "robustness": "Chen 2022: DSQN more robust to FGSM than DQN (Atari)",
+}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem, 1) if mem else None,
+            "os": platform.platform(), "load_at_start": os.getloadavg()}
+
+
+def all_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = versions()
+    for pkg in ("nest-simulator", "PyNN", "sPyNNaker", "lava-nc", "nir", "nirtorch"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class Unsupported(Exception):
+    """A backend refused the graph with a user error (exit 2): a documented limit, not a crash."""
+
+
+def run_script(args: list[str], timeout: float | None = None) -> None:
+    """Run a benchmark script in its own process; a failure raises with its last output lines."""
+    proc = subprocess.run([PY, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    last = proc.stderr.strip().splitlines()[-1:] or [""]
+    if proc.returncode == 2 and last[0].startswith("error:"):
+        raise Unsupported(last[0].removeprefix("error: "))
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-8:]
+        raise RuntimeError(f"{args[0]} exited {proc.returncode}: " + " | ".join(tail))
+
+
+def greedy_raw_observations(path: Path, n: int, seed: int) -> np.ndarray:
+    """Raw env observations from the checkpoint's own greedy episodes (env seeds seed, seed+1, ...)."""
+    import torch
+
+    from pipeline.envs import Preprocessor, make_env
+    from pipeline.models import SpikingQNetwork, greedy_action
+
+    ckpt = load_checkpoint(path)
+    model, pre = ckpt.build(), Preprocessor(ckpt.preprocessing)
+    env = make_env(ckpt.env_id, ckpt.preprocessing.atari or None)
+    rows: list[np.ndarray] = []
+    episode = 0
+    while len(rows) < n:
+        obs, _ = env.reset(seed=seed + episode)
+        done = False
+        while not done and len(rows) < n:
+            rows.append(np.asarray(obs))
+            with torch.no_grad():
+                x = pre(torch.as_tensor(np.asarray(obs)).unsqueeze(0))
+                if isinstance(model, SpikingQNetwork):
+                    q, _, tie = model.run(x)
+                    a = int(greedy_action(q, tie)[0])
+                else:
+                    a = int(greedy_action(model(x))[0])
+            obs, _, term, trunc, _ = env.step(a)
+            done = term or trunc
+        episode += 1
+    env.close()
+    return np.stack(rows)
+
+
+def pong_raw_frames(n: int, seed: int = 0) -> np.ndarray:
+    """Raw uint8 (4, 84, 84) Pong observations under a random policy."""
+    from pipeline.envs import make_env
+
+    env = make_env("ALE/Pong-v5")
+    rng = np.random.default_rng(seed)
+    frames = []
+    raw, _ = env.reset(seed=seed)
+    while len(frames) < n:
+        frames.append(np.asarray(raw))
+        raw, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
+        if term or trunc:
+            raw, _ = env.reset()
+    env.close()
+    return np.stack(frames)
+
+
+def convert_cartpole(dqn: Path, out: Path, T: int, progress: bool = False) -> dict[str, Any]:
+    """The converted SNN of the matrix: robust normalisation p99.99, robust_rate, soft reset (the
+    best CartPole setting at T 100 in docs/CONVERSION.md)."""
+    from pipeline.convert import convert, make_parser
+
+    args = make_parser().parse_args([str(dqn), "-o", str(out), "-T", str(T), "--percentile", "99.99",
+                                     "--eval-obs", "500", "--calib-steps", "5000", "--no-progress"])
+    return convert(args)
+
+
+# ---------------------------------------------------------------- sections
+
+
+def section_forward(prof: Profile, work: Path) -> dict[str, Any]:
+    path = work / "forward.json"
+    run_script(["benchmarks/bench_forward.py", "--time-steps", "64", "--repeats", str(prof.forward_repeats),
+                "--json", str(path)])
+    return json.loads(path.read_text())
+
+
+@dataclass
+class Model:
+    """One model of the matrix: its checkpoint and the observation set it runs on."""
+
+    name: str
+    task: str
+    ckpt: Checkpoint
+    raw_obs: np.ndarray
+    note: str = ""
+
+
+def matrix_models(prof: Profile, work: Path, missing: dict[str, str]) -> list[Model]:
+    from exporters.zoo import make_checkpoint
+
+    models: list[Model] = []
+    raw_cp = greedy_raw_observations(ROOT / CARTPOLE["liu-dsqn"], prof.cartpole_obs, seed=10_000)
+    for name in ("liu-dsqn", "chen-dsqn", "if-dsqn"):
+        path = ROOT / CARTPOLE[name]
+        if path.is_file():
+            models.append(Model(name, "CartPole-v1", load_checkpoint(path), raw_cp, f"trained, {CARTPOLE[name]}"))
+        else:
+            missing[name] = f"{CARTPOLE[name]} not found"
+    conv_path = work / f"cartpole_converted_T{prof.conv_T}.pt"
+    rep = convert_cartpole(ROOT / CARTPOLE["dqn"], conv_path, prof.conv_T)
+    models.append(Model("converted", "CartPole-v1", load_checkpoint(conv_path), raw_cp,
+                        f"convert-dqn {CARTPOLE['dqn']} T {prof.conv_T}, robust p99.99; conversion rate "
+                        f"{100 * rep['evaluation']['agreement']:.1f} % on 500 held-out obs"))
+    frames = pong_raw_frames(prof.atari_obs)
+    liu = make_checkpoint("liu", arch="nature_cnn", obs_shape=(4, 84, 84), n_actions=6,
+                          time_steps=prof.atari_T, seed=0)
+    liu.env_id = "ALE/Pong-v5"
+    models.append(Model("liu-dsqn", "Pong (random weights)", liu, frames,
+                        f"Nature CNN T {prof.atari_T}, random weights (exporters.zoo), random-policy Pong frames"))
+    pong = ROOT / OPTIONAL["pong-dqn"][0]
+    if pong.is_file():
+        path = work / f"pong_converted_T{prof.conv_T}.pt"
+        from pipeline.convert import convert, make_parser
+
+        convert(make_parser().parse_args([str(pong), "-o", str(path), "-T", str(prof.conv_T),
+                                          "--calib-steps", str(min(prof.conv_calib, 5000)), "--eval-obs", "0",
+                                          "--no-progress"]))
+        models.append(Model("converted", "Pong", load_checkpoint(path), frames,
+                            f"convert-dqn {OPTIONAL['pong-dqn'][0]} T {prof.conv_T}, robust p99.9"))
+    else:
+        missing["pong-dqn (matrix)"] = f"{OPTIONAL['pong-dqn'][0]} not found: {OPTIONAL['pong-dqn'][1]}"
+    return models
+
+
+def section_matrix(prof: Profile, work: Path, missing: dict[str, str],
+                   backends: tuple[str, ...]) -> dict[str, Any]:
+    import nir
+
+    from backends.reference import ReferenceBackend
+    from exporters.to_nir import model_to_nir
+    from pipeline.envs import preprocess
+
+    cells: list[dict[str, Any]] = []
+    models = matrix_models(prof, work, missing)
+    for m in models:
+        tag = f"{m.task.split()[0].split('-')[0].lower()}_{m.name}"
+        graph = model_to_nir(m.ckpt)
+        gpath = work / f"{tag}.nir"
+        nir.write(str(gpath), graph)
+        obs = preprocess(m.raw_obs, m.ckpt.preprocessing)
+        opath = work / f"{tag}.obs.npy"
+        np.save(opath, obs)
+        log(f"matrix: {m.task} {m.name}: float64 reference on {len(obs)} observations")
+        ref = ReferenceBackend(graph, dtype="float64").run(obs)
+        rpath = work / f"{tag}.ref.npz"
+        ref.save(rpath)
+        for target in backends:
+            n = min(len(obs), prof.atari_cap.get(target, len(obs))) if m.task != "CartPole-v1" else len(obs)
+            if n < len(obs):
+                np.save(work / f"{tag}.obs{n}.npy", obs[:n])
+                Readout(q=ref.q[:n], action=ref.action[:n],
+                        spikes={k: v[:n] for k, v in ref.spikes.items()}).save(work / f"{tag}.ref{n}.npz")
+                o, r = work / f"{tag}.obs{n}.npy", work / f"{tag}.ref{n}.npz"
+            else:
+                o, r = opath, rpath
+            options: dict[str, Any] = {"threads": 1} if target in ("nest", "pynn-nest") else {}
+            out = work / f"cell_{tag}_{target}.json"
+            t0 = time.perf_counter()
+            cell: dict[str, Any] = {"task": m.task, "model": m.name, "target": target, "note": m.note}
+            try:
+                run_script(["benchmarks/backend_cell.py", "--target", target, "--graph", str(gpath), "--obs", str(o),
+                            "--reference", str(r), "--options", json.dumps(options), "--out", str(out)])
+                cell.update(json.loads(out.read_text()))
+                log(f"  {target:22s} agreement {100 * cell['agreement']:6.2f} % of {cell['n']}, "
+                    f"q_abs_err max {cell['q_abs_err_max']:.3g}, wall/step "
+                    f"{cell['timing_ms']['wall_per_step_median']:.1f} ms, build {cell['build_s']:.1f} s")
+            except Unsupported as exc:  # the backend's own clear refusal: shown as n/a with the reason
+                cell["unsupported"] = str(exc)[:500]
+                log(f"  {target:22s} n/a: {cell['unsupported'][:200]}")
+            except Exception as exc:  # recorded, shown in the report, exit code 1
+                cell["error"] = str(exc)[:500]
+                log(f"  {target:22s} FAILED: {cell['error'][:200]}")
+            cell["cell_wall_s"] = round(time.perf_counter() - t0, 1)
+            cells.append(cell)
+    return {"cells": cells, "reference": "backends.reference, float64",
+            "cartpole_obs": f"greedy episodes of {CARTPOLE['liu-dsqn']}, env seeds 10000+",
+            "atari_obs": "ALE/Pong-v5 random policy, seed 0"}
+
+
+def section_energy(prof: Profile, work: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """Energy per model from the reference spike counts (the matrix cells add per-backend SOPs)."""
+    from benchmarks.energy import EnergyCase, energy_rows, figures_dict
+
+    raw = greedy_raw_observations(ROOT / CARTPOLE["liu-dsqn"], min(prof.cartpole_obs, 500), seed=20_000)
+    from pipeline.envs import preprocess
+
+    cases = []
+    for name in ("dqn", "liu-dsqn", "chen-dsqn", "if-dsqn"):
+        path = ROOT / CARTPOLE[name]
+        if path.is_file():
+            ck = load_checkpoint(path)
+            cases.append(EnergyCase(f"CartPole {name}", path, preprocess(raw, ck.preprocessing)))
+    conv = work / f"cartpole_converted_T{prof.conv_T}.pt"
+    if not conv.is_file():
+        convert_cartpole(ROOT / CARTPOLE["dqn"], conv, prof.conv_T)
+    ck = load_checkpoint(conv)
+    cases.append(EnergyCase(f"CartPole converted T{prof.conv_T}", conv, preprocess(raw, ck.preprocessing)))
+    pong_conv = work / f"pong_converted_T{prof.conv_T}.pt"
+    pong = ROOT / OPTIONAL["pong-dqn"][0]
+    if pong.is_file() and pong_conv.is_file():
+        frames = pong_raw_frames(min(prof.atari_obs, 20), seed=1)
+        cases.append(EnergyCase("Pong DQN", pong, preprocess(frames, load_checkpoint(pong).preprocessing)))
+        cases.append(EnergyCase(f"Pong converted T{prof.conv_T}", pong_conv,
+                                preprocess(frames, load_checkpoint(pong_conv).preprocessing)))
+    rows = [r.to_dict() for r in energy_rows(cases)]
+    per_backend = []
+    for c in results.get("matrix", {}).get("cells", []):
+        if "energy_pj" in c:
+            per_backend.append({"task": c["task"], "model": c["model"], "target": c["target"],
+                                "sops": c["work"]["total_sops"], "spikes": c["work"]["total_spikes"],
+                                **c["energy_pj"]})
+    return {"rows": rows, "per_backend": per_backend, **figures_dict(),
+            "observations": "CartPole greedy episodes of the bundled Liu DSQN (env seeds 20000+); Pong random policy"}
+
+
+def section_conversion(prof: Profile, work: Path, missing: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    stem = work / "sweep_cartpole"
+    run_script(["benchmarks/sweep_conversion.py", CARTPOLE["dqn"], "--norms", *prof.conv_norms,
+                "--readouts", *prof.conv_readouts, "-T", *map(str, prof.conv_Ts), "--eval-obs",
+                str(prof.conv_eval_obs), "--calib-steps", str(prof.conv_calib), "--episodes",
+                str(prof.conv_episodes), "--out", str(stem), "--no-progress"])
+    out["cartpole"] = json.loads(stem.with_suffix(".json").read_text())
+    pong = ROOT / OPTIONAL["pong-dqn"][0]
+    if pong.is_file():
+        stem = work / "sweep_pong"
+        run_script(["benchmarks/sweep_conversion.py", str(pong), "--norms", "data", "robust", "--readouts",
+                    "robust_rate", "-T", "100", "500", "--eval-obs", str(prof.atari_conv_obs), "--calib-steps",
+                    str(min(prof.conv_calib, 5000)), "--no-returns", "--out", str(stem), "--no-progress",
+                    "--threads", "2"])
+        out["pong"] = json.loads(stem.with_suffix(".json").read_text())
+    else:
+        missing["pong-dqn (conversion)"] = f"{OPTIONAL['pong-dqn'][0]} not found: {OPTIONAL['pong-dqn'][1]}"
+    return out
+
+
+def section_scores(prof: Profile, work: Path, missing: dict[str, str]) -> dict[str, Any]:
+    from pipeline.evaluate import evaluate_checkpoint
+
+    paths = {f"CartPole {k}": ROOT / v for k, v in CARTPOLE.items()}
+    conv = work / f"cartpole_converted_T{prof.conv_T}.pt"
+    if conv.is_file():
+        paths[f"CartPole converted T{prof.conv_T}"] = conv
+    for key, (rel, how) in OPTIONAL.items():
+        if (ROOT / rel).is_file():
+            paths[key] = ROOT / rel
+        else:
+            missing[f"{key} (scores)"] = f"{rel} not found: {how}"
+    rows = []
+    for label, path in paths.items():
+        if not path.is_file():
+            missing[f"{label} (scores)"] = f"{path} not found"
+            continue
+        ck = load_checkpoint(path)
+        episodes = prof.atari_score_episodes if ck.env_id.startswith("ALE/") else prof.score_episodes
+        returns, per_seed = [], []
+        t0 = time.perf_counter()
+        for seed in prof.score_seeds:
+            r = evaluate_checkpoint(path, episodes=episodes, seed=3_000_000 + 1000 * seed, progress=False)
+            returns += r["returns"]
+            per_seed.append(r["mean_return"])
+        rows.append({"label": label, "env_id": ck.env_id, "model_kind": ck.spec.kind, "variant": ck.spec.variant,
+                     "checkpoint": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+                     "seeds": list(prof.score_seeds), "episodes_per_seed": episodes,
+                     "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
+                     "std_of_seed_means": float(np.std(per_seed)), "returns": returns,
+                     "wall_s": round(time.perf_counter() - t0, 1)})
+        log(f"scores: {label}: {rows[-1]['mean_return']:.1f} ± {rows[-1]['std_return']:.1f} "
+            f"({len(returns)} episodes)")
+    return {"rows": rows, "epsilon": 0.0, "env_seeds": "3000000 + 1000*seed + episode"}
+
+
+def section_robustness(prof: Profile, work: Path, missing: dict[str, str]) -> dict[str, Any]:
+    from benchmarks.robustness import evaluate_robustness
+
+    rows: list[dict[str, Any]] = []
+    paths = [ROOT / v for v in CARTPOLE.values() if (ROOT / v).is_file()]
+    conv = work / f"cartpole_converted_T{prof.conv_T}.pt"
+    if conv.is_file():
+        paths.append(conv)
+    for path in paths:
+        log(f"robustness: {path.name}")
+        rows += evaluate_robustness(path, list(prof.robust_eps), episodes=prof.robust_episodes,
+                                    n_obs=prof.robust_obs, seed=0)
+    pong = ROOT / OPTIONAL["pong-dqn"][0]
+    if pong.is_file():
+        for path in (pong, work / f"pong_converted_T{prof.conv_T}.pt"):
+            if path.is_file():
+                log(f"robustness: {path.name}")
+                rows += evaluate_robustness(path, list(prof.atari_eps), episodes=prof.atari_robust_episodes,
+                                            n_obs=prof.atari_robust_obs, seed=0)
+    else:
+        missing["pong-dqn (robustness)"] = f"{OPTIONAL['pong-dqn'][0]} not found: {OPTIONAL['pong-dqn'][1]}"
+    return {"rows": rows}
+
+
+def section_spinnaker(prof: Profile, work: Path) -> dict[str, Any]:
+    path = work / "spinnaker.json"
+    run_script(["benchmarks/bench_pynn.py", "--skip", "cartpole", "atari", "--time-steps", str(prof.atari_T),
+                "--json", str(path)] + ([] if prof.spinnaker_cnn else ["--no-cnn-mapping"]))
+    return json.loads(path.read_text())["spinnaker"]
+
+
+# ---------------------------------------------------------------- driver
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="run_all", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
+    p.add_argument("--out", default=None, help="output folder (default out/bench or out/bench-quick)")
+    p.add_argument("--only", nargs="+", default=list(SECTIONS), help=f"sections: {', '.join(SECTIONS)}")
+    p.add_argument("--backends", nargs="+", default=list(BACKENDS), help=f"matrix columns: {', '.join(BACKENDS)}")
+    p.add_argument("--docs", action="store_true", help="also regenerate docs/RESULTS.md and docs/results/*.png")
+    p.add_argument("--report-only", action="store_true", help="rebuild the reports from <out>/results.json")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.report import write_reports
+
+    args = parse_args(argv)
+    prof = QUICK if args.quick else FULL
+    for s in args.only:
+        if s not in SECTIONS:
+            raise UserError(f"unknown section {s!r}; valid choices: {', '.join(SECTIONS)}")
+    for b in args.backends:
+        if b not in BACKENDS:
+            raise UserError(f"unknown backend {b!r}; valid choices: {', '.join(BACKENDS)}")
+    out = ROOT / (args.out or ("out/bench-quick" if args.quick else "out/bench"))
+    out.mkdir(parents=True, exist_ok=True)
+    jpath = out / "results.json"
+    if args.report_only:
+        if not jpath.is_file():
+            raise UserError(f"{jpath} not found: run without --report-only first")
+        write_reports(json.loads(jpath.read_text()), out, docs=ROOT / "docs" if args.docs else None)
+        return 0
+    command = " ".join(["python benchmarks/run_all.py", *(argv if argv is not None else sys.argv[1:])])
+    results: dict[str, Any] = {
+        "command": command, "profile": asdict(prof), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "commit": git_commit(), "machine": machine(), "versions": all_versions(), "anchors": ANCHORS,
+        "missing": {}, "errors": {}, "section_wall_s": {},
+    }
+    missing: dict[str, str] = results["missing"]
+    t_start = time.perf_counter()
+    work = out / "work"
+    work.mkdir(exist_ok=True)
+    runners: dict[str, Callable[[], dict[str, Any]]] = {
+        "forward": lambda: section_forward(prof, work),
+        "matrix": lambda: section_matrix(prof, work, missing, tuple(args.backends)),
+        "energy": lambda: section_energy(prof, work, results),
+        "conversion": lambda: section_conversion(prof, work, missing),
+        "scores": lambda: section_scores(prof, work, missing),
+        "robustness": lambda: section_robustness(prof, work, missing),
+        "spinnaker": lambda: section_spinnaker(prof, work),
+    }
+    for name in SECTIONS:
+        if name not in args.only:
+            continue
+        log(f"section {name}")
+        t0 = time.perf_counter()
+        try:
+            results[name] = runners[name]()
+        except Exception as exc:  # recorded in the report, exit code 1
+            results["errors"][name] = f"{type(exc).__name__}: {exc}"[:1000]
+            log(f"section {name} FAILED: {exc}")
+            traceback.print_exc()
+        results["section_wall_s"][name] = round(time.perf_counter() - t0, 1)
+        results["wall_s"] = round(time.perf_counter() - t_start, 1)
+        jpath.write_text(json.dumps(results, indent=2, default=float))
+    write_reports(results, out, docs=ROOT / "docs" if args.docs else None)
+    cell_errors = [c for c in results.get("matrix", {}).get("cells", []) if "error" in c]
+    log(f"done in {results['wall_s']:.0f} s; wrote {jpath}, {out / 'results.md'}"
+        + (" and docs/RESULTS.md" if args.docs else ""))
+    return 1 if results["errors"] or cell_errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli_entry(main)())

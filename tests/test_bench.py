@@ -1,0 +1,125 @@
+"""The benchmark entry point's plumbing: one matrix cell, refusals, reports from JSON.
+
+The measurements themselves are run by ``make bench``; here the pieces that turn a backend's
+output into the figures are checked on tiny graphs, so that a wrong key or a lost number
+fails fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backends.reference import ReferenceBackend  # noqa: E402
+from benchmarks import backend_cell, report, run_all  # noqa: E402
+from exporters.to_nir import model_to_nir  # noqa: E402
+from exporters.zoo import make_checkpoint  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
+
+
+def _tiny(tmp_path: Path, kind: str = "liu", n: int = 4) -> tuple[Path, Path, Path, np.ndarray]:
+    ckpt = make_checkpoint(kind, obs_shape=(4,), n_actions=2, time_steps=6, seed=1, hidden=(8, 8))
+    graph = model_to_nir(ckpt)
+    gpath, opath, rpath = tmp_path / "g.nir", tmp_path / "obs.npy", tmp_path / "ref.npz"
+    nir.write(str(gpath), graph)
+    obs = np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
+    np.save(opath, obs)
+    ReferenceBackend(graph, dtype="float64").run(obs).save(rpath)
+    return gpath, opath, rpath, obs
+
+
+@pytest.mark.parametrize("target", ["reference", "nest"])
+def test_cell_figures(tmp_path: Path, target: str) -> None:
+    gpath, opath, rpath, obs = _tiny(tmp_path)
+    out = tmp_path / "cell.json"
+    assert backend_cell.main(["--target", target, "--graph", str(gpath), "--obs", str(opath), "--reference",
+                              str(rpath), "--out", str(out)]) == 0
+    cell = json.loads(out.read_text())
+    assert cell["n"] == len(obs)
+    assert cell["agreement"] == 1.0 and cell["spike_counts_equal"] == 1.0
+    assert cell["q_abs_err_max"] < 1e-4
+    assert cell["timing_ms"]["simulate_median"] > 0 and cell["build_s"] >= 0
+    assert cell["peak_rss_mb"] >= cell["rss_before_build_mb"] > 0
+    # the SOPs are the reference spikes times the fan-out: 8 hidden neurons feed 8, then 2
+    ref = ReferenceBackend(nir.read(str(gpath)), dtype="float64").run(obs)
+    l0, l1 = (v.reshape(len(obs), -1).sum(axis=1).mean() for v in ref.spikes.values())
+    assert cell["work"]["total_sops"] == pytest.approx(8 * l0 + 2 * l1)
+    assert cell["energy_pj"]["snn_45nm"] > 0 and cell["energy_pj"]["dqn_macs"] == 4 * 8 + 8 * 8 + 8 * 2
+
+
+def test_cell_disagreement_is_measured(tmp_path: Path) -> None:
+    gpath, opath, rpath, obs = _tiny(tmp_path)
+    ref = ReferenceBackend(nir.read(str(gpath)), dtype="float64").run(obs)
+    flipped = type(ref)(q=-ref.q, action=1 - ref.action, spikes=ref.spikes)
+    flipped.save(rpath)
+    out = tmp_path / "cell.json"
+    backend_cell.main(["--target", "reference", "--graph", str(gpath), "--obs", str(opath), "--reference",
+                       str(rpath), "--out", str(out)])
+    cell = json.loads(out.read_text())
+    assert cell["agreement"] == 0.0 and cell["q_abs_err_max"] > 0
+
+
+def test_refusal_is_unsupported_not_a_crash(tmp_path: Path) -> None:
+    gpath, opath, rpath, _ = _tiny(tmp_path, kind="hahn")  # soft reset: sPyNNaker 7.4 has none
+    with pytest.raises(run_all.Unsupported, match="soft"):
+        run_all.run_script(["benchmarks/backend_cell.py", "--target", "spinnaker-fixedpoint", "--graph", str(gpath),
+                            "--obs", str(opath), "--reference", str(rpath), "--out", str(tmp_path / "c.json")])
+    with pytest.raises(RuntimeError, match="exited 1"):
+        run_all.run_script(["-c", "raise SystemExit(1)"])
+
+
+def test_bad_choices() -> None:
+    with pytest.raises(UserError, match="unknown section"):
+        run_all.main(["--only", "nope"])
+    with pytest.raises(UserError, match="unknown backend"):
+        run_all.main(["--backends", "loihi3"])
+
+
+def _results() -> dict:
+    cell = {"task": "CartPole-v1", "model": "liu-dsqn", "target": "nest", "note": "n", "n": 10, "agreement": 0.9,
+            "q_abs_err_max": 0.5, "q_rel_err_max": 0.01, "spike_counts_equal": 0.8, "build_s": 0.5,
+            "rss_before_build_mb": 300.0, "peak_rss_mb": 400.0, "peak_rss_children_mb": 40.0,
+            "timing_ms": {"set_input_median": 0.1, "simulate_median": 1.0, "read_out_median": 0.2,
+                          "wall_per_step_median": 1.4, "wall_over_simulate": 1.4},
+            "work": {"total_sops": 1000.0, "total_spikes": 100.0},
+            "energy_pj": {"snn_45nm": 900.0, "same_arch_dqn_45nm": 5000.0, "dqn_macs": 1000}}
+    refused = {"task": "CartPole-v1", "model": "liu-dsqn", "target": "lava", "note": "n",
+               "unsupported": "node 'x' cannot be expressed"}
+    return {
+        "command": "python benchmarks/run_all.py --quick", "profile": {"name": "quick"}, "started": "now",
+        "commit": "abc", "wall_s": 12.0, "section_wall_s": {"matrix": 10.0},
+        "machine": {"cpu": "cpu", "cores": 2, "memory_gib": 24, "os": "linux", "load_at_start": [1.0, 1.0, 1.0]},
+        "versions": {"python": "3.11"}, "anchors": run_all.ANCHORS, "missing": {"pong-dqn": "not found"},
+        "errors": {},
+        "matrix": {"cells": [cell, refused], "reference": "float64", "cartpole_obs": "c", "atari_obs": "a"},
+        "scores": {"env_seeds": "s", "rows": [{"label": "CartPole liu-dsqn", "env_id": "CartPole-v1",
+                                                "model_kind": "dsqn", "variant": "liu", "seeds": [0, 1],
+                                                "episodes_per_seed": 3, "mean_return": 487.25, "std_return": 3.5,
+                                                "std_of_seed_means": 1.0}]},
+        "robustness": {"rows": [{"checkpoint": "a.pt", "model_kind": "dqn", "attack": "fgsm", "eps": e,
+                                 "agreement": 1 - e, "return_mean": 500 - 100 * e, "return_std": 1.0}
+                                for e in (0.0, 0.1, 0.5)]},
+    }
+
+
+def test_report_from_json(tmp_path: Path) -> None:
+    res = _results()
+    docs = tmp_path / "docs"
+    report.write_reports(res, tmp_path, docs=docs)
+    md = (tmp_path / "results.md").read_text()
+    assert "| CartPole-v1 | liu-dsqn | 90.00 % (10) | n/a¹ |" in md
+    assert "cannot be expressed" in md and "pong-dqn: not found" in md
+    assert "487.2 ± 3.5" in md and "| fgsm | 0.1 | 90.0 % | 490.0 ± 1.0 |" in md
+    for png in ("agreement_matrix.png", "step_split.png", "robustness.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+        assert (docs / "results" / png).is_file()
+    page = (docs / "RESULTS.md").read_text()
+    assert page.startswith("# Results") and "](results/agreement_matrix.png)" in page
