@@ -41,7 +41,7 @@ from backends.reference import ReferenceBackend  # noqa: E402
 from exporters.to_nir import model_to_nir  # noqa: E402
 from exporters.zoo import make_checkpoint  # noqa: E402
 from pipeline.checkpoint import load_checkpoint  # noqa: E402
-from pipeline.envs import make_env, preprocess  # noqa: E402
+from pipeline.envs import make_env, preprocess, random_policy_observations  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = {"liu_dsqn128": "runs/bundle/cartpole_dsqn128.pt", "if_dsqn_soft": "runs/bundle/cartpole_if_dsqn.pt"}
@@ -176,17 +176,7 @@ def cartpole(name: str, path: str, n_obs: int, timing_obs: int) -> dict[str, Any
 
 def pong_frames(n: int, seed: int = 0) -> np.ndarray:
     """Preprocessed (4, 84, 84) Pong observations from a random policy, scaled by 1/255."""
-    env = make_env("ALE/Pong-v5")
-    rng = np.random.default_rng(seed)
-    frames = []
-    raw, _ = env.reset(seed=seed)
-    while len(frames) < n:
-        frames.append(np.asarray(raw, dtype=np.float32) / 255.0)
-        raw, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
-        if term or trunc:
-            raw, _ = env.reset()
-    env.close()
-    return np.stack(frames)
+    return random_policy_observations("ALE/Pong-v5", n, seed).astype(np.float32) / 255.0
 
 
 def atari(n_obs: int, timing_obs: int, T: int) -> dict[str, Any]:

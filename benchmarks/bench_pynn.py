@@ -40,7 +40,7 @@ from backends.reference import ReferenceBackend  # noqa: E402
 from exporters.to_nir import model_to_nir  # noqa: E402
 from exporters.zoo import atari_obs, make_checkpoint  # noqa: E402
 from pipeline.checkpoint import load_checkpoint  # noqa: E402
-from pipeline.envs import make_env, preprocess  # noqa: E402
+from pipeline.envs import make_env, preprocess, random_policy_observations  # noqa: E402
 
 
 def compare(q: np.ndarray, act: np.ndarray, spikes: dict[str, np.ndarray], ref: Any) -> dict[str, Any]:
@@ -140,16 +140,9 @@ def pong_frames(n: int, seed: int = 0) -> tuple[np.ndarray, str]:
     except Exception as exc:  # ale-py missing or no ROM: random frames instead
         print(f"  no Pong ({str(exc).splitlines()[0][:80]}): random frames", flush=True)
         return atari_obs(n, seed=seed).numpy(), "random frames (exporters.zoo.atari_obs)"
-    rng = np.random.default_rng(seed)
-    frames = []
-    raw, _ = env.reset(seed=seed)
-    while len(frames) < n:
-        frames.append(np.asarray(raw, dtype=np.float32) / 255.0)
-        raw, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
-        if term or trunc:
-            raw, _ = env.reset()
     env.close()
-    return np.stack(frames), "ALE/Pong-v5, random policy, 1/255"
+    frames = random_policy_observations("ALE/Pong-v5", n, seed).astype(np.float32) / 255.0
+    return frames, "ALE/Pong-v5, random policy, 1/255"
 
 
 def atari(n_obs: int, nest_obs: int, fx_obs: int, T: int, rounds: int) -> dict[str, Any]:

@@ -181,7 +181,7 @@ def greedy_raw_observations(path: Path, n: int, seed: int) -> np.ndarray:
     import torch
 
     from pipeline.envs import Preprocessor, make_env
-    from pipeline.models import SpikingQNetwork, greedy_action
+    from pipeline.models import act_greedy
 
     ckpt = load_checkpoint(path)
     model, pre = ckpt.build(), Preprocessor(ckpt.preprocessing)
@@ -193,13 +193,7 @@ def greedy_raw_observations(path: Path, n: int, seed: int) -> np.ndarray:
         done = False
         while not done and len(rows) < n:
             rows.append(np.asarray(obs))
-            with torch.no_grad():
-                x = pre(torch.as_tensor(np.asarray(obs)).unsqueeze(0))
-                if isinstance(model, SpikingQNetwork):
-                    q, _, tie = model.run(x)
-                    a = int(greedy_action(q, tie)[0])
-                else:
-                    a = int(greedy_action(model(x))[0])
+            a = int(act_greedy(model, pre(torch.as_tensor(np.asarray(obs)).unsqueeze(0)))[0])
             obs, _, term, trunc, _ = env.step(a)
             done = term or trunc
         episode += 1
@@ -208,20 +202,9 @@ def greedy_raw_observations(path: Path, n: int, seed: int) -> np.ndarray:
 
 
 def pong_raw_frames(n: int, seed: int = 0) -> np.ndarray:
-    """Raw uint8 (4, 84, 84) Pong observations under a random policy."""
-    from pipeline.envs import make_env
+    from pipeline.envs import random_policy_observations
 
-    env = make_env("ALE/Pong-v5")
-    rng = np.random.default_rng(seed)
-    frames = []
-    raw, _ = env.reset(seed=seed)
-    while len(frames) < n:
-        frames.append(np.asarray(raw))
-        raw, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
-        if term or trunc:
-            raw, _ = env.reset()
-    env.close()
-    return np.stack(frames)
+    return random_policy_observations("ALE/Pong-v5", n, seed)
 
 
 def convert_cartpole(dqn: Path, out: Path, T: int, progress: bool = False) -> dict[str, Any]:

@@ -102,6 +102,22 @@ def obs_shape(env_id: str, atari: dict[str, Any] | None = None) -> tuple[int, ..
     return shape
 
 
+def random_policy_observations(env_id: str, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` raw observations of ``env_id`` under a seeded uniform-random policy (benchmark inputs
+    that need no trained agent, e.g. real Pong frames for a Nature-CNN network)."""
+    env = make_env(env_id)
+    rng = np.random.default_rng(seed)
+    frames = []
+    raw, _ = env.reset(seed=seed)
+    while len(frames) < n:
+        frames.append(np.asarray(raw))
+        raw, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
+        if term or trunc:
+            raw, _ = env.reset()
+    env.close()
+    return np.stack(frames)
+
+
 def n_actions(env: gym.Env) -> int:
     if not isinstance(env.action_space, gym.spaces.Discrete):
         raise UserError(f"only discrete action spaces are supported, got {env.action_space}")

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from pipeline.checkpoint import load_checkpoint
 from pipeline.envs import Preprocessor, make_env, n_actions
 from pipeline.errors import UserError, cli_entry
-from pipeline.models import SpikingQNetwork, greedy_action
+from pipeline.models import act_greedy
 
 
 def evaluate_checkpoint(path: str | Path, episodes: int = 100, seed: int = 0, epsilon: float = 0.0,
@@ -46,13 +46,7 @@ def evaluate_checkpoint(path: str | Path, episodes: int = 100, seed: int = 0, ep
             if epsilon > 0 and rng.random() < epsilon:
                 action = int(rng.integers(ckpt.spec.n_actions))
             else:
-                with torch.no_grad():
-                    x = pre(torch.as_tensor(np.asarray(obs)).unsqueeze(0))
-                    if isinstance(model, SpikingQNetwork):
-                        q, _, tie = model.run(x)
-                        action = int(greedy_action(q, tie)[0])
-                    else:
-                        action = int(greedy_action(model(x))[0])
+                action = int(act_greedy(model, pre(torch.as_tensor(np.asarray(obs)).unsqueeze(0)))[0])
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             steps += 1

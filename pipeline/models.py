@@ -149,6 +149,15 @@ def build_model(spec: ModelSpec) -> DQN | SpikingQNetwork:
     return SpikingQNetwork(spec) if spec.spiking else DQN(spec)
 
 
+def act_greedy(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Greedy actions ``[N]`` of a DQN or a spiking network (its readout's tie-break included)."""
+    with torch.no_grad():
+        if isinstance(model, SpikingQNetwork):
+            q, _, tie = model.run(x)
+            return greedy_action(q, tie)
+        return greedy_action(model(x))
+
+
 def greedy_action(q: torch.Tensor, tiebreak: torch.Tensor | None = None) -> torch.Tensor:
     """argmax over actions, ties to the lowest index; ``tiebreak`` (membrane) orders equal Q."""
     if tiebreak is None:
