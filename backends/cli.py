@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                           "for a double-precision simulator)")
     ref.add_argument("--threads", type=int, default=1, help="simulator threads (NEST)")
     ref.add_argument("--batch-size", type=int, help="observations per batch (default: by memory)")
+    ref.add_argument("--weight-bits", type=int, choices=(8, 16),
+                     help="lava-fixed weight precision: 8 (default, one 8-bit mantissa + exponent per "
+                          "map) or 16 (weight splitting: each map as two 8-bit synapse sets, docs/LAVA.md)")
     ap.add_argument("--json", type=Path, help="write a JSON summary here")
     return ap.parse_args(argv)
 
@@ -94,6 +97,8 @@ def backend_options(target: str, args: argparse.Namespace, comparing: bool = Fal
         options.update(threads=args.threads)
     elif target in ("lava", "lava-fixed"):
         options.update(batch_size=args.batch_size)  # observations per RunSteps call (open loop)
+        if target == "lava-fixed" and args.weight_bits is not None:
+            options.update(weight_bits=args.weight_bits)
     return options
 
 
@@ -106,6 +111,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.threads < 1:
         raise UserError(f"--threads must be >= 1, got {args.threads}")
+    if args.weight_bits not in (None, 8) and "lava-fixed" not in (args.target, args.compare):
+        raise UserError("--weight-bits applies to --target lava-fixed only")
     if args.env is not None and args.inputs is not None:
         raise UserError("choose one mode: --env (closed loop) or --inputs (open loop)")
     if args.env is None and args.inputs is None:
@@ -194,7 +201,7 @@ def closed_loop(args: argparse.Namespace) -> int:
             if args.compare.endswith(".pt"):
                 from pipeline.policy import CheckpointBackend
 
-                compare = CheckpointBackend(args.compare)
+                compare = CheckpointBackend(args.compare, graph.metadata)
             else:
                 check_choice("comparison target", args.compare, TARGETS)
                 compare = make_backend(args.compare, plan, **backend_options(args.compare, args, comparing=True))

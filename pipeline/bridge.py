@@ -32,6 +32,7 @@ from backends.base import Backend, Readout
 from pipeline.encoding import encode
 from pipeline.envs import make_env, n_actions, preprocess
 from pipeline.errors import UserError
+from pipeline.policy import CheckpointBackend
 from pipeline.spec import Preprocessing
 
 RESULTS_FORMAT = "dsqn-deploy/closed-loop"
@@ -185,7 +186,10 @@ class ClosedLoop:
             gen = torch.Generator().manual_seed(step_seed(self.settings.seed, episode, step))
             spikes = encode(torch.as_tensor(x), self.settings.time_steps, self.settings.encoding, gen).numpy()
         main = self.backend.run(x, spikes)
-        other = self.compare.run(x, spikes) if self.compare is not None else None
+        if isinstance(self.compare, CheckpointBackend):  # a torch checkpoint: its own preprocessing, units
+            other = self.compare.run_raw(np.asarray(obs)[None])
+        else:
+            other = self.compare.run(x, spikes) if self.compare is not None else None
         return x, main, other
 
     def run_episode(self, episode: int) -> dict[str, Any]:

@@ -1,5 +1,11 @@
 """A torch checkpoint behind the backend interface, so the bridge can compare a graph's actions
-with the model it came from (``run-backend ... --compare dqn.pt``: Tan et al.'s conversion rate)."""
+with the model it came from (``run-backend ... --compare dqn.pt``: Tan et al.'s conversion rate).
+
+The checkpoint sees each raw observation through *its own* preprocessing (a converted graph
+may scale its input differently), and when the graph is a conversion of this DQN its Q-values
+are mapped into the graph's readout units (``provenance_conversion_*`` metadata), so that the
+bridge's ``q_abs_err`` compares like with like.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,49 @@ import numpy as np
 import torch
 
 from backends.base import Readout
+from typing import Any, Callable
+
 from pipeline.checkpoint import load_checkpoint
+from pipeline.envs import preprocess
 from pipeline.errors import UserError
 from pipeline.models import SpikingQNetwork, greedy_action
+
+
+def dqn_to_graph_units(meta: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The inverse of pipeline.convert.q_in_dqn_units for a converted graph, from its metadata;
+    None when the graph is not a conversion."""
+    scale = meta.get("provenance_conversion_output_scale")
+    if scale is None:
+        return None
+    scale = float(np.asarray(scale).reshape(-1)[0])
+    T = float(np.asarray(meta.get("provenance_conversion_time_steps", meta.get("time_steps"))).reshape(-1)[0])
+    readout = str(meta.get("provenance_conversion_readout", "robust_rate"))
+    v_r = float(np.asarray(meta.get("provenance_conversion_v_init", 0.0)).reshape(-1)[0])
+    v_th = float(np.asarray(meta.get("provenance_conversion_v_th", 1.0)).reshape(-1)[0])
+    soft = str(meta.get("provenance_conversion_reset", "soft")) == "soft"
+    if readout == "robust_rate":
+        return lambda q: q / scale + (v_r / (T * v_th) if soft else 0.0)
+    if readout == "spike_count":
+        return lambda q: q / scale * T
+    return lambda q: q / scale * T + v_r  # voltage
 
 
 class CheckpointBackend:
     """Runs a checkpoint's torch model on preprocessed observations (float32, like training)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, graph_metadata: dict[str, Any] | None = None):
         self.ckpt = load_checkpoint(path)
         self.model = self.ckpt.build()
         self.name = f"torch:{Path(path).name}"
+        converted = self.ckpt.spec.kind == "dqn" and graph_metadata is not None
+        self.units = dqn_to_graph_units(graph_metadata) if converted else None
+
+    def run_raw(self, raw_obs: np.ndarray) -> Readout:
+        """Run raw env observations ``[N, *obs_shape]`` through the checkpoint's own preprocessing."""
+        readout = self.run(preprocess(np.asarray(raw_obs), self.ckpt.preprocessing))
+        if self.units is not None:
+            readout.q = self.units(readout.q)
+        return readout
 
     def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Readout:
         t0 = time.perf_counter()
