@@ -77,6 +77,30 @@ def check_batch(obs: np.ndarray, obs_shape: tuple[int, ...], input_name: str, ti
     return obs
 
 
+def plan_for_env(graph, *, time_steps: int | None = None, dt: float | None = None, readout: str | None = None,
+                 convention: str | None = None, obs_shape: tuple[int, ...] | None = None,
+                 n_actions: int | None = None):
+    """The canonical Plan of ``graph`` (a nir.NIRGraph or a Plan) with its input shape and output
+    size, checked against the environment's ``obs_shape`` / ``n_actions`` when given.
+
+    Returns ``(plan, obs_shape, n_out)``; a mismatch is a UserError naming the graph's node.
+    """
+    from exporters.canonical import Plan, build_plan
+    from pipeline.errors import UserError
+
+    plan = graph if isinstance(graph, Plan) else build_plan(
+        graph, convention=convention, time_steps=time_steps, dt=dt, readout=readout)
+    graph_shape = tuple(plan.op(plan.input).out_shape)
+    n_out = int(np.prod(plan.op(plan.output).out_shape))
+    if obs_shape is not None and tuple(obs_shape) != graph_shape:
+        raise UserError(f"the graph's Input node {plan.input!r} expects observations of shape "
+                        f"{graph_shape}, the environment gives {tuple(obs_shape)}")
+    if n_actions is not None and int(n_actions) != n_out:
+        raise UserError(f"the graph's Output node {plan.output!r} has {n_out} values, the "
+                        f"environment has {n_actions} actions")
+    return plan, graph_shape, n_out
+
+
 class Backend(Protocol):
     """What the closed-loop bridge and ``run-backend`` need from a target."""
 

@@ -28,12 +28,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from backends.base import Readout, check_batch
+from backends.base import Readout, check_batch, plan_for_env
 from backends.nest import kernel
 from backends.nest.connectivity import (Form, add_forms, apply_op, estimate_add, estimate_apply)
 from backends.nest.neurons import CLAMP_WEIGHT, PopSpec, population_spec
 from backends.reference.ops import per_step, reduce_time
-from exporters.canonical import SYNAPSES, Op, Plan, build_plan
+from exporters.canonical import SYNAPSES, Op, Plan
 from pipeline.encoding import encode
 from pipeline.errors import UserError
 from pipeline.models import greedy_action
@@ -115,18 +115,11 @@ class NestBackend:
         if int(threads) < 1:
             raise UserError(f"threads must be >= 1, got {threads}")
         self.threads = int(threads)
-        self.plan = graph if isinstance(graph, Plan) else build_plan(
-            graph, convention=convention, time_steps=time_steps, dt=dt, readout=readout)
+        self.plan, self.obs_shape, self.n_out = plan_for_env(
+            graph, time_steps=time_steps, dt=dt, readout=readout, convention=convention, obs_shape=obs_shape,
+            n_actions=n_actions)
         self.sem = self.plan.semantics
         self.T = self.sem.time_steps
-        self.obs_shape = self.plan.op(self.plan.input).out_shape
-        self.n_out = int(np.prod(self.plan.op(self.plan.output).out_shape))
-        if obs_shape is not None and tuple(obs_shape) != tuple(self.obs_shape):
-            raise UserError(f"the graph's Input node {self.plan.input!r} expects observations of shape "
-                            f"{tuple(self.obs_shape)}, the environment gives {tuple(obs_shape)}")
-        if n_actions is not None and int(n_actions) != self.n_out:
-            raise UserError(f"the graph's Output node {self.plan.output!r} has {self.n_out} values, the "
-                            f"environment has {n_actions} actions")
         self._valid = False
         self._layout()
         self.memory = self.estimate_memory()

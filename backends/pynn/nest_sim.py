@@ -51,13 +51,13 @@ import nir
 import numpy as np
 import torch
 
-from backends.base import Readout, check_batch
+from backends.base import Readout, check_batch, plan_for_env
 from backends.nest import kernel
 from backends.nest.backend import BUILD_BYTES_PER_SYNAPSE, BYTES_PER_NEURON, BYTES_PER_SYNAPSE, available_memory
 from backends.nest.neurons import CLAMP_WEIGHT, PopSpec, population_spec
 from backends.pynn.layout import NetLayout, layout
 from backends.pynn.readout import Recorded, q_values
-from exporters.canonical import Plan, build_plan
+from exporters.canonical import Plan
 from pipeline.encoding import encode
 from pipeline.errors import UserError
 
@@ -145,18 +145,11 @@ class PyNNNestBackend:
         if int(threads) < 1:
             raise UserError(f"threads must be >= 1, got {threads}")
         self.threads = int(threads)
-        self.plan = graph if isinstance(graph, Plan) else build_plan(
-            graph, convention=convention, time_steps=time_steps, dt=dt, readout=readout)
+        self.plan, self.obs_shape, self.n_out = plan_for_env(
+            graph, time_steps=time_steps, dt=dt, readout=readout, convention=convention, obs_shape=obs_shape,
+            n_actions=n_actions)
         self.sem = self.plan.semantics
         self.T = self.sem.time_steps
-        self.obs_shape = self.plan.op(self.plan.input).out_shape
-        self.n_out = int(np.prod(self.plan.op(self.plan.output).out_shape))
-        if obs_shape is not None and tuple(obs_shape) != tuple(self.obs_shape):
-            raise UserError(f"the graph's Input node {self.plan.input!r} expects observations of shape "
-                            f"{tuple(self.obs_shape)}, the environment gives {tuple(obs_shape)}")
-        if n_actions is not None and int(n_actions) != self.n_out:
-            raise UserError(f"the graph's Output node {self.plan.output!r} has {self.n_out} values, the "
-                            f"environment has {n_actions} actions")
         self.net: NetLayout = layout(self.plan, "pyNN.nest")
         h_ms = self.sem.dt * 1000.0
         self.specs: dict[str, PopSpec] = {n: population_spec(p.op, h_ms) for n, p in self.net.pops.items()}

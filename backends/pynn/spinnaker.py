@@ -50,11 +50,11 @@ import nir
 import numpy as np
 import torch
 
-from backends.base import Readout
+from backends.base import Readout, plan_for_env
 from backends.pynn.layout import Drive, NetLayout, layout
 from backends.pynn.readout import Recorded, q_values
 from backends.pynn.spinnaker_config import MachineConfig, resolve
-from exporters.canonical import Plan, build_plan
+from exporters.canonical import Plan
 from pipeline.encoding import encode
 from pipeline.errors import UserError
 
@@ -285,18 +285,11 @@ class PyNNSpiNNakerBackend:
                  n_actions: int | None = None, virtual: bool | None = None, workdir: str | Path | None = None,
                  python: str | None = None, timeout: float = WORKER_TIMEOUT):
         self.machine: MachineConfig = resolve(virtual=virtual)  # before any work: a clear error first
-        self.plan = graph if isinstance(graph, Plan) else build_plan(
-            graph, convention=convention, time_steps=time_steps, dt=dt, readout=readout)
+        self.plan, self.obs_shape, self.n_out = plan_for_env(
+            graph, time_steps=time_steps, dt=dt, readout=readout, convention=convention, obs_shape=obs_shape,
+            n_actions=n_actions)
         self.sem = self.plan.semantics
         self.T = self.sem.time_steps
-        self.obs_shape = self.plan.op(self.plan.input).out_shape
-        self.n_out = int(np.prod(self.plan.op(self.plan.output).out_shape))
-        if obs_shape is not None and tuple(obs_shape) != tuple(self.obs_shape):
-            raise UserError(f"the graph's Input node {self.plan.input!r} expects observations of shape "
-                            f"{tuple(self.obs_shape)}, the environment gives {tuple(obs_shape)}")
-        if n_actions is not None and int(n_actions) != self.n_out:
-            raise UserError(f"the graph's Output node {self.plan.output!r} has {self.n_out} values, the "
-                            f"environment has {n_actions} actions")
         self.net = layout(self.plan, "SpiNNaker")
         self.drives = self.net.drives()
         self.spin = describe(self.net, drives=self.drives)  # 1 ms steps: SpiNNaker's real-time default
