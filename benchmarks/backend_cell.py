@@ -14,7 +14,8 @@ one per call, as the closed loop does, and every figure comes from what the back
     python benchmarks/backend_cell.py --target nest --graph g.nir --obs obs.npy \
         --reference ref.npz --out cell.json [--options '{"threads": 1}']
 
-The target ``spinnaker-fixedpoint`` is the numpy emulation of sPyNNaker's fixed-point
+``lava-fixed-w16`` is ``lava-fixed`` with weight splitting (``weight_bits=16``). The target
+``spinnaker-fixedpoint`` is the numpy emulation of sPyNNaker's fixed-point
 arithmetic (backends.pynn.fixedpoint): without a board, that is how the SpiNNaker column is
 filled; the board itself is exercised by hw_tests/.
 """
@@ -61,6 +62,8 @@ def build_backend(target: str, graph: Any, options: dict[str, Any]) -> Any:
         return FixedPointSpiNNaker(graph, **options)
     from backends import make_backend
 
+    if target == "lava-fixed-w16":  # a matrix column, not a run-backend target: lava-fixed, 16-bit weights
+        return make_backend("lava-fixed", graph, **{**options, "weight_bits": 16})
     return make_backend(target, graph, **options)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-BACKEND_ORDER = ("reference", "nest", "pynn-nest", "lava", "lava-fixed", "spinnaker-fixedpoint")
+BACKEND_ORDER = ("reference", "nest", "pynn-nest", "lava", "lava-fixed", "lava-fixed-w16", "spinnaker-fixedpoint")
 
 
 def _f(x: Any, fmt: str = "{:.1f}", none: str = "–") -> str:
@@ -123,6 +123,7 @@ def md_matrix(res: dict[str, Any]) -> str:
         "## Agreement matrix\n\nEach backend runs the exported NIR graph one observation per call (as in the "
         f"closed loop), in its own process, against the reference executor in float64 ({sec['reference']}). "
         f"CartPole observations: {sec['cartpole_obs']}; Atari: {sec['atari_obs']}. "
+        "`lava-fixed-w16` is `lava-fixed` with weight splitting (`--weight-bits 16`, docs/LAVA.md); "
         "`spinnaker-fixedpoint` is the numpy emulation of sPyNNaker's fixed-point arithmetic (no board here).",
         "Actions equal to the reference (observations):",
         table(["task", "model", *targets], agree),
