@@ -2,10 +2,13 @@
 fixed point, per-step time against Lava's bare run time, build time and memory.
 
 1. CartPole: each trained DSQN (default: the agents in examples/, else
-   runs/bundle/cartpole_dsqn128.pt) plays episodes with the reference until
-   >= ``--cartpole-obs`` observations are recorded; ``lava`` (floating_pt) and
-   ``lava-fixed`` (fixed_pt) run all of them open loop: action agreement and max |dQ|/max|Q|.
-   Then ``--episodes`` closed-loop CartPole episodes on lava-fixed (return, agreement).
+   runs/bundle/cartpole_dsqn128.pt; a converted SNN works too) plays episodes with the
+   reference until >= ``--cartpole-obs`` observations are recorded; ``lava`` (floating_pt),
+   ``lava-fixed`` (fixed_pt, 8-bit weights) and ``lava-fixed`` with weight splitting
+   (``weight_bits=16``) run all of them open loop: action agreement and max |dQ|/max|Q|, plus
+   diagnostics that lift one remaining limit of the split mode at a time (the bias's 13-bit
+   mantissa; the floored shift of the lo synapse set). Then ``--episodes`` closed-loop
+   CartPole episodes on lava-fixed in both weight modes (return, agreement).
 2. Atari: a Nature-CNN DSQN at T = 64 (random weights from exporters.zoo, scaled so that every
    layer spikes) on ``--atari-obs`` real Pong frames (random actions, 1/255), one observation per
    ``run`` call as in the closed loop; each precision stops after ``--atari-budget`` seconds and
@@ -13,6 +16,7 @@ fixed point, per-step time against Lava's bare run time, build time and memory.
    bare ``RunSteps(T)`` of the same network free-running (no windows, resets, I/O).
 
     nice -n 5 python benchmarks/bench_lava.py [--json out/bench_lava.json]
+    nice -n 5 python benchmarks/bench_lava.py --skip-atari --cartpole-ckpt examples/cartpole_dsqn.pt
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ import statistics
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
 
-from backends.lava.backend import LavaBackend
+import backends.lava.quantize as quantize
+from backends.lava.backend import LavaBackend, default_input_bound
+from backends.lava.lowering import lower
 from backends.reference import ReferenceBackend
 from exporters.canonical import Plan, build_plan
 from exporters.to_nir import model_to_nir
@@ -79,7 +86,83 @@ def compare(ref, got) -> dict[str, Any]:
            "spikes_equal": all(np.array_equal(ref.spikes[k], got.spikes[k]) for k in ref.spikes)}
     out["spike_count_rel_diff"] = {k: float(np.abs(got.spikes[k].sum() - v.sum()) / max(v.sum(), 1))
                                    for k, v in ref.spikes.items()}
+    if ref.q.shape[1] > 1:  # the reference's Q gap where the actions differ: are they near-ties?
+        qs = np.sort(ref.q, axis=1)
+        gap = (qs[:, -1] - qs[:, -2]) / max(qmax, 1e-300)
+        bad = ref.action != got.action
+        out["disagreement_max_gap"] = float(gap[bad].max()) if bad.any() else 0.0
     return out
+
+
+#: Split-mode diagnostics: quantiser constants patched while the backend is built (the
+#: quantisation runs in the host process before Lava starts), each lifting one limit.
+SPLIT_DIAGNOSTICS = {
+    "fixed_split_bias_on_grid": (
+        {"BIAS_MANT_MAX": quantize.STATE_MAX},
+        "bias mantissa limit lifted to 24 bits (bias_exp 0: the bias only rounded to the state grid)"),
+    "fixed_split_lo_exp_ge0": (
+        {"WEIGHT_EXP": (0, quantize.WEIGHT_EXP[1])},
+        "lo exponent >= 0 (lo step >= 1 state LSB: no floored right shift of the lo set)"),
+}
+
+
+def param_errors(backend: LavaBackend) -> dict[str, Any]:
+    """The quantiser's per-layer errors of a fixed-point backend (bias/decay/threshold/weights)."""
+    assert backend.quant is not None
+    return {name: {"state_unit": fp.q,
+                   "threshold_lsb": None if fp.threshold is None else int(fp.threshold.max()),
+                   "bias_err_lsb": fp.errors.get("bias_abs_in_lsb", 0.0),
+                   "bias_exp_max": int(fp.bias_exp.max(initial=0)) if fp.bias_exp is not None else 0,
+                   "decay_abs": fp.errors.get("decay_abs"),
+                   "weight_rel_max": fp.errors.get("weight_rel_max", 0.0),
+                   "weight_rel_rms": fp.errors.get("weight_rel_rms", 0.0),
+                   "weight_exp": {k: m.exp for k, m in fp.maps.items() if m.mant is not None},
+                   "weight_exp_lo": {k: m.exp_lo for k, m in fp.maps.items() if m.lo is not None}}
+            for name, fp in backend.quant.items()}
+
+
+def fixed_params_plan(plan: Plan, layout: Any, quant: dict[str, Any], bias: bool) -> Plan | None:
+    """``plan`` with lava-fixed's quantised weights (and, with ``bias``, biases) put back in
+    float64, for the reference: separates parameter rounding from the integer arithmetic (state
+    grid, floored shifts, decay truncation). Only for chains where every population reads one
+    affine op (the CartPole MLPs); None otherwise."""
+    p2 = copy.deepcopy(plan)
+    by_name = {op.name: op for op in p2.ops}
+    for name, pop in layout.pops.items():
+        fp = quant[name]
+        op = by_name[name]
+        affine = op if pop.kind == "identity" else (by_name[op.inputs[0]] if len(op.inputs) == 1 else None)
+        if affine is None or affine.kind != "affine" or len(fp.maps) != 1:
+            return None
+        fmap = next(iter(fp.maps.values()))
+        if fmap.mant is None or np.any(fp.c == 0):
+            return None
+        w = np.asarray(affine.params["weight"], dtype=np.float64)
+        new_w = fmap.lsb().toarray() * fp.q / fp.c[:, None]
+        if new_w.shape != w.shape or np.abs(new_w - w).max() > 0.01 * np.abs(w).max():
+            return None  # not the map this op defines
+        affine.params["weight"] = new_w
+        if bias:
+            _, leak = quantize.input_scale(pop, pop.n)
+            affine.params["bias"] = (fp.bias * fp.q - leak) / fp.c
+    return p2
+
+
+def run_fixed(plan: Plan, obs: np.ndarray, patch: dict[str, Any] | None = None,
+              **kw: Any) -> tuple[Any, Any]:
+    """lava-fixed on ``obs`` (``kw``: LavaBackend options); returns (readout, closed backend)."""
+    if patch:
+        with mock.patch.multiple(quantize, **patch):
+            backend = LavaBackend(plan, precision="fixed_pt", batch_size=64, **kw)
+    else:
+        backend = LavaBackend(plan, precision="fixed_pt", batch_size=64, **kw)
+    try:
+        t0 = time.perf_counter()
+        got = backend.run(obs)
+        backend.wall_s = time.perf_counter() - t0
+    finally:
+        backend.close()
+    return got, backend
 
 
 def cartpole_observations(plan: Plan, n: int, seed: int) -> tuple[np.ndarray, list[float]]:
@@ -166,51 +249,84 @@ def cartpole_part(args: argparse.Namespace, ckpt_path: Path) -> dict[str, Any]:
     ref = ReferenceBackend(plan, dtype="float64").run(obs)
     res: dict[str, Any] = {"checkpoint": str(ckpt_path), "n_obs": len(obs), "reference_returns": returns,
                            "time_steps": plan.semantics.time_steps}
-    for precision, key in (("floating_pt", "float"), ("fixed_pt", "fixed")):
-        backend = LavaBackend(plan, precision=precision, batch_size=64)
+    if not args.skip_float:
+        backend = LavaBackend(plan, precision="floating_pt", batch_size=64)
         try:
             t0 = time.perf_counter()
             got = backend.run(obs)
             wall = time.perf_counter() - t0
         finally:
             backend.close()
-        res[key] = {**compare(ref, got), "lava_compile_s": backend.build_s, "wall_per_obs": wall / len(obs),
-                    "period": backend.period, "saturated": backend.saturated}
-        print(f"cartpole {key}: {res[key]}", flush=True)
+        res["float"] = {**compare(ref, got), "lava_compile_s": backend.build_s,
+                        "wall_per_obs": wall / len(obs), "period": backend.period,
+                        "saturated": backend.saturated}
+        print(f"cartpole float: {res['float']}", flush=True)
+    # fixed point: 8-bit weights (default) and weight splitting (two 8-bit synapse sets per map)
+    quants = {}
+    for key, bits in (("fixed", 8), ("fixed_split", 16)):
+        got, backend = run_fixed(plan, obs, weight_bits=bits)
+        res[key] = {**compare(ref, got), "lava_compile_s": backend.build_s,
+                    "wall_per_obs": backend.wall_s / len(obs), "period": backend.period,
+                    "saturated": backend.saturated, "synapse_processes": len(backend.synapses),
+                    "param_errors": param_errors(backend)}
+        print(f"cartpole {key}: { {k: v for k, v in res[key].items() if k != 'param_errors'} }", flush=True)
+        quants[key] = backend.quant
     # the same observations with the host-computed first map kept in float64 (see docs/LAVA.md)
-    backend = LavaBackend(plan, precision="fixed_pt", batch_size=64, host_weights="float")
-    try:
-        got = backend.run(obs)
-    finally:
-        backend.close()
+    got, _ = run_fixed(plan, obs, host_weights="float")
     res["fixed_host_float"] = compare(ref, got)
     print(f"cartpole fixed, float host map: {res['fixed_host_float']}", flush=True)
-    res["precision_diagnostic"] = precision_diagnostic(plan, obs, ref)
-    print(f"cartpole precision diagnostic: {res['precision_diagnostic']}", flush=True)
-    # closed loop in fixed point, compared step by step with the reference
+    # what limits the split mode: lift one quantisation limit at a time
+    if not args.skip_diagnostics:
+        for key, (patch, what) in SPLIT_DIAGNOSTICS.items():
+            got, backend = run_fixed(plan, obs, patch=patch, weight_bits=16)
+            base = quants["fixed_split"]
+            assert backend.quant is not None and base is not None
+            same_q = all(backend.quant[n].q == base[n].q for n in base)
+            res[key] = {**compare(ref, got), "what": what, "same_state_units": same_q,
+                        "param_errors": param_errors(backend)}
+            print(f"cartpole {key} ({what}): agreement {res[key]['agreement']:.4f}, q_rel_err "
+                  f"{res[key]['q_rel_err']:.3g}, same state units {same_q}", flush=True)
+        res["precision_diagnostic"] = precision_diagnostic(plan, obs, ref)
+        # float64 with exactly lava-fixed's split parameters: what the integer arithmetic adds
+        layout = lower(plan, fixed_point=True)
+        quant16 = quantize.quantize_layout(layout, default_input_bound(plan), weight_bits=16)
+        for key, with_bias in (("reference_split_weights", False), ("reference_split_weights_bias", True)):
+            p2 = fixed_params_plan(plan, layout, quant16, with_bias)
+            if p2 is not None:
+                got = ReferenceBackend(p2, dtype="float64").run(obs)
+                res["precision_diagnostic"][key] = compare(ref, got)
+        print(f"cartpole precision diagnostic: {res['precision_diagnostic']}", flush=True)
+    # closed loop in fixed point (both weight modes), compared step by step with the reference
+    for key, bits in (("fixed_closed_loop", 8), ("fixed_split_closed_loop", 16)):
+        if args.episodes > 0:
+            res[key] = closed_loop(plan, ckpt_path, args.episodes, bits)
+    return res
+
+
+def closed_loop(plan: Plan, ckpt_path: Path, episodes_n: int, weight_bits: int) -> dict[str, Any]:
     io = GraphIO.from_metadata(plan.metadata, plan.op(plan.input).out_shape, 2)
     settings = LoopSettings(env_id="CartPole-v1", target="lava-fixed", graph=str(ckpt_path), graph_sha256="-",
-                            compare="reference", episodes=args.episodes, seed=7,
+                            compare="reference", episodes=episodes_n, seed=7,
                             encoding=plan.semantics.encoding, time_steps=plan.semantics.time_steps)
-    backend = LavaBackend(plan, precision="fixed_pt")
+    backend = LavaBackend(plan, precision="fixed_pt", weight_bits=weight_bits)
     loop = ClosedLoop(backend, io, settings, ReferenceBackend(plan, dtype="float64"))
     episodes = []
     try:
-        for i in range(args.episodes):
+        for i in range(episodes_n):
             rec = loop.run_episode(i)
             keep = ("return", "length", "agreement", "q_rel_err", "wall_per_step", "timing_per_step")
             episodes.append({k: rec[k] for k in keep})
-            print(f"cartpole fixed closed loop, episode {i}: return {rec['return']:.0f}, agreement "
-                  f"{rec['agreement']:.3f}, wall/step {rec['wall_per_step'] * 1e3:.1f} ms", flush=True)
+            print(f"cartpole fixed ({weight_bits}-bit weights) closed loop, episode {i}: return "
+                  f"{rec['return']:.0f}, agreement {rec['agreement']:.3f}, wall/step "
+                  f"{rec['wall_per_step'] * 1e3:.1f} ms", flush=True)
     finally:
         loop.close()
         backend.close()
     rets = [e["return"] for e in episodes]
-    res["fixed_closed_loop"] = {"episodes": episodes, "return_mean": float(np.mean(rets)),
-                                "return_std": float(np.std(rets)),
-                                "agreement": float(np.average([e["agreement"] for e in episodes],
-                                                              weights=[e["length"] for e in episodes]))}
-    return res
+    return {"weight_bits": weight_bits, "episodes": episodes, "return_mean": float(np.mean(rets)),
+            "return_std": float(np.std(rets)),
+            "agreement": float(np.average([e["agreement"] for e in episodes],
+                                          weights=[e["length"] for e in episodes]))}
 
 
 def atari_part(args: argparse.Namespace, out: dict[str, Any]) -> None:
@@ -282,7 +398,11 @@ def main() -> None:
                     help="CartPole checkpoint (repeatable; default: examples/cartpole_dsqn.pt and "
                          "examples/cartpole_if_dsqn.pt, else runs/bundle/cartpole_dsqn128.pt)")
     ap.add_argument("--cartpole-obs", type=int, default=2000)
-    ap.add_argument("--episodes", type=int, default=3, help="closed-loop CartPole episodes in fixed point")
+    ap.add_argument("--episodes", type=int, default=3,
+                    help="closed-loop CartPole episodes in fixed point, per weight mode (0: none)")
+    ap.add_argument("--skip-float", action="store_true", help="CartPole: skip the floating_pt run")
+    ap.add_argument("--skip-diagnostics", action="store_true",
+                    help="CartPole: skip the split-mode and weight-rounding diagnostics")
     ap.add_argument("--atari-obs", type=int, default=200)
     ap.add_argument("--atari-budget", type=float, default=300.0, help="seconds per precision on Atari")
     ap.add_argument("--time-steps", type=int, default=64)
@@ -320,22 +440,32 @@ def print_summary(out: dict[str, Any]) -> None:
     if "atari" in out:
         sets.append(("atari (Nature CNN)", out["atari"]))
     for name, part in sets:
-        for key in ("float", "fixed", "fixed_host_float"):
+        for key in ("float", "fixed", "fixed_split", "fixed_host_float", *SPLIT_DIAGNOSTICS):
             r = part.get(key)
             if r and "agreement" in r:
                 t.add_row(name, key, str(r["n"]), f"{100 * r['agreement']:.2f} %", f"{r['q_rel_err']:.3g}",
                           str(r["spikes_equal"]))
-    Console().print(t)
+    Console(width=max(Console().width, 120)).print(t)
     for c in out.get("cartpole", []):
-        cl = c["fixed_closed_loop"]
         name = Path(c["checkpoint"]).stem
-        print(f"{name} closed loop, lava-fixed: return {cl['return_mean']:.1f} ± {cl['return_std']:.1f} "
-              f"over {len(cl['episodes'])} episodes, agreement {100 * cl['agreement']:.2f} %")
-        d = c["precision_diagnostic"]
-        print(f"{name}, float64 with only the weights rounded: " + ", ".join(
-            f"{k.split('_')[-1]} {100 * v:.1f} %" for k, v in d.items() if k.startswith("agreement_weights"))
-            + f"; only the head at 8 bit {100 * d.get('agreement_only_head_8bit', float('nan')):.1f} %; "
-            f"median Q margin {d['margin_over_max_q_quantiles']['p50']:.2g} of max |Q|")
+        for key in ("fixed_closed_loop", "fixed_split_closed_loop"):
+            cl = c.get(key)
+            if cl:
+                print(f"{name} closed loop, lava-fixed {cl['weight_bits']}-bit weights: return "
+                      f"{cl['return_mean']:.1f} ± {cl['return_std']:.1f} over {len(cl['episodes'])} "
+                      "episodes, "
+                      f"agreement {100 * cl['agreement']:.2f} %")
+        d = c.get("precision_diagnostic")
+        if d:
+            head = 100 * d.get("agreement_only_head_8bit", float("nan"))
+            print(f"{name}, float64 with only the weights rounded: " + ", ".join(
+                f"{k.split('_')[-1]} {100 * v:.1f} %" for k, v in d.items()
+                if k.startswith("agreement_weights")) + f"; only the head at 8 bit {head:.1f} %; "
+                f"median Q margin {d['margin_over_max_q_quantiles']['p50']:.2g} of max |Q|")
+            if "reference_split_weights" in d:
+                print(f"{name}, float64 with lava-fixed's split (16-bit) weights: "
+                      f"{100 * d['reference_split_weights']['agreement']:.2f} %, and its biases too: "
+                      f"{100 * d['reference_split_weights_bias']['agreement']:.2f} %")
     if "atari" in out:
         for key in ("float", "fixed"):
             r = out["atari"][key]

@@ -1,6 +1,7 @@
 """``--target lava-fixed``: the quantiser's arithmetic exactly, the Lava fixed_pt models against an
 independent integer model of the documented scheme (bit for bit), a loose agreement with the
-reference on a CartPole-sized net, the Loihi 2 core count, and the out-of-range errors."""
+reference on a CartPole-sized net, the Loihi 2 core count, and the out-of-range errors; weight
+splitting (``weight_bits=16``: two 8-bit synapse sets per map) and its command-line option."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ except PackageNotFoundError:
 
 from backends.lava.backend import LavaBackend  # noqa: E402
 from backends.lava.lowering import lower  # noqa: E402
-from backends.lava.quantize import (LOIHI2, STATE_MAX, WEIGHT_MANT, decay, loihi2_resources,  # noqa: E402
-                                    quantize_layout, shift)
+import scipy.sparse as sp  # noqa: E402
+
+from backends.cli import main as run_backend  # noqa: E402
+from backends.lava.quantize import (LOIHI2, STATE_MAX, WEIGHT_MANT, _quantize_map, decay,  # noqa: E402
+                                    loihi2_resources, quantize_layout, shift)
 from backends.reference import ReferenceBackend  # noqa: E402
 from exporters.canonical import build_plan  # noqa: E402
 from exporters.inspect_nir import main as inspect_main  # noqa: E402
@@ -122,11 +126,15 @@ def golden(backend: LavaBackend, obs: np.ndarray) -> tuple[np.ndarray, dict[str,
                 fp = quant[name]
                 cur = fp.bias_mant * 2 ** fp.bias_exp
                 for src, m in fp.maps.items():
+                    # one synapse set, or two (hi, lo) with weight splitting
+                    sets = [(m.mant, m.exp)] + ([(m.lo, m.exp_lo)] if m.lo is not None else [])
                     if src == "<host>":
-                        cur = cur + np.round(m.mant @ x * 2.0 ** m.exp).astype(np.int64)
+                        real = sum(mant @ x * 2.0 ** e for mant, e in sets)
+                        cur = cur + np.round(real).astype(np.int64)
                     else:
-                        acc = m.mant @ out[src]
-                        cur = cur + (acc * 2 ** m.exp if m.exp >= 0 else acc // 2 ** -m.exp)
+                        for mant, e in sets:  # each set shifts (floors) its own sum
+                            acc = mant @ out[src]
+                            cur = cur + (acc * 2 ** e if e >= 0 else acc // 2 ** -e)
                 if pop.kind == "identity":
                     y = out[name] = cur
                 else:
@@ -152,11 +160,12 @@ def golden(backend: LavaBackend, obs: np.ndarray) -> tuple[np.ndarray, dict[str,
     return np.array(qs), counts
 
 
-@pytest.mark.parametrize("kind, gain", [("liu", 8.0), ("hahn", 3.0), ("chen", 8.0), ("lif_soft_rate", 8.0)])
-def test_fixed_models_equal_the_integer_scheme(kind: str, gain: float) -> None:
+@pytest.mark.parametrize("kind, gain, bits", [("liu", 8.0, 8), ("hahn", 3.0, 8), ("chen", 8.0, 8),
+                                              ("lif_soft_rate", 8.0, 8), ("liu", 8.0, 16), ("hahn", 3.0, 16)])
+def test_fixed_models_equal_the_integer_scheme(kind: str, gain: float, bits: int) -> None:
     plan = small_plan(kind, gain=gain)
     obs = cartpole_obs(12, seed=6).numpy()
-    backend = LavaBackend(plan, precision="fixed_pt", batch_size=5)
+    backend = LavaBackend(plan, precision="fixed_pt", batch_size=5, weight_bits=bits)
     try:
         got = backend.run(obs)
     finally:
@@ -187,6 +196,114 @@ def test_cartpole_sized_agreement_is_close() -> None:
         assert abs(fixed - real) <= 0.02 * real
 
 
+# ---------------------------------------------------------------- weight splitting (weight_bits=16)
+
+
+def test_weight_split_parameters_obey_the_scheme() -> None:
+    plan = small_plan("liu")
+    layout = lower(plan, fixed_point=True)
+    q8 = quantize_layout(layout, input_bound=4.0)
+    q16 = quantize_layout(layout, input_bound=4.0, weight_bits=16)
+    for name, pop in layout.pops.items():
+        fp, base = q16[name], q8[name]
+        # the split changes the weights only: same state unit, threshold, bias, decay
+        assert fp.q == base.q and np.array_equal(fp.bias, base.bias)
+        assert (fp.threshold is None) == (base.threshold is None)
+        assert fp.threshold is None or np.array_equal(fp.threshold, base.threshold)
+        for src, m in fp.maps.items():
+            b = base.maps[src]
+            assert b.lo is None and b.sets == 1 and m.sets == 2  # the default has one set per map
+            # the hi set is the 8-bit map, up to one step where the residual is at a tie
+            diff = (m.mant - b.mant).toarray()
+            assert m.exp == b.exp and np.abs(diff).max() <= 1 and np.count_nonzero(diff) <= 0.05 * diff.size
+            lo = m.lo.toarray()
+            assert WEIGHT_MANT[0] <= lo.min() and lo.max() <= WEIGHT_MANT[1] and np.abs(lo).max() >= 64
+            assert m.exp_lo == m.exp - 8 and not m.exp_lo_clipped
+            if src == "<host>":
+                real = pop.host_matrix.toarray()
+            else:
+                real = next(c.matrix for c in layout.conns if c.src == src and c.dst == name).toarray()
+            real = fp.c[:, None] * real / fp.q  # in state LSBs
+            assert np.abs(m.lsb().toarray() - real).max() <= 2.0 ** m.exp_lo / 2 * (1 + 1e-9)
+            assert m.rel_err_max <= b.rel_err_max / 100 and m.rel_err_rms <= b.rel_err_rms / 100
+
+
+def test_weight_split_clips_the_lo_exponent_and_reports_the_residual() -> None:
+    rng = np.random.default_rng(0)
+    w = sp.csr_matrix(rng.uniform(-1, 1, (20, 30)))
+    m = float(abs(w).max())
+    q = m / (127 * 2.0 ** -3)  # the largest weight needs exponent -3, so e - 8 = -11 < -8
+    fmap = _quantize_map("x", "y", w, q, m, split=True)
+    assert fmap.exp == -3 and fmap.exp_lo == -8 and fmap.exp_lo_clipped
+    err = np.abs(fmap.lsb().toarray() * q - w.toarray())
+    assert err.max() <= q * 2.0 ** -9 * (1 + 1e-9)  # half a (clipped) lo step
+    assert fmap.rel_err_max == pytest.approx(err.max() / m)
+    assert fmap.rel_err_max > 2.0 ** -11 * q / 2 / m  # coarser than an unclipped lo set could be
+    full = _quantize_map("x", "y", w, m / (127 * 2.0 ** 2), m, split=True)
+    assert full.exp == 2 and full.exp_lo == -6 and not full.exp_lo_clipped
+
+
+@pytest.mark.parametrize("kind, gain", [("liu", 8.0), ("hahn", 3.0)])
+def test_weight_split_reproduces_the_reference_much_more_closely(kind: str, gain: float) -> None:
+    plan = small_plan(kind, gain=gain)
+    obs = cartpole_obs(40, seed=6).numpy()
+    ref = ReferenceBackend(plan, dtype="float64").run(obs)
+    runs = {}
+    for bits in (None, 16):
+        backend = LavaBackend(plan, precision="fixed_pt", batch_size=40,
+                              **({} if bits is None else {"weight_bits": bits}))
+        try:
+            runs[bits] = (backend.run(obs), backend)
+        finally:
+            backend.close()
+    (q8, b8), (q16, b16) = runs[None], runs[16]
+    # the default is unchanged: 8-bit weights, one synapse process per map
+    assert b8.weight_bits == 8 and all(m.lo is None for fp in b8.quant.values() for m in fp.maps.values())
+    assert len(b16.synapses) == 2 * len(b8.synapses)
+    assert sorted(s.name for s in b16.synapses) == sorted(
+        [s.name for s in b8.synapses] + [f"{s.name}/lo" for s in b8.synapses])
+    # |dQ| per observation (max over actions) and spike-count differences against float64: one
+    # spike that flips at a threshold tie sets max |dQ| alone, so the mean is the robust figure
+    d8 = np.abs(q8.q - ref.q).max(axis=1)
+    d16 = np.abs(q16.q - ref.q).max(axis=1)
+    flips8 = sum(int((q8.spikes[k] != v).sum()) for k, v in ref.spikes.items())
+    flips16 = sum(int((q16.spikes[k] != v).sum()) for k, v in ref.spikes.items())
+    print(f"|dQ| vs float64: 8-bit mean {d8.mean():.3g} max {d8.max():.3g}, {flips8} spike counts differ; "
+          f"split mean {d16.mean():.3g} max {d16.max():.3g}, {flips16} differ")
+    assert d8.max() > 0.01 * np.abs(ref.q).max() and flips8 >= 10  # 8-bit errors are visible here ...
+    assert d16.mean() * 10 < d8.mean()  # ... splitting removes nearly all (measured 25x and 1000x)
+    assert flips16 * 10 <= flips8
+    assert np.median(d16) * 10 < np.median(d8)
+    assert sum(b16.saturated.values()) == 0
+    # Loihi 2 synapses double (the lo set has the hi set's connectivity)
+    r8 = loihi2_resources(b8.layout, b8.quant)
+    r16 = loihi2_resources(b16.layout, b16.quant)
+    for a, b in zip(r8["layers"], r16["layers"]):
+        assert b["synapses"] == 2 * a["synapses"] and b["max_fan_in"] == 2 * a["max_fan_in"]
+    assert r8 == loihi2_resources(b8.layout)  # without a split, quant changes nothing
+
+
+def test_weight_bits_option(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "g.nir"
+    write_graph(model_to_nir(make_checkpoint("liu", seed=1, hidden=(24, 24), time_steps=8)), path)
+    obs_path = tmp_path / "obs.npy"
+    np.save(obs_path, cartpole_obs(10, seed=7).numpy())
+    assert run_backend([str(path), "--target", "lava-fixed", "--weight-bits", "16", "--inputs",
+                        str(obs_path), "--out", str(tmp_path / "split.npz")]) == 0
+    assert run_backend([str(path), "--target", "reference", "--dtype", "float64", "--inputs",
+                        str(obs_path), "--out", str(tmp_path / "ref.npz")]) == 0
+    with np.load(tmp_path / "split.npz") as a, np.load(tmp_path / "ref.npz") as b:
+        assert np.abs(a["q"] - b["q"]).max() <= 1e-3 * np.abs(b["q"]).max()
+    capsys.readouterr()
+    assert run_backend([str(path), "--target", "lava", "--weight-bits", "16", "--inputs", str(obs_path),
+                        "--out", str(tmp_path / "x.npz")]) == 2
+    assert "--weight-bits applies to --target lava-fixed" in capsys.readouterr().err
+    with pytest.raises(UserError, match="valid choices: 8, 16"):
+        quantize_layout(lower(small_plan("liu"), fixed_point=True), weight_bits=12)
+    with pytest.raises(UserError, match="fixed-point target"):
+        LavaBackend(small_plan("liu"), precision="floating_pt", weight_bits=16)
+
+
 # ---------------------------------------------------------------- Loihi 2 resources and inspect-nir
 
 
@@ -212,4 +329,12 @@ def test_inspect_nir_target_lava(tmp_path: Path, capsys) -> None:
     assert names == ["l0_lif", "l1_lif", "head"]
     assert all(r["cores"] == 1 and 0 < r["weight_err_rel_rms"] < 0.05 for r in info["layers"])
     assert info["totals"]["period"] == info["totals"]["time_steps"] + 2
+    # weight splitting, reported next to the default: 100x smaller errors, twice the synapses
+    for r in info["layers"]:
+        s = r["split"]
+        assert 0 < s["weight_err_rel_rms"] < r["weight_err_rel_rms"] / 100
+        assert s["synapses"] == 2 * r["synapses"] and s["cores"] == 1 and not s["exp_lo_clipped"]
+        assert all(s["weight_exp_lo"][k] == e - 8 for k, e in r["weight_exp"].items())
+    assert info["totals"]["split"]["synapses"] == 2 * sum(r["synapses"] for r in info["layers"])
+    assert info["totals"]["weight_bits"] == 8
     assert "synapses_per_core" in info["sources"]

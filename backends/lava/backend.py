@@ -2,7 +2,8 @@
 
 ``--target lava`` runs the ``floating_pt`` process models (float64, equal to the reference:
 same spike counts, Q within rounding), ``--target lava-fixed`` the ``fixed_pt`` ones on the
-quantised network of backends.lava.quantize.
+quantised network of backends.lava.quantize (``weight_bits=16``: weight splitting, every map
+as two 8-bit synapse sets; ``run-backend --target lava-fixed --weight-bits 16``).
 
 The network is compiled once; the runtime stays alive across ``run`` calls. Per observation
 the host computes the first layer's input current (backends.lava.lowering), sends it through
@@ -31,7 +32,7 @@ import torch
 
 from backends.base import Readout, check_batch
 from backends.lava.lowering import Layout, Population, lower
-from backends.lava.quantize import FixedPop, quantize_layout
+from backends.lava.quantize import FixedPop, check_weight_bits, quantize_layout
 from backends.reference.ops import per_step
 from exporters.canonical import Plan, build_plan
 from pipeline.encoding import encode
@@ -123,6 +124,10 @@ def _flat_param(v: Any, shape: tuple[int, ...]) -> Any:
 class LavaBackend:
     """backends.base.Backend on Lava (``precision`` floating_pt or fixed_pt); see the module docstring.
 
+    Fixed point only: ``weight_bits=16`` splits every synapse map (the host-fed one too unless
+    ``host_weights="float"``) into two 8-bit synapse sets, a 16-bit weight
+    (backends.lava.quantize, "Weight splitting"); the default 8 is one set per map.
+
     ``free_run=True`` builds the same network without observation windows (no resets, no
     records, input read once): the baseline for Lava's bare run time (:meth:`bare_run`).
     """
@@ -131,8 +136,11 @@ class LavaBackend:
                  convention: str | None = None, time_steps: int | None = None, dt: float | None = None,
                  readout: str | None = None,
                  batch_size: int | None = None, input_bound: float | None = None, host_weights: str = "8bit",
-                 free_run: bool = False):
+                 weight_bits: int = 8, free_run: bool = False):
         check_choice("Lava precision", precision, PRECISIONS)
+        self.weight_bits = check_weight_bits(weight_bits)
+        if self.weight_bits != 8 and precision != "fixed_pt":
+            raise UserError(f"weight_bits={weight_bits} applies to the fixed-point target (lava-fixed) only")
         self.precision = precision
         self.name = PRECISIONS[precision]
         self.fixed = precision == "fixed_pt"
@@ -148,7 +156,8 @@ class LavaBackend:
             raise UserError(f"input bound must be positive, got {input_bound}")
         self.input_bound = input_bound or default_input_bound(self.plan)
         self.quant: dict[str, FixedPop] | None = (
-            quantize_layout(self.layout, self.input_bound, host_weights) if self.fixed else None)
+            quantize_layout(self.layout, self.input_bound, host_weights, self.weight_bits)
+            if self.fixed else None)
         self.by_name = {op.name: op for op in self.plan.ops}
         self.host_params = {
             name: {k: (torch.as_tensor(v, dtype=torch.float64) if isinstance(v, np.ndarray) else v)
@@ -221,17 +230,21 @@ class LavaBackend:
             if conn.matrix is None:
                 src.s_out.connect(dst.a_in)
                 continue
+            sets: list[tuple[Any, int, str]]
             if self.fixed:
                 assert self.quant is not None
                 fmap = self.quant[conn.dst].maps[conn.src]
-                matrix, exp = sp.csc_matrix(fmap.mant, dtype=np.int64), fmap.exp
+                sets = [(sp.csc_matrix(fmap.mant, dtype=np.int64), fmap.exp, "")]
+                if fmap.lo is not None:  # weight splitting: a second synapse set into the same port
+                    sets.append((sp.csc_matrix(fmap.lo, dtype=np.int64), fmap.exp_lo, "/lo"))
             else:
-                matrix, exp = sp.csc_matrix(conn.matrix, dtype=np.float64), 0
-            syn = SynapseMap(n_in=lay.pops[conn.src].n, n_out=lay.pops[conn.dst].n, matrix=matrix,
-                             graded=conn.graded, exp=exp, name=f"{conn.src}->{conn.dst}")
-            src.s_out.connect(syn.s_in)
-            syn.a_out.connect(dst.a_in)
-            synapses.append(syn)
+                sets = [(sp.csc_matrix(conn.matrix, dtype=np.float64), 0, "")]
+            for matrix, exp, tag in sets:
+                syn = SynapseMap(n_in=lay.pops[conn.src].n, n_out=lay.pops[conn.dst].n, matrix=matrix,
+                                 graded=conn.graded, exp=exp, name=f"{conn.src}->{conn.dst}{tag}")
+                src.s_out.connect(syn.s_in)
+                syn.a_out.connect(dst.a_in)  # Lava sums every connection into an InPort
+                synapses.append(syn)
         self.procs = procs
         self.synapses = synapses
         models = MODELS[self.precision]
@@ -264,10 +277,8 @@ class LavaBackend:
             for pop in self.host_pops:
                 fmap = self.quant[pop.name].maps["<host>"]  # type: ignore[index]
                 flat = value.reshape(value.shape[0] * B, -1).numpy()
-                if fmap.mant is not None:  # real-valued inputs: graded, rounded to the state grid
-                    acc = (fmap.mant @ flat.T).T * 2.0 ** fmap.exp
-                else:
-                    acc = (fmap.real @ flat.T).T
+                # real-valued inputs: graded, rounded to the state grid (both sets when split)
+                acc = fmap.host_current(flat.T).T
                 cur = np.round(acc).reshape(value.shape[0], B, pop.n)
                 out[pop.name] = self._payload(cur, B)
             return out

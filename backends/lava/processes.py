@@ -15,7 +15,9 @@ bit-accurate models use Loihi 1's weight convention; so the backend brings two p
 * :class:`SynapseMap` — a sparse synaptic map (Lava's Sparse semantics: it sends at step t the
   product of what it received at t-1). The float model sums the weight columns of the
   spiking inputs; the fixed model does the same on 8-bit mantissas and applies the map's
-  exponent (backends.lava.quantize).
+  exponent (backends.lava.quantize). With weight splitting (``weight_bits=16``) a map is two
+  SynapseMap processes (``src->dst`` and ``src->dst/lo``, each with its own mantissas and
+  exponent) from the same source into the same ``a_in`` port, which sums them.
 
 The float population model performs DESIGN.md's arithmetic literally in float64, operation
 for operation as ``backends/reference/ops.py`` does. Run configurations pick the model by tag

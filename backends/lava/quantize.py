@@ -33,6 +33,24 @@ The host-fed first layer uses the same scheme: its map (from the input) is quant
 other, the host computes ``mant @ x * 2**e`` and rounds it to the state grid (exact for input
 spikes; for a real-valued ``current`` input it is a graded input with 24-bit payload).
 
+Weight splitting (``weight_bits=16``, opt-in; default 8)
+---------------------------------------------------------
+8-bit mantissas flip many greedy actions of agents whose Q-values are nearly equal. With
+``weight_bits=16`` every map W' (the host-fed one included, unless ``host_weights="float"``)
+becomes the sum of two maps that each obey the rules above, i.e. two synapse sets from the
+same source into the same destination (Loihi 2 sums all synaptic input of a compartment):
+``W' ~ mant_hi * q 2**e + mant_lo * q 2**e_lo`` with ``e`` the exponent of step 4 and
+``e_lo = e - 8``: ``v = round(W' / (q 2**e_lo))`` (a 16-bit integer, |v| <= 127 * 256) is split
+as ``v = mant_hi * 256 + mant_lo`` with ``mant_lo`` in [-128, 127] (so ``mant_hi`` is step 4's
+8-bit mantissa except where the residual is exactly at a tie), and the error is at most half
+a lo step. Below Lava's minimum ``e_lo`` is clipped to -8 (d = e - e_lo < 8 lo bits, the
+error grows to half of the coarser lo step; ``FixedMap.exp_lo_clipped``, reported by
+``inspect-nir --target lava``). Each set accumulates and shifts on its own (a
+negative ``e_lo`` floors its sum, as Loihi does), so the step adds
+``shift(sum mant_hi s, e) + shift(sum mant_lo s, e_lo)``. A lo map whose mantissas are all
+zero (an exactly representable map) is not built. The state unit, threshold, bias and decay
+are those of the 8-bit mode; the synapse count doubles for every split map.
+
 A layer whose weights are so large relative to its threshold that 8-bit mantissas with
 exponent <= 7 cannot reach it with 16 levels ("weights would saturate"), whose worst-case state
 does not fit 24 bits at that resolution, or whose weights underflow exponent -8, gets a
@@ -84,14 +102,42 @@ LOIHI2: dict[str, Any] = {
 
 @dataclass
 class FixedMap:
-    """One incoming synapse map of a population, quantised."""
+    """One incoming synapse map of a population, quantised (one or, split, two synapse sets)."""
 
     src: str  # source population, or "<host>" for the host-fed map from the input
     mant: sp.csr_matrix | None  # int64 mantissas [n_dst, n_src]; None: kept in float64 (host map)
     exp: int
-    rel_err_max: float  # max |W'q - W'| / max |W'|
+    rel_err_max: float  # max |W'q - W'| / max |W'|  (of the whole map, both sets when split)
     rel_err_rms: float  # ||W'q - W'|| / ||W'||
     real: sp.csr_matrix | None = None  # the float64 map W' / q when ``mant`` is None
+    lo: sp.csr_matrix | None = None  # weight_bits=16: the second set's int64 mantissas (None: no set)
+    exp_lo: int = 0
+    exp_lo_clipped: bool = False  # e - 8 was below WEIGHT_EXP[0]: the lo step is coarser
+
+    @property
+    def sets(self) -> int:
+        """Synapse sets this map occupies on chip (0 for a float host map)."""
+        if self.mant is None:
+            return 0
+        return 2 if self.lo is not None else 1
+
+    def lsb(self) -> sp.csr_matrix:
+        """The map's value in state LSBs, ``mant 2**e (+ lo 2**e_lo)`` (float64, before flooring)."""
+        assert self.mant is not None
+        out = self.mant.astype(np.float64) * 2.0 ** self.exp
+        if self.lo is not None:
+            out = out + self.lo.astype(np.float64) * 2.0 ** self.exp_lo
+        return sp.csr_matrix(out)
+
+    def host_current(self, x: np.ndarray) -> np.ndarray:
+        """``W x`` in LSBs (before rounding) for the host-fed map: ``x`` is ``[n_src, k]``."""
+        if self.mant is None:
+            assert self.real is not None
+            return self.real @ x
+        acc = (self.mant @ x) * 2.0 ** self.exp
+        if self.lo is not None:
+            acc = acc + (self.lo @ x) * 2.0 ** self.exp_lo
+        return acc
 
 
 @dataclass
@@ -155,19 +201,34 @@ def check_fixed_support(pop: Population) -> None:
 
 
 HOST_WEIGHTS = ("8bit", "float")
+WEIGHT_BITS = (8, 16)  # 16: weight splitting (two 8-bit synapse sets per map)
+
+
+def check_weight_bits(weight_bits: Any) -> int:
+    try:
+        bits = int(weight_bits)
+    except (TypeError, ValueError):
+        bits = -1
+    if bits not in WEIGHT_BITS or (isinstance(weight_bits, float) and weight_bits != bits):
+        raise UserError(f"unknown weight precision {weight_bits!r}; valid choices: "
+                        f"{', '.join(map(str, WEIGHT_BITS))} (16: each map as two 8-bit synapse sets)")
+    return bits
 
 
 def quantize_layout(layout: Layout, input_bound: float = 1.0,
-                    host_weights: str = "8bit") -> dict[str, FixedPop]:
+                    host_weights: str = "8bit", weight_bits: int = 8) -> dict[str, FixedPop]:
     """Quantise every population of ``layout`` (see the module docstring); name the layer on failure.
 
     ``host_weights="float"`` keeps the host-computed first map in float64 (only the current it
     produces is rounded to the state grid): the first layer then models an input encoder running
-    on a CPU (host or Loihi 2's embedded cores) rather than on-chip 8-bit synapses.
+    on a CPU (host or Loihi 2's embedded cores) rather than on-chip 8-bit synapses. Otherwise the
+    host map follows ``weight_bits``: 8 (one 8-bit mantissa per weight) or 16 (weight splitting,
+    two synapse sets per map; module docstring).
     """
     if host_weights not in HOST_WEIGHTS:
         raise UserError(f"unknown host weight mode {host_weights!r}; valid choices: "
                         f"{', '.join(HOST_WEIGHTS)}")
+    split = check_weight_bits(weight_bits) == 16
     T = layout.time_steps
     incoming: dict[str, list] = {}
     for c in layout.conns:
@@ -191,12 +252,12 @@ def quantize_layout(layout: Layout, input_bound: float = 1.0,
             if pop.host_bias is not None:
                 bias = bias + pop.host_bias
         b = c * bias + leak_bias
-        out[name] = _quantize_pop(pop, maps, b, c, T)
+        out[name] = _quantize_pop(pop, maps, b, c, T, split)
     return out
 
 
 def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, bool]], b: np.ndarray,
-                  c: np.ndarray, T: int) -> FixedPop:
+                  c: np.ndarray, T: int, split: bool = False) -> FixedPop:
     name, n, st = pop.name, pop.n, pop.step
     R = np.abs(b).copy()
     m_max: dict[str, float] = {}
@@ -257,7 +318,7 @@ def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, b
         fp.errors["threshold_rel"] = float(np.max(rel))
     for key, (w, _, on_chip) in maps.items():
         if on_chip:
-            fp.maps[key] = _quantize_map(name, key, w, q, m_max[key])
+            fp.maps[key] = _quantize_map(name, key, w, q, m_max[key], split)
         else:
             fp.maps[key] = FixedMap(key, None, 0, 0.0, 0.0, real=(w / q).tocsr())
     if pop.kind == "neuron":
@@ -282,10 +343,13 @@ def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, b
     rel = [m.rel_err_max for m in fp.maps.values()]
     fp.errors["weight_rel_max"] = max(rel, default=0.0)
     fp.errors["weight_rel_rms"] = max((m.rel_err_rms for m in fp.maps.values()), default=0.0)
+    if split:
+        fp.errors["weight_exp_lo_clipped"] = float(any(m.exp_lo_clipped for m in fp.maps.values()))
     return fp
 
 
-def _quantize_map(name: str, src: str, w: sp.csr_matrix, q: float, m: float) -> FixedMap:
+def _quantize_map(name: str, src: str, w: sp.csr_matrix, q: float, m: float,
+                  split: bool = False) -> FixedMap:
     if m == 0.0:
         return FixedMap(src, sp.csr_matrix(w.shape, dtype=np.int64), 0, 0.0, 0.0)
     e = math.ceil(math.log2(m / (WEIGHT_MANT[1] * q)))
@@ -299,14 +363,36 @@ def _quantize_map(name: str, src: str, w: sp.csr_matrix, q: float, m: float) -> 
                             f"{m:.3g}) underflow the 8-bit mantissa at exponent {WEIGHT_EXP[0]} next to its "
                             f"24-bit state range")
         e = WEIGHT_EXP[0]
-    mant = w.copy().astype(np.float64)
-    mant.data = np.clip(np.round(w.data / (q * 2.0 ** e)), *WEIGHT_MANT)
-    err = mant.data * (q * 2.0 ** e) - w.data
-    mant = mant.astype(np.int64)
-    mant.eliminate_zeros()
-    rel_max = float(np.abs(err).max() / m)
-    rel_rms = float(np.linalg.norm(err) / max(np.linalg.norm(w.data), 1e-300))
-    return FixedMap(src, mant.tocsr(), int(e), rel_max, rel_rms)
+    step = q * 2.0 ** e
+    mant_f = np.clip(np.round(w.data / step), *WEIGHT_MANT)
+    err = mant_f * step - w.data
+    fmap = FixedMap(src, _int_map(w, mant_f), int(e), 0.0, 0.0)
+    if split:
+        e_lo = e - 8
+        if e_lo < WEIGHT_EXP[0]:
+            e_lo, fmap.exp_lo_clipped = WEIGHT_EXP[0], True
+        d = e - e_lo  # bits the lo set adds below the hi set (8 unless clipped)
+        if d > 0:
+            # round once to the lo step, then split v = hi 2**d + lo with lo in [-2**(d-1), 2**(d-1)):
+            # hi is the 8-bit rounding except at ties of the residual, and |error| <= lo step / 2
+            step_lo = q * 2.0 ** e_lo
+            v = np.round(w.data / step_lo)
+            hi = np.clip(np.floor((v + 2.0 ** (d - 1)) / 2.0 ** d), *WEIGHT_MANT)
+            lo = np.clip(v - hi * 2.0 ** d, *WEIGHT_MANT)
+            if np.any(lo != 0):
+                mant_f = hi
+                err = (hi * 2.0 ** d + lo) * step_lo - w.data
+                fmap.mant, fmap.lo, fmap.exp_lo = _int_map(w, hi), _int_map(w, lo), int(e_lo)
+    fmap.rel_err_max = float(np.abs(err).max() / m)
+    fmap.rel_err_rms = float(np.linalg.norm(err) / max(np.linalg.norm(w.data), 1e-300))
+    return fmap
+
+
+def _int_map(w: sp.csr_matrix, data: np.ndarray) -> sp.csr_matrix:
+    """``w``'s sparsity pattern with ``data`` (integer-valued floats) as int64, zeros dropped."""
+    out = sp.csr_matrix((data.astype(np.int64), w.indices.copy(), w.indptr.copy()), shape=w.shape)
+    out.eliminate_zeros()
+    return out
 
 
 def shift(acc: np.ndarray, e: int) -> np.ndarray:
@@ -324,28 +410,37 @@ def decay(v: np.ndarray, dv: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- Loihi 2 resources
 
 
-def loihi2_resources(layout: Layout) -> dict[str, Any]:
+def loihi2_resources(layout: Layout, quant: dict[str, FixedPop] | None = None) -> dict[str, Any]:
     """Cores each population needs under :data:`LOIHI2`'s per-core limits (synapses counted
-    at the destination core, explicitly, i.e. without convolutional weight sharing)."""
+    at the destination core, explicitly, i.e. without convolutional weight sharing).
+
+    With ``quant`` (quantize_layout's result), a split map (weight_bits=16) counts twice: its
+    second synapse set has the connectivity of the first."""
     incoming: dict[str, list] = {}
     for c in layout.conns:
         incoming.setdefault(c.dst, []).append(c)
     rows = []
     total_cores = 0
     fits = True
+
+    def sets(dst: str, src: str) -> int:
+        if quant is None or src not in quant[dst].maps:
+            return 1
+        return 2 if quant[dst].maps[src].lo is not None else 1
+
     for name, pop in layout.pops.items():
         n = pop.n
         fan = np.zeros(n, dtype=np.int64)
         for conn in incoming.get(name, []):
             if conn.matrix is not None:
-                fan += np.diff(conn.matrix.indptr)
+                fan += np.diff(conn.matrix.indptr) * sets(name, conn.src)
         if pop.host:
             if pop.host_matrix is None:
                 from backends.lava.lowering import host_map
 
                 by_name = {op.name: op for op in layout.plan.ops}
                 pop.host_matrix, pop.host_bias = host_map(layout.plan, pop.host, by_name)
-            fan += np.diff(pop.host_matrix.indptr)
+            fan += np.diff(pop.host_matrix.indptr) * sets(name, "<host>")
         synapses = int(fan.sum())
         max_fan = int(fan.max()) if n else 0
         row: dict[str, Any] = {"name": name, "neurons": n, "synapses": synapses, "max_fan_in": max_fan}

@@ -3,7 +3,9 @@
 Per population: delay (Lava steps behind the host-fed layer), the fixed-point state unit,
 threshold levels, weight exponents and quantisation errors, the bias and decay errors, the
 worst-case state headroom in the 24-bit registers, and the Loihi 2 cores it needs
-(backends.lava.quantize.loihi2_resources, with the limits and their sources).
+(backends.lava.quantize.loihi2_resources, with the limits and their sources). Each row also
+describes the opt-in weight splitting (``weight_bits=16``: two 8-bit synapse sets per map):
+its weight errors, lo exponents, synapses and cores, so both modes can be compared at once.
 """
 
 from __future__ import annotations
@@ -12,25 +14,37 @@ import math
 from typing import Any
 
 from backends.lava.lowering import lower
-from backends.lava.quantize import STATE_MAX, loihi2_resources, quantize_layout
+from backends.lava.quantize import STATE_MAX, FixedPop, check_weight_bits, loihi2_resources, quantize_layout
 from exporters.canonical import Plan
 from pipeline.errors import UserError
 
 
-def lava_report(plan: Plan, input_bound: float | None = None, host_weights: str = "8bit") -> dict[str, Any]:
+def _quantize(layout: Any, bound: float, host_weights: str, bits: int) -> tuple[dict[str, FixedPop] | None,
+                                                                               str | None]:
+    try:
+        return quantize_layout(layout, bound, host_weights, bits), None
+    except UserError as exc:
+        return None, str(exc)
+
+
+def lava_report(plan: Plan, input_bound: float | None = None, host_weights: str = "8bit",
+                weight_bits: int = 8) -> dict[str, Any]:
     """A JSON-able dict: ``layers`` rows, ``totals``, Loihi 2 ``limits``/``sources`` and, when the
-    network is beyond the fixed-point ranges, ``fixed_point_error`` (the lava-fixed UserError)."""
+    network is beyond the fixed-point ranges, ``fixed_point_error`` (the lava-fixed UserError).
+
+    The main columns describe ``weight_bits`` (default 8); each row's ``split`` entry and
+    ``totals['split']`` describe weight splitting (16 bits) whatever ``weight_bits`` is."""
     from backends.lava.backend import default_input_bound
 
+    bits = check_weight_bits(weight_bits)
     layout = lower(plan, fixed_point=True)  # unsupported nodes: UserError naming the node
     bound = input_bound or default_input_bound(plan)
-    fixed_error = None
-    try:
-        quant = quantize_layout(layout, bound, host_weights)
-    except UserError as exc:
-        quant, fixed_error = None, str(exc)
-    res = loihi2_resources(layout)
+    quant, fixed_error = _quantize(layout, bound, host_weights, bits)
+    split = quant if bits == 16 else _quantize(layout, bound, host_weights, 16)[0]
+    res = loihi2_resources(layout, quant if bits == 16 else None)
     cores = {r["name"]: r for r in res["layers"]}
+    res_split = loihi2_resources(layout, split) if split is not None else None
+    cores_split = {r["name"]: r for r in res_split["layers"]} if res_split else {}
     rows = []
     for name, pop in layout.pops.items():
         row: dict[str, Any] = {"name": name, "kind": pop.kind, "neurons": pop.n, "delay": pop.delay,
@@ -51,14 +65,27 @@ def lava_report(plan: Plan, input_bound: float | None = None, host_weights: str 
                 "threshold_err_rel": fp.errors.get("threshold_rel", 0.0),
                 "state_headroom_bits": math.log2(STATE_MAX / max(fp.bound_lsb, 1e-300)),
             })
+        if split is not None:
+            sp_ = split[name]
+            row["split"] = {
+                "weight_exp_lo": {k: m.exp_lo for k, m in sp_.maps.items() if m.lo is not None},
+                "exp_lo_clipped": [k for k, m in sp_.maps.items() if m.exp_lo_clipped],
+                "weight_err_rel_max": sp_.errors.get("weight_rel_max", 0.0),
+                "weight_err_rel_rms": sp_.errors.get("weight_rel_rms", 0.0),
+                "synapses": cores_split[name]["synapses"], "max_fan_in": cores_split[name]["max_fan_in"],
+                "cores": cores_split[name]["cores"],
+            }
         rows.append(row)
     out: dict[str, Any] = {
         "layers": rows,
         "totals": {"depth": layout.depth, "period": layout.period, "time_steps": layout.time_steps,
                    "cores": res["total_cores"], "chips": res["chips"], "input_bound": bound,
-                   "host_weights": host_weights},
+                   "host_weights": host_weights, "weight_bits": bits},
         "limits": res["limits"], "sources": res["sources"],
     }
+    if res_split is not None:
+        out["totals"]["split"] = {"cores": res_split["total_cores"], "chips": res_split["chips"],
+                                  "synapses": sum(r["synapses"] for r in res_split["layers"])}
     if fixed_error:
         out["fixed_point_error"] = fixed_error
     return out
@@ -69,24 +96,42 @@ def print_lava_report(info: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    t = Table(title="Lava / Loihi 2 mapping (fixed point: 8-bit weights + exponent, 24-bit state)")
+    bits = info["totals"].get("weight_bits", 8)
+    t = Table(title=f"Lava / Loihi 2 mapping (fixed point: {bits}-bit weights"
+                    f"{' as two 8-bit synapse sets' if bits == 16 else ''} + exponent, 24-bit state; "
+                    "'16b': weight splitting)")
     cols = ("population", "neurons", "delay", "synapses", "cores", "th LSBs", "w exp", "w err rms",
-            "headroom")
+            "bias err LSB", "headroom", "w err rms 16b", "synapses 16b", "cores 16b")
     for c in cols:
         t.add_column(c, justify="left" if c == "population" else "right")
     for r in info["layers"]:
         q = "state_unit" in r
         th = r.get("threshold_lsb")
+        s = r.get("split")
         t.add_row(r["name"], str(r["neurons"]), str(r["delay"]), str(r["synapses"]),
                   "-" if r["cores"] is None else str(r["cores"]), "" if th is None else str(th),
                   ",".join(str(v) for v in r["weight_exp"].values()) if q else "",
                   f"{100 * r['weight_err_rel_rms']:.2f}%" if q else "",
-                  f"{r['state_headroom_bits']:.1f} b" if q else "")
+                  f"{r['bias_err_lsb']:.2f}" if q else "",
+                  f"{r['state_headroom_bits']:.1f} b" if q else "",
+                  f"{100 * s['weight_err_rel_rms']:.4f}%" if s else "",
+                  str(s["synapses"]) if s else "",
+                  ("-" if s["cores"] is None else str(s["cores"])) if s else "")
     console.print(t)
     tot = info["totals"]
     cores = "does not fit" if tot["cores"] is None else f"{tot['cores']} ({tot['chips']} chip(s))"
     console.print(f"Lava steps per observation: T {tot['time_steps']} + depth {tot['depth']} = "
                   f"{tot['period']};  Loihi 2 cores: {cores}")
+    if "split" in tot:
+        sc = tot["split"]
+        sc_txt = "does not fit" if sc["cores"] is None else f"{sc['cores']} ({sc['chips']} chip(s))"
+        console.print(f"weight splitting (--weight-bits 16): {sc['synapses']} synapses, "
+                      f"Loihi 2 cores: {sc_txt}")
+        clipped = [f"{r['name']} (from {', '.join(r['split']['exp_lo_clipped'])})" for r in info["layers"]
+                   if r.get("split", {}).get("exp_lo_clipped")]
+        if clipped:
+            console.print(f"[yellow]lo exponent clipped at -8 (coarser lo step, larger residual): "
+                          f"{'; '.join(clipped)}[/yellow]")
     lim = info["limits"]
     console.print(f"limits: {lim['neurons_per_core']} neurons and {lim['synapses_per_core']} synapses per "
                   f"core (the latter an assumption), {lim['cores_per_chip']} cores per chip; see --json "
