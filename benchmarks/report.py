@@ -57,7 +57,7 @@ def md_header(res: dict[str, Any]) -> str:
     walls = ", ".join(f"{k} {s:.0f} s" for k, s in res.get("section_wall_s", {}).items())
     out = [
         f"Command: `{res['command']}` (profile **{res['profile']['name']}**), started {res['started']}, "
-        f"commit `{res['commit']}`, total wall time **{res.get('wall_s', 0):.0f} s** ({walls}).",
+        f"commit `{res['commit']}`, total wall time of the sections **{res.get('wall_s', 0):.0f} s** ({walls}).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['os']}; load average at start "
         f"{', '.join(f'{x:.1f}' for x in m['load_at_start'])} (the machine is shared: compare ratios "
@@ -65,6 +65,10 @@ def md_header(res: dict[str, Any]) -> str:
         "",
         f"Versions: {v}.",
     ]
+    runs = res.get("section_runs", {})
+    if len({(r["command"], r["started"]) for r in runs.values()}) > 1:
+        out += ["", "Sections were produced by more than one run:", ""]
+        out += [f"- {k}: `{r['command']}`, started {r['started']}, commit `{r['commit']}`" for k, r in runs.items()]
     if res.get("missing"):
         out += ["", "**Not available in this run** (inputs missing, with what makes them):", ""]
         out += [f"- {k}: {val}" for k, val in res["missing"].items()]
@@ -154,8 +158,10 @@ def md_timing(res: dict[str, Any]) -> str:
                      _f(t["wall_over_simulate"], "{:.2f}")])
     return ("## Per-step wall time, build time, memory\n\nMedians over the cell's observations, in ms; "
             "`set_input` includes the state reset, `wall/step` is the whole `run` call, `wall/sim` its sum "
-            "over the simulate sum. Peak RSS of the cell's process and of its largest child (Lava runs process "
-            "models in children), MB.\n\n"
+            "over the simulate sum. Memory in MB: RSS of the cell's process before the build (imports, data), its "
+            "peak (VmHWM), and the peak of its largest child process (Lava runs process models in children; a "
+            "forked child starts from the parent's RSS, so this over- rather than under-states). The machine was "
+            "shared with training jobs during the run: compare backends within a row group, not across runs.\n\n"
             + table(["task", "model", "backend", "build s", "RSS before MB", "peak MB", "child MB", "set_input", "simulate",
                      "read_out", "wall/step", "wall/sim"], rows))
 
@@ -205,7 +211,8 @@ def md_conversion(res: dict[str, Any]) -> str:
     if not sec:
         return ""
     out = ["## Conversion (DQN → SNN)\n\n" + res["anchors"]["conversion"] + "."]
-    for key, title in (("cartpole", "CartPole, bundled DQN"), ("pong", "Pong, trained DQN")):
+    for key, title in (("cartpole", "CartPole, bundled DQN"),
+                       ("pong", "Pong, the DQN of runs/atari/pong_dqn.pt (its score is under Task scores)")):
         s = sec.get(key)
         if not s:
             continue

@@ -211,6 +211,17 @@ def pong_raw_frames(n: int, seed: int = 0) -> np.ndarray:
     return random_policy_observations("ALE/Pong-v5", n, seed)
 
 
+def trained_note(path: Path) -> str:
+    """Where a checkpoint came from and how good it is, from its own provenance."""
+    prov = load_checkpoint(path).provenance
+    ev = prov.get("evaluation") or {}
+    score = (f", greedy return {ev['mean_return']:.1f} ± {ev.get('std_return', 0):.1f} over {ev.get('episodes')} episodes"
+             if "mean_return" in ev else "")
+    steps = f" {prov['training_steps']:,} steps" if prov.get("training_steps") else ""
+    rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    return f"trained{steps}{score}, {rel}"
+
+
 def convert_cartpole(dqn: Path, out: Path, T: int, progress: bool = False) -> dict[str, Any]:
     """The converted SNN of the matrix: robust normalisation p99.99, robust_rate, soft reset (the
     best CartPole setting at T 100 in docs/CONVERSION.md)."""
@@ -250,7 +261,7 @@ def matrix_models(prof: Profile, work: Path, missing: dict[str, str]) -> list[Mo
     for name in ("liu-dsqn", "chen-dsqn", "if-dsqn"):
         path = ROOT / CARTPOLE[name]
         if path.is_file():
-            models.append(Model(name, "CartPole-v1", load_checkpoint(path), raw_cp, f"trained, {CARTPOLE[name]}"))
+            models.append(Model(name, "CartPole-v1", load_checkpoint(path), raw_cp, trained_note(path)))
         else:
             missing[name] = f"{CARTPOLE[name]} not found: {MAKE_CHEN}"
     conv_path = work / f"cartpole_converted_T{prof.conv_T}.pt"
@@ -500,6 +511,20 @@ def main(argv: list[str] | None = None) -> int:
         "commit": git_commit(), "machine": machine(), "versions": all_versions(), "anchors": ANCHORS,
         "missing": {}, "errors": {}, "section_wall_s": {},
     }
+    if set(args.only) != set(SECTIONS) and jpath.is_file():
+        # a partial run updates an earlier run of the same profile: its other sections are kept, and
+        # each section says which command and start time produced it
+        earlier = json.loads(jpath.read_text())
+        if earlier.get("profile", {}).get("name") == prof.name:
+            kept = {k: v for k, v in earlier.items() if k in SECTIONS and k not in args.only}
+            provenance = earlier.get("section_runs", {k: {"command": earlier["command"], "started": earlier["started"],
+                                                          "commit": earlier["commit"]} for k in kept})
+            walls = {k: v for k, v in earlier.get("section_wall_s", {}).items() if k in kept}
+            results.update(kept, section_wall_s=walls, wall_s=earlier.get("wall_s", 0.0),
+                           missing=earlier.get("missing", {}), section_runs=provenance)
+    results.setdefault("section_runs", {})
+    for name in args.only:
+        results["section_runs"][name] = {"command": command, "started": results["started"], "commit": results["commit"]}
     missing: dict[str, str] = results["missing"]
     t_start = time.perf_counter()
     work = out / "work"
@@ -525,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"section {name} FAILED: {exc}")
             traceback.print_exc()
         results["section_wall_s"][name] = round(time.perf_counter() - t0, 1)
-        results["wall_s"] = round(time.perf_counter() - t_start, 1)
+        results["wall_s"] = round(sum(results["section_wall_s"].values()), 1)
         jpath.write_text(json.dumps(results, indent=2, default=float))
     write_reports(results, out, docs=ROOT / "docs" if args.docs else None)
     cell_errors = [c for c in results.get("matrix", {}).get("cells", []) if "error" in c]

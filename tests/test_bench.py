@@ -123,3 +123,22 @@ def test_report_from_json(tmp_path: Path) -> None:
         assert (docs / "results" / png).is_file()
     page = (docs / "RESULTS.md").read_text()
     assert page.startswith("# Results") and "](results/agreement_matrix.png)" in page
+
+
+def test_partial_run_keeps_other_sections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "bench"
+    out.mkdir()
+    earlier = _results()
+    earlier.update(profile={"name": "quick"}, section_wall_s={"matrix": 10.0, "forward": 5.0},
+                   forward={"stale": True})
+    (out / "results.json").write_text(json.dumps(earlier))
+    monkeypatch.setattr(run_all, "section_forward", lambda prof, work: {
+        "time_steps": 64, "threads": 1, "torch": "x", "median_ms": {"a": 1.0}, "ratio_x": 1.5})
+    assert run_all.main(["--quick", "--only", "forward", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["forward"]["ratio_x"] == 1.5 and "stale" not in res["forward"]
+    assert res["matrix"] == earlier["matrix"] and res["section_wall_s"]["matrix"] == 10.0
+    assert res["section_runs"]["matrix"]["command"] == earlier["command"]
+    assert "--only forward" in res["section_runs"]["forward"]["command"]
+    md = (out / "results.md").read_text()
+    assert "more than one run" in md and "| ratio_x | 1.500 |" in md
