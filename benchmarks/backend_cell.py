@@ -136,8 +136,13 @@ def run_cell(target: str, graph_path: Path, obs: np.ndarray, ref: Readout,
     work = sops_per_observation(plan, readout, obs=obs)
     ann = ann_macs(plan)
     out["work"] = work.to_dict()
+    # DESIGN.md "Metrics" names, beside the detailed figures above
+    out["sops"] = work.total_sops
+    out["wall_per_step"] = statistics.fmean(walls)  # seconds, as the bridge records it
+    out["sim_per_step"] = sim / len(rows)
     out["energy_pj"] = {"snn_45nm": snn_energy_pj(work), "same_arch_dqn_45nm": ann_energy_pj(ann),
                         "dqn_macs": ann.macs, **hardware_energy_pj(work)}
+    out["energy_est"] = {"pj": out["energy_pj"]["snn_45nm"], "model": "45nm-fp32 (benchmarks/energy.py)"}
     return out
 
 

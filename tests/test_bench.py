@@ -51,7 +51,9 @@ def test_cell_figures(tmp_path: Path, target: str) -> None:
     # the SOPs are the reference spikes times the fan-out: 8 hidden neurons feed 8, then 2
     ref = ReferenceBackend(nir.read(str(gpath)), dtype="float64").run(obs)
     l0, l1 = (v.reshape(len(obs), -1).sum(axis=1).mean() for v in ref.spikes.values())
-    assert cell["work"]["total_sops"] == pytest.approx(8 * l0 + 2 * l1)
+    assert cell["work"]["total_sops"] == pytest.approx(8 * l0 + 2 * l1) == pytest.approx(cell["sops"])
+    assert cell["energy_est"]["pj"] == cell["energy_pj"]["snn_45nm"]
+    assert 0 < cell["sim_per_step"] <= cell["wall_per_step"]
     assert cell["energy_pj"]["snn_45nm"] > 0 and cell["energy_pj"]["dqn_macs"] == 4 * 8 + 8 * 8 + 8 * 2
 
 
