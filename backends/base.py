@@ -101,6 +101,21 @@ def plan_for_env(graph, *, time_steps: int | None = None, dt: float | None = Non
     return plan, graph_shape, n_out
 
 
+def spiking_populations(plan, target: str) -> list:
+    """The plan's neuron and threshold ops, for a spike-passing simulator named ``target``;
+    a ReLU (a DQN) or a graph without neurons is a UserError naming the node or the target."""
+    from pipeline.errors import UserError
+
+    for op in plan.ops:
+        if op.kind == "relu":
+            raise UserError(f"node {op.name!r}: ReLU (a DQN) has no spiking form on {target}; convert the DQN "
+                            "(convert-dqn) or run it on the reference")
+    pop_ops = [op for op in plan.ops if op.kind in ("neuron", "threshold")]
+    if not pop_ops:
+        raise UserError(f"the graph has no neuron node: nothing for {target} to simulate")
+    return pop_ops
+
+
 class Backend(Protocol):
     """What the closed-loop bridge and ``run-backend`` need from a target."""
 

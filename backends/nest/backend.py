@@ -28,7 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from backends.base import Readout, check_batch, plan_for_env
+from backends.base import Readout, check_batch, plan_for_env, spiking_populations
 from backends.nest import kernel
 from backends.nest.connectivity import (Form, add_forms, apply_op, estimate_add, estimate_apply)
 from backends.nest.neurons import CLAMP_WEIGHT, PopSpec, population_spec
@@ -139,13 +139,7 @@ class NestBackend:
     def _layout(self) -> None:
         plan = self.plan
         byname = {op.name: op for op in plan.ops}
-        for op in plan.ops:
-            if op.kind == "relu":
-                raise UserError(f"node {op.name!r}: ReLU (a DQN) has no spiking form on NEST; convert the DQN "
-                                "(convert-dqn) or run it on the reference")
-        pop_ops = [op for op in plan.ops if op.kind in ("neuron", "threshold")]
-        if not pop_ops:
-            raise UserError("the graph has no neuron node: nothing for NEST to simulate")
+        pop_ops = spiking_populations(plan, "NEST")
         # which ops feed a population (these become NEST connections)
         upstream: set[str] = set()
         stack = [i for op in pop_ops for i in op.inputs]

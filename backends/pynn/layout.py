@@ -23,6 +23,7 @@ import scipy.sparse as sp
 
 from backends.nest.connectivity import Form, add_forms, apply_op, estimate_add, estimate_apply
 from exporters.canonical import SYNAPSES, Op, Plan
+from backends.base import spiking_populations
 from pipeline.errors import UserError
 
 
@@ -126,13 +127,7 @@ def layout(plan: Plan, target: str) -> NetLayout:
     """Populations, depths and the host-side readout of ``plan``; UserError naming what a
     spike-passing simulator cannot run."""
     byname = {op.name: op for op in plan.ops}
-    for op in plan.ops:
-        if op.kind == "relu":
-            raise UserError(f"node {op.name!r}: ReLU (a DQN) has no spiking form on {target}; convert the DQN "
-                            "(convert-dqn) or run it on the reference")
-    pop_ops = [op for op in plan.ops if op.kind in ("neuron", "threshold")]
-    if not pop_ops:
-        raise UserError(f"the graph has no neuron node: nothing for {target} to simulate")
+    pop_ops = spiking_populations(plan, target)
     upstream: set[str] = set()
     stack = [i for op in pop_ops for i in op.inputs]
     while stack:
