@@ -19,6 +19,7 @@ import time
 import torch
 
 from pipeline.models import build_model
+from pipeline.runtime import keep_freed_memory
 from pipeline.spec import MODEL_PRESETS, ModelSpec
 
 
@@ -33,7 +34,10 @@ def main() -> None:
     p.add_argument("--time-steps", type=int, default=64)
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--json")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's allocator as it is (the CLIs call pipeline.runtime.keep_freed_memory)")
     args = p.parse_args()
+    malloc_tuned = False if args.default_malloc else keep_freed_memory()
     T = args.time_steps
     torch.manual_seed(0)
     base = dict(arch="nature_cnn", obs_shape=(4, 84, 84), n_actions=6)
@@ -63,13 +67,15 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch": torch.__version__,
+        "malloc_keep_freed": malloc_tuned,
         "median_ms": {k: round(v * 1e3, 3) for k, v in med.items()},
         "ratio_dsqn_b1_vs_dqn_b64": round(med["dsqn_T_b1"] / med["dqn_b64"], 3),
         "ratio_dsqn_b1_vs_dqn_bT": round(med["dsqn_T_b1"] / med["dqn_bT"], 3),
         "ratio_dsqn_b32_vs_dqn_b32T": round(med["dsqn_T_b32"] / med["dqn_b32T"], 3),
         "ratio_dsqn_b32_vs_dqn_b32": round(med["dsqn_T_b32"] / med["dqn_b32"], 3),
     }
-    print(f"Nature-CNN forward, torch {torch.__version__}, {result['threads']} threads, T={T}")
+    print(f"Nature-CNN forward, torch {torch.__version__}, {result['threads']} threads, T={T}, "
+          f"malloc keeps freed memory: {malloc_tuned}")
     print(f"{'case':<14}{'median ms':>12}")
     for k, v in result["median_ms"].items():
         print(f"{k:<14}{v:>12.2f}")
