@@ -71,6 +71,7 @@ class Hyperparams:
     target_update_interval: int = 10_000
     train_freq: int = 4
     gradient_steps: int = 1
+    n_steps: int = 1  # n-step returns (SB3's NStepReplayBuffer) when > 1
     exploration_fraction: float = 0.1
     exploration_initial_eps: float = 1.0
     exploration_final_eps: float = 0.05
@@ -143,6 +144,10 @@ def parse_hp(preset: Hyperparams, overrides: list[str]) -> Hyperparams:
     hp = replace(preset, **changes)
     if hp.total_steps < 1 or hp.batch_size < 1 or hp.buffer_size < 1:
         raise UserError("total_steps, batch_size and buffer_size must be >= 1")
+    if hp.n_steps < 1:
+        raise UserError(f"n_steps must be >= 1, got {hp.n_steps}")
+    if hp.n_steps > 1 and hp.optimize_memory_usage:
+        raise UserError("n_steps > 1 needs optimize_memory_usage=false (SB3's n-step buffer does not support it)")
     if not 0 <= hp.exploration_final_eps <= 1 or not 0 <= hp.exploration_initial_eps <= 1:
         raise UserError("exploration epsilons must lie in [0, 1]")
     return hp
@@ -410,6 +415,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         gamma=hp.gamma,
         train_freq=hp.train_freq,
         gradient_steps=hp.gradient_steps,
+        n_steps=hp.n_steps,
         target_update_interval=hp.target_update_interval,
         exploration_fraction=hp.exploration_fraction,
         exploration_initial_eps=hp.exploration_initial_eps,

@@ -69,11 +69,11 @@ def test_mountaincar_scaled_observations(tmp_path: Path):
 
 
 def test_atari_dsqn_short_run(tmp_path: Path):
-    """A real ALE Pong run with the Nature-CNN DSQN at a tiny T: env, wrappers, replay, updates."""
+    """A real ALE Pong run with the Nature-CNN DSQN at a tiny T: env, wrappers, n-step replay, updates."""
     out = tmp_path / "pong.pt"
     code = train_main(["--env", "ALE/Pong-v5", "--model", "dsqn", "-T", "2", "--steps", "160",
                        "--hp", "buffer_size=400", "--hp", "learning_starts=40", "--hp", "batch_size=4",
-                       "--hp", "train_freq=4", "--hp", "eval_freq=100000", "--hp", "eval_episodes=1",
+                       "--hp", "train_freq=4", "--hp", "n_steps=3", "--hp", "eval_freq=100000", "--hp", "eval_episodes=1",
                        "--hp", "final_eval_episodes=0", "--hp", "target_update_interval=50",
                        "--no-progress", "-o", str(out)])
     assert code == 0
