@@ -144,7 +144,7 @@ def fixed_params_plan(plan: Plan, layout: Any, quant: dict[str, Any], bias: bool
         affine.params["weight"] = new_w
         if bias:
             _, leak = quantize.input_scale(pop, pop.n)
-            affine.params["bias"] = (fp.bias * fp.q - leak) / fp.c
+            affine.params["bias"] = (fp.bias_total * fp.q - leak) / fp.c  # register + residual
     return p2
 
 

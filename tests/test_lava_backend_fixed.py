@@ -24,7 +24,7 @@ import scipy.sparse as sp  # noqa: E402
 
 from backends.cli import main as run_backend  # noqa: E402
 from backends.lava.quantize import (LOIHI2, STATE_MAX, WEIGHT_MANT, _quantize_map, decay,  # noqa: E402
-                                    loihi2_resources, quantize_layout, shift)
+                                    input_scale, loihi2_resources, quantize_layout, shift)
 from backends.reference import ReferenceBackend  # noqa: E402
 from exporters.canonical import build_plan  # noqa: E402
 from exporters.inspect_nir import main as inspect_main  # noqa: E402
@@ -125,6 +125,8 @@ def golden(backend: LavaBackend, obs: np.ndarray) -> tuple[np.ndarray, dict[str,
             for name, pop in lay.pops.items():
                 fp = quant[name]
                 cur = fp.bias_mant * 2 ** fp.bias_exp
+                if fp.bias_res is not None:  # weight_bits=16: the residual arrives every step
+                    cur = cur + fp.bias_res
                 for src, m in fp.maps.items():
                     # one synapse set, or two (hi, lo) with weight splitting
                     sets = [(m.mant, m.exp)] + ([(m.lo, m.exp_lo)] if m.lo is not None else [])
@@ -207,7 +209,14 @@ def test_weight_split_parameters_obey_the_scheme() -> None:
     for name, pop in layout.pops.items():
         fp, base = q16[name], q8[name]
         # the split changes the weights only: same state unit, threshold, bias, decay
-        assert fp.q == base.q and np.array_equal(fp.bias, base.bias)
+        assert fp.q == base.q and np.array_equal(fp.bias, base.bias) and base.bias_res is None
+        # ... and a residual synapse brings the bias to the nearest LSB (13-bit register: 2**exp steps)
+        b_lsb = (fp.c * (0 if pop.bias is None else pop.bias) + input_scale(pop, pop.n)[1]
+                 + (fp.c * pop.host_bias if pop.host_bias is not None else 0)) / fp.q
+        assert np.abs(fp.bias_total - b_lsb).max() <= 0.5 + 1e-9
+        assert np.abs(base.bias - b_lsb).max() > 0.5  # the register alone is coarser on this net
+        assert fp.bias_res is not None and np.abs(fp.bias_res).max() <= 2 ** (fp.bias_exp.max() - 1)
+        assert fp.errors["bias_abs_in_lsb"] <= 0.5 < base.errors["bias_abs_in_lsb"]
         assert (fp.threshold is None) == (base.threshold is None)
         assert fp.threshold is None or np.array_equal(fp.threshold, base.threshold)
         for src, m in fp.maps.items():
@@ -259,9 +268,10 @@ def test_weight_split_reproduces_the_reference_much_more_closely(kind: str, gain
     (q8, b8), (q16, b16) = runs[None], runs[16]
     # the default is unchanged: 8-bit weights, one synapse process per map
     assert b8.weight_bits == 8 and all(m.lo is None for fp in b8.quant.values() for m in fp.maps.values())
-    assert len(b16.synapses) == 2 * len(b8.synapses)
+    residual = [k for k, fp in b16.quant.items() if fp.bias_res is not None and not b16.layout.pops[k].host]
+    assert residual and all(b16.quant[k].bias_res is not None for k in b16.quant)
     assert sorted(s.name for s in b16.synapses) == sorted(
-        [s.name for s in b8.synapses] + [f"{s.name}/lo" for s in b8.synapses])
+        [s.name for s in b8.synapses] + [f"{s.name}/lo" for s in b8.synapses] + [f"<bias>->{k}" for k in residual])
     # |dQ| per observation (max over actions) and spike-count differences against float64: one
     # spike that flips at a threshold tie sets max |dQ| alone, so the mean is the robust figure
     d8 = np.abs(q8.q - ref.q).max(axis=1)
@@ -278,8 +288,10 @@ def test_weight_split_reproduces_the_reference_much_more_closely(kind: str, gain
     # Loihi 2 synapses double (the lo set has the hi set's connectivity)
     r8 = loihi2_resources(b8.layout, b8.quant)
     r16 = loihi2_resources(b16.layout, b16.quant)
-    for a, b in zip(r8["layers"], r16["layers"]):
-        assert b["synapses"] == 2 * a["synapses"] and b["max_fan_in"] == 2 * a["max_fan_in"]
+    for a, b in zip(r8["layers"], r16["layers"]):  # plus one bias-residual synapse per neuron
+        nres = int(np.count_nonzero(b16.quant[a["name"]].bias_res))
+        assert b["synapses"] == 2 * a["synapses"] + nres and b["max_fan_in"] <= 2 * a["max_fan_in"] + 1
+    assert r16["layers"][-1]["name"] == "<bias>" and r16["total_cores"] == r8["total_cores"] + 1
     assert r8 == loihi2_resources(b8.layout)  # without a split, quant changes nothing
 
 
@@ -333,8 +345,32 @@ def test_inspect_nir_target_lava(tmp_path: Path, capsys) -> None:
     for r in info["layers"]:
         s = r["split"]
         assert 0 < s["weight_err_rel_rms"] < r["weight_err_rel_rms"] / 100
-        assert s["synapses"] == 2 * r["synapses"] and s["cores"] == 1 and not s["exp_lo_clipped"]
+        assert s["synapses"] == 2 * r["synapses"] + s["bias_residual_synapses"] and s["cores"] == 1
+        assert not s["exp_lo_clipped"] and s["bias_err_lsb"] <= 0.5 < r["bias_err_lsb"]
         assert all(s["weight_exp_lo"][k] == e - 8 for k, e in r["weight_exp"].items())
-    assert info["totals"]["split"]["synapses"] == 2 * sum(r["synapses"] for r in info["layers"])
+    assert info["totals"]["split"]["synapses"] == sum(2 * r["synapses"] + r["split"]["bias_residual_synapses"]
+                                                      for r in info["layers"])
+    assert info["totals"]["split"]["bias_source"] and info["totals"]["split"]["cores"] == info["totals"]["cores"] + 1
     assert info["totals"]["weight_bits"] == 8
     assert "synapses_per_core" in info["sources"]
+
+
+def test_weight_split_host_adds_the_bias_residual() -> None:
+    """A host-fed population's bias residual rides on the host current (no synapse can bring it
+    on the window's first step); the deeper ones get a synapse from the always-on neuron."""
+    plan = small_plan("liu")
+    obs = cartpole_obs(3, seed=2).numpy()
+    backend = LavaBackend(plan, precision="fixed_pt", batch_size=3, weight_bits=16)
+    try:
+        backend.run(obs)  # a runtime that never ran can hang in Lava's stop()
+        host = backend.host_pops[0]
+        fp = backend.quant[host.name]
+        assert fp.bias_res is not None and np.any(fp.bias_res != 0)
+        payload = backend._host_values(obs, None)[host.name]
+        expected = np.round(fp.maps["<host>"].host_current(obs.reshape(3, -1).T.astype(np.float64)).T) + fp.bias_res
+        assert np.array_equal(payload, expected)
+        names = {s.name for s in backend.synapses}
+        assert f"<bias>->{host.name}" not in names
+        assert {f"<bias>->{k}" for k, p in backend.layout.pops.items() if not p.host} <= names
+    finally:
+        backend.close()

@@ -32,7 +32,7 @@ import torch
 
 from backends.base import Readout, check_batch
 from backends.lava.lowering import Layout, Population, lower
-from backends.lava.quantize import FixedPop, check_weight_bits, quantize_layout
+from backends.lava.quantize import BIAS_SOURCE, FixedPop, check_weight_bits, quantize_layout
 from backends.reference.ops import per_step
 from exporters.canonical import Plan, build_plan
 from pipeline.encoding import encode
@@ -74,7 +74,10 @@ def stop_or_kill(runtime_owner: Any, timeout: float = 15.0) -> bool:
     for actor in actors:
         try:
             actor.kill()
-            actor.join(5)
+            try:
+                actor.join(5)
+            except TypeError:  # Lava's SystemProcess.join() takes no timeout; killed, it returns
+                actor.join()
         except (ValueError, AssertionError):  # already joined and closed
             pass
     if getattr(infra, "smm", None) is not None:
@@ -245,6 +248,8 @@ class LavaBackend:
                 src.s_out.connect(syn.s_in)
                 syn.a_out.connect(dst.a_in)  # Lava sums every connection into an InPort
                 synapses.append(syn)
+        if self.fixed:
+            synapses += self._bias_residual_synapses(procs)
         self.procs = procs
         self.synapses = synapses
         models = MODELS[self.precision]
@@ -261,6 +266,32 @@ class LavaBackend:
             self.close()
             raise
         self.build_s = time.perf_counter() - t0
+
+    def _bias_residual_synapses(self, procs: dict[str, Any]) -> list[Any]:
+        """weight_bits=16: one always-on neuron whose synapses (exponent 0) add each population's
+        bias residual every step (quantize.FixedPop.bias_res; host-fed populations get it from
+        the host instead). It never resets, so its spikes, one Lava step late, reach every window."""
+        from backends.lava.processes import Population as PopProc, SynapseMap
+
+        assert self.quant is not None
+        targets = [name for name, fp in self.quant.items()
+                   if fp.bias_res is not None and not self.layout.pops[name].host]
+        if not targets:
+            return []
+        source = PopProc(n=1, kind="source", period=0 if self.free_run else self.period, delay=0, T=self.T,
+                         record_len=0, payload_len=0, buffer=self.batch,
+                         params={"spiking": True, "reduce": None, "membrane": False,
+                                 "bias": np.zeros(1, dtype=np.int64)}, name=BIAS_SOURCE)
+        procs[BIAS_SOURCE] = source
+        out = []
+        for name in targets:
+            res = self.quant[name].bias_res
+            syn = SynapseMap(n_in=1, n_out=res.size, matrix=sp.csc_matrix(res.reshape(-1, 1).astype(np.int64)),
+                             graded=False, exp=0, name=f"{BIAS_SOURCE}->{name}")
+            source.s_out.connect(syn.s_in)
+            syn.a_out.connect(procs[name].a_in)
+            out.append(syn)
+        return out
 
     # ------------------------------------------------------------------ input currents
 
@@ -280,6 +311,9 @@ class LavaBackend:
                 # real-valued inputs: graded, rounded to the state grid (both sets when split)
                 acc = fmap.host_current(flat.T).T
                 cur = np.round(acc).reshape(value.shape[0], B, pop.n)
+                res = self.quant[pop.name].bias_res  # type: ignore[index]
+                if res is not None:  # weight_bits=16: the host adds the bias residual
+                    cur = cur + res
                 out[pop.name] = self._payload(cur, B)
             return out
         values: dict[str, torch.Tensor] = {self.plan.input: value}

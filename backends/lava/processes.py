@@ -52,7 +52,7 @@ class Population(AbstractProcess):
     """A layer of neurons with a built-in per-observation schedule (module docstring).
 
     Parameters (all passed on to the models as proc_params): ``n``; ``kind`` (neuron,
-    threshold, identity); ``period`` P (0: free-running, never resets nor records), ``delay``
+    threshold, identity, or source: spikes on every step, for quantize.BIAS_SOURCE); ``period`` P (0: free-running, never resets nor records), ``delay``
     d, ``T``; ``record_len`` and ``buffer`` (records kept in the pipe); ``payload_len``
     (0: not host-fed; n: constant current; T*n: one current per step); and the arithmetic
     parameters of the chosen precision (``params``).
@@ -136,6 +136,9 @@ class _PopulationBase(PyLoihiProcessModel):
 
     def run_spk(self) -> None:
         x = self.a_in.recv()
+        if self.kind == "source":  # always-on neuron (bias residuals): a spike every Lava step
+            self.s_out.send(self.ones)
+            return
         t = self._valid_step()
         if t < 0:
             self.s_out.send(self.zeros)
@@ -196,6 +199,7 @@ class PyPopulationFloat(_PopulationBase):
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
         self.zeros = np.zeros(self.n)
+        self.ones = np.ones(self.n)
         p = self.p
         self.bias = p.get("bias")
         self.unit_gain = isinstance(p.get("gain"), float) and p["gain"] == 1.0
@@ -283,6 +287,7 @@ class PyPopulationFixed(_PopulationBase):
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
         self.zeros = np.zeros(self.n, dtype=np.int64)
+        self.ones = np.ones(self.n, dtype=np.int64)
         p = self.p
         self.bias = p["bias"].astype(np.int64)
         self.s_prev: np.ndarray | None = None

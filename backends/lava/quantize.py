@@ -48,8 +48,16 @@ error grows to half of the coarser lo step; ``FixedMap.exp_lo_clipped``, reporte
 ``inspect-nir --target lava``). Each set accumulates and shifts on its own (a
 negative ``e_lo`` floors its sum, as Loihi does), so the step adds
 ``shift(sum mant_hi s, e) + shift(sum mant_lo s, e_lo)``. A lo map whose mantissas are all
-zero (an exactly representable map) is not built. The state unit, threshold, bias and decay
-are those of the 8-bit mode; the synapse count doubles for every split map.
+zero (an exactly representable map) is not built. The state unit, threshold, bias register
+and decay are those of the 8-bit mode; the synapse count doubles for every split map.
+
+The same mode also brings every bias to the nearest state LSB. A bias over 4095 LSBs needs
+bias exponent e_b > 0 and so lands on a 2**e_b grid; its residual
+``res = round(b'/q) - mant << e_b`` (|res| <= 2**(e_b - 1) <= 64 LSBs) is added every step by
+one more synapse per neuron, weight ``res`` at exponent 0, from a single always-on neuron
+(``BIAS_SOURCE``: spikes on every Lava step, never reset). Its spikes arrive one step late,
+which every population behind a synapse map (delay >= 1) tolerates: its window starts later.
+For a host-fed population the host adds ``res`` to the integer current it sends.
 
 A layer whose weights are so large relative to its threshold that 8-bit mantissas with
 exponent <= 7 cannot reach it with 16 levels ("weights would saturate"), whose worst-case state
@@ -78,6 +86,7 @@ BIAS_MANT_MAX = 4095  # 13-bit signed bias mantissa
 BIAS_EXP_MAX = 7  # 3-bit bias exponent
 DECAY_UNITY = 4096  # 12-bit du/dv
 MIN_THRESHOLD_LEVELS = 16
+BIAS_SOURCE = "<bias>"  # weight_bits=16: the always-on neuron that carries the bias residuals
 
 #: Loihi 2 per-chip / per-core limits used by :func:`loihi2_resources`.
 LOIHI2: dict[str, Any] = {
@@ -152,6 +161,10 @@ class FixedPop:
     dv: np.ndarray | None = None
     bias_mant: np.ndarray | None = None
     bias_exp: np.ndarray | None = None
+    # weight_bits=16: what the 13-bit bias register misses, in whole LSBs (|res| <= 64), added
+    # every step by a synapse (exponent 0) from the always-on neuron BIAS_SOURCE, or by the host
+    # for a host-fed population; None: the register holds the bias to the LSB
+    bias_res: np.ndarray | None = None
     v_reset: np.ndarray | None = None
     v_sub: np.ndarray | None = None
     v_init: np.ndarray | None = None
@@ -160,8 +173,14 @@ class FixedPop:
 
     @property
     def bias(self) -> np.ndarray:
+        """The bias register, ``mant << exp`` (without the residual)."""
         assert self.bias_mant is not None and self.bias_exp is not None
         return self.bias_mant.astype(np.int64) << self.bias_exp.astype(np.int64)
+
+    @property
+    def bias_total(self) -> np.ndarray:
+        """The constant input per step in LSBs: the register plus the residual, if any."""
+        return self.bias if self.bias_res is None else self.bias + self.bias_res
 
 
 def _full(v: Any, n: int) -> np.ndarray:
@@ -252,12 +271,15 @@ def quantize_layout(layout: Layout, input_bound: float = 1.0,
             if pop.host_bias is not None:
                 bias = bias + pop.host_bias
         b = c * bias + leak_bias
-        out[name] = _quantize_pop(pop, maps, b, c, T, split)
+        # the residual synapse's spikes arrive one Lava step late: only populations that start
+        # integrating after step 0 of their window (delay >= 1), or whose host adds it, can use it
+        residual = split and (bool(pop.host) or pop.delay >= 1)
+        out[name] = _quantize_pop(pop, maps, b, c, T, split, residual)
     return out
 
 
 def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, bool]], b: np.ndarray,
-                  c: np.ndarray, T: int, split: bool = False) -> FixedPop:
+                  c: np.ndarray, T: int, split: bool = False, residual: bool = False) -> FixedPop:
     name, n, st = pop.name, pop.n, pop.step
     R = np.abs(b).copy()
     m_max: dict[str, float] = {}
@@ -338,7 +360,11 @@ def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, b
     bexp = np.clip(bexp, 0, BIAS_EXP_MAX).astype(np.int64)
     fp.bias_exp = bexp
     fp.bias_mant = np.clip(np.round(b / q / 2.0 ** bexp), -BIAS_MANT_MAX, BIAS_MANT_MAX).astype(np.int64)
-    fp.errors["bias_abs_in_lsb"] = float(np.max(np.abs(fp.bias * q - b), initial=0.0) / q)
+    if residual:  # biases with exponent > 0 are off by up to 2**(exp-1) LSBs: send the rest
+        res = np.round(b / q).astype(np.int64) - fp.bias
+        assert np.abs(res).max(initial=0) <= 2 ** (BIAS_EXP_MAX - 1), (name, np.abs(res).max())
+        fp.bias_res = res if np.any(res != 0) else None
+    fp.errors["bias_abs_in_lsb"] = float(np.max(np.abs(fp.bias_total * q - b), initial=0.0) / q)
     fp.bound_lsb = bound / q
     rel = [m.rel_err_max for m in fp.maps.values()]
     fp.errors["weight_rel_max"] = max(rel, default=0.0)
@@ -431,6 +457,8 @@ def loihi2_resources(layout: Layout, quant: dict[str, FixedPop] | None = None) -
     for name, pop in layout.pops.items():
         n = pop.n
         fan = np.zeros(n, dtype=np.int64)
+        if quant is not None and quant[name].bias_res is not None:
+            fan += quant[name].bias_res != 0  # one synapse from the bias source (or host) per neuron
         for conn in incoming.get(name, []):
             if conn.matrix is not None:
                 fan += np.diff(conn.matrix.indptr) * sets(name, conn.src)
@@ -464,6 +492,10 @@ def loihi2_resources(layout: Layout, quant: dict[str, FixedPop] | None = None) -
             row["neurons_per_core_at_max_fan_in"] = per_core
             total_cores += cores
         rows.append(row)
+    if quant is not None and any(fp.bias_res is not None and not layout.pops[k].host for k, fp in quant.items()):
+        rows.append({"name": BIAS_SOURCE, "neurons": 1, "synapses": 0, "max_fan_in": 0, "cores": 1,
+                     "neurons_per_core_at_max_fan_in": LOIHI2["neurons_per_core"]})
+        total_cores += 1  # counted as its own core; on a chip it can share one
     chips = math.ceil(total_cores / LOIHI2["cores_per_chip"]) if fits else None
     return {"layers": rows, "total_cores": total_cores if fits else None, "chips": chips,
             "limits": {k: v for k, v in LOIHI2.items() if k != "sources"}, "sources": LOIHI2["sources"]}

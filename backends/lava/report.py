@@ -5,7 +5,8 @@ threshold levels, weight exponents and quantisation errors, the bias and decay e
 worst-case state headroom in the 24-bit registers, and the Loihi 2 cores it needs
 (backends.lava.quantize.loihi2_resources, with the limits and their sources). Each row also
 describes the opt-in weight splitting (``weight_bits=16``: two 8-bit synapse sets per map):
-its weight errors, lo exponents, synapses and cores, so both modes can be compared at once.
+its weight and bias errors (biases then reach 1 LSB through residual synapses), lo exponents,
+synapses and cores, so both modes can be compared at once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 from typing import Any
 
 from backends.lava.lowering import lower
-from backends.lava.quantize import STATE_MAX, FixedPop, check_weight_bits, loihi2_resources, quantize_layout
+from backends.lava.quantize import BIAS_SOURCE, STATE_MAX, FixedPop, check_weight_bits, loihi2_resources, quantize_layout
 from exporters.canonical import Plan
 from pipeline.errors import UserError
 
@@ -72,6 +73,8 @@ def lava_report(plan: Plan, input_bound: float | None = None, host_weights: str 
                 "exp_lo_clipped": [k for k, m in sp_.maps.items() if m.exp_lo_clipped],
                 "weight_err_rel_max": sp_.errors.get("weight_rel_max", 0.0),
                 "weight_err_rel_rms": sp_.errors.get("weight_rel_rms", 0.0),
+                "bias_err_lsb": sp_.errors.get("bias_abs_in_lsb", 0.0),
+                "bias_residual_synapses": int((sp_.bias_res != 0).sum()) if sp_.bias_res is not None else 0,
                 "synapses": cores_split[name]["synapses"], "max_fan_in": cores_split[name]["max_fan_in"],
                 "cores": cores_split[name]["cores"],
             }
@@ -85,7 +88,8 @@ def lava_report(plan: Plan, input_bound: float | None = None, host_weights: str 
     }
     if res_split is not None:
         out["totals"]["split"] = {"cores": res_split["total_cores"], "chips": res_split["chips"],
-                                  "synapses": sum(r["synapses"] for r in res_split["layers"])}
+                                  "synapses": sum(r["synapses"] for r in res_split["layers"]),
+                                  "bias_source": any(r["name"] == BIAS_SOURCE for r in res_split["layers"])}
     if fixed_error:
         out["fixed_point_error"] = fixed_error
     return out
@@ -101,7 +105,7 @@ def print_lava_report(info: dict[str, Any]) -> None:
                     f"{' as two 8-bit synapse sets' if bits == 16 else ''} + exponent, 24-bit state; "
                     "'16b': weight splitting)")
     cols = ("population", "neurons", "delay", "synapses", "cores", "th LSBs", "w exp", "w err rms",
-            "bias err LSB", "headroom", "w err rms 16b", "synapses 16b", "cores 16b")
+            "bias err LSB", "headroom", "w err rms 16b", "bias err 16b", "synapses 16b", "cores 16b")
     for c in cols:
         t.add_column(c, justify="left" if c == "population" else "right")
     for r in info["layers"]:
@@ -115,6 +119,7 @@ def print_lava_report(info: dict[str, Any]) -> None:
                   f"{r['bias_err_lsb']:.2f}" if q else "",
                   f"{r['state_headroom_bits']:.1f} b" if q else "",
                   f"{100 * s['weight_err_rel_rms']:.4f}%" if s else "",
+                  f"{s['bias_err_lsb']:.2f}" if s else "",
                   str(s["synapses"]) if s else "",
                   ("-" if s["cores"] is None else str(s["cores"])) if s else "")
     console.print(t)
@@ -125,8 +130,10 @@ def print_lava_report(info: dict[str, Any]) -> None:
     if "split" in tot:
         sc = tot["split"]
         sc_txt = "does not fit" if sc["cores"] is None else f"{sc['cores']} ({sc['chips']} chip(s))"
-        console.print(f"weight splitting (--weight-bits 16): {sc['synapses']} synapses, "
-                      f"Loihi 2 cores: {sc_txt}")
+        nres = sum(r["split"]["bias_residual_synapses"] for r in info["layers"] if "split" in r)
+        source = " and one always-on bias neuron (its own core here)" if sc.get("bias_source") else ""
+        console.print(f"weight splitting (--weight-bits 16): {sc['synapses']} synapses ({nres} of them carry "
+                      f"bias residuals{source}), Loihi 2 cores: {sc_txt}")
         clipped = [f"{r['name']} (from {', '.join(r['split']['exp_lo_clipped'])})" for r in info["layers"]
                    if r.get("split", {}).get("exp_lo_clipped")]
         if clipped:
