@@ -290,6 +290,19 @@ def matrix_models(prof: Profile, work: Path, missing: dict[str, str]) -> list[Mo
     return models
 
 
+def merge_matrix(earlier: dict[str, Any], new: dict[str, Any], targets: list[str], started: str) -> dict[str, Any]:
+    """A matrix rerun for some columns (``--only matrix --backends ...``): the earlier run's
+    cells of the other columns are kept, the rerun cells say when they ran, and the cells are
+    ordered as a full run orders them (model by model, columns in BACKENDS order)."""
+    fresh = [{**c, "rerun_started": started} for c in new["cells"]]
+    kept = [c for c in earlier.get("cells", []) if c["target"] not in targets]
+    models = list(dict.fromkeys((c["task"], c["model"]) for c in [*earlier.get("cells", []), *fresh]))
+    order = {t: i for i, t in enumerate(BACKENDS)}
+    cells = sorted([*kept, *fresh], key=lambda c: (models.index((c["task"], c["model"])),
+                                                  order.get(c["target"], len(order))))
+    return {**earlier, **{k: v for k, v in new.items() if k != "cells"}, "cells": cells}
+
+
 def section_matrix(prof: Profile, work: Path, missing: dict[str, str],
                    backends: tuple[str, ...]) -> dict[str, Any]:
     import nir
@@ -511,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": git_commit(), "machine": machine(), "versions": all_versions(), "anchors": ANCHORS,
         "missing": {}, "errors": {}, "section_wall_s": {},
     }
+    earlier_matrix: dict[str, Any] | None = None
     if set(args.only) != set(SECTIONS) and jpath.is_file():
         # a partial run updates an earlier run of the same profile: its other sections are kept, and
         # each section says which command and start time produced it
@@ -522,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
             walls = {k: v for k, v in earlier.get("section_wall_s", {}).items() if k in kept}
             results.update(kept, section_wall_s=walls, wall_s=earlier.get("wall_s", 0.0),
                            missing=earlier.get("missing", {}), section_runs=provenance)
+            earlier_matrix = earlier.get("matrix")
     results.setdefault("section_runs", {})
     for name in args.only:
         results["section_runs"][name] = {"command": command, "started": results["started"], "commit": results["commit"]}
@@ -545,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             results[name] = runners[name]()
+            if name == "matrix" and earlier_matrix and set(args.backends) != set(BACKENDS):
+                results[name] = merge_matrix(earlier_matrix, results[name], args.backends, results["started"])
         except Exception as exc:  # recorded in the report, exit code 1
             results["errors"][name] = f"{type(exc).__name__}: {exc}"[:1000]
             log(f"section {name} FAILED: {exc}")

@@ -144,3 +144,21 @@ def test_partial_run_keeps_other_sections(tmp_path: Path, monkeypatch: pytest.Mo
     assert "--only forward" in res["section_runs"]["forward"]["command"]
     md = (out / "results.md").read_text()
     assert "more than one run" in md and "| ratio_x | 1.500 |" in md
+
+
+def test_matrix_rerun_of_some_columns_keeps_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "bench"
+    out.mkdir()
+    earlier = _results()
+    earlier.update(profile={"name": "quick"})
+    (out / "results.json").write_text(json.dumps(earlier))
+    old_nest, old_lava = earlier["matrix"]["cells"]
+    assert "unsupported" in old_lava
+    fresh = {**old_nest, "target": "lava", "agreement": 1.0}
+    monkeypatch.setattr(run_all, "section_matrix", lambda prof, work, missing, backends: {
+        "cells": [fresh], "reference": "float64", "cartpole_obs": "c", "atari_obs": "a"})
+    assert run_all.main(["--quick", "--only", "matrix", "--backends", "lava", "--out", str(out)]) == 0
+    cells = json.loads((out / "results.json").read_text())["matrix"]["cells"]
+    assert [c["target"] for c in cells] == ["nest", "lava"]  # BACKENDS order
+    assert cells[0] == old_nest and "rerun_started" not in cells[0]
+    assert cells[1]["agreement"] == 1.0 and "unsupported" not in cells[1] and cells[1]["rerun_started"]
