@@ -15,6 +15,22 @@ import numpy as np
 BACKEND_ORDER = ("reference", "nest", "pynn-nest", "lava", "lava-fixed", "lava-fixed-w16", "spinnaker-fixedpoint")
 
 
+def rerun_note(sec: dict[str, Any]) -> str:
+    """Which columns partial reruns (``--only matrix --backends ...``) replaced, and where the rest came from."""
+    reruns: dict[str, list[str]] = {}
+    for c in sec.get("cells", []):
+        if "rerun_started" in c and c["target"] not in reruns.setdefault(c["rerun_started"], []):
+            reruns[c["rerun_started"]].append(c["target"])
+    if not reruns:
+        return ""
+    earlier = sec.get("earlier_run") or {}
+    src = (f"`{earlier['command']}`, started {earlier['started']}, commit `{earlier['commit']}`"
+           if earlier else "an earlier run")
+    parts = [f"{', '.join(f'`{t}`' for t in targets)} (started {started})" for started, targets in reruns.items()]
+    return (f"Columns rerun later, under the load of that time: {'; '.join(parts)}. "
+            f"The other columns come from {src}.")
+
+
 def _f(x: Any, fmt: str = "{:.1f}", none: str = "–") -> str:
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
         return none
@@ -129,6 +145,7 @@ def md_matrix(res: dict[str, Any]) -> str:
         f"CartPole observations: {sec['cartpole_obs']}; Atari: {sec['atari_obs']}. "
         "`lava-fixed-w16` is `lava-fixed` with weight splitting (`--weight-bits 16`, docs/LAVA.md); "
         "`spinnaker-fixedpoint` is the numpy emulation of sPyNNaker's fixed-point arithmetic (no board here).",
+        rerun_note(sec),
         "Actions equal to the reference (observations):",
         table(["task", "model", *targets], agree),
         "Largest |ΔQ| (relative to max |Q|):",
@@ -266,7 +283,9 @@ def md_forward(res: dict[str, Any]) -> str:
     rows = [[k, f"{v:.2f}"] for k, v in f["median_ms"].items()]
     ratios = [[k, f"{v:.3f}"] for k, v in f.items() if k.startswith("ratio")]
     return (f"## Torch forward speed\n\nNature CNN, T {f['time_steps']}, {f['threads']} threads, torch "
-            f"{f['torch']}; medians of interleaved repeats ({res['anchors']['forward']}).\n\n"
+            f"{f['torch']}; medians of interleaved repeats ({res['anchors']['forward']})."
+            + ({True: " glibc keeps freed heap blocks (pipeline.runtime, as the console scripts do).",
+                False: " glibc's default allocator settings."}.get(f.get("malloc_keep_freed"), "")) + "\n\n"
             + table(["case", "median ms"], rows) + "\n\n" + table(["ratio", "value"], ratios))
 
 

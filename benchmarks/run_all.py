@@ -290,7 +290,8 @@ def matrix_models(prof: Profile, work: Path, missing: dict[str, str]) -> list[Mo
     return models
 
 
-def merge_matrix(earlier: dict[str, Any], new: dict[str, Any], targets: list[str], started: str) -> dict[str, Any]:
+def merge_matrix(earlier: dict[str, Any], new: dict[str, Any], targets: list[str], started: str,
+                 earlier_run: dict[str, Any] | None = None) -> dict[str, Any]:
     """A matrix rerun for some columns (``--only matrix --backends ...``): the earlier run's
     cells of the other columns are kept, the rerun cells say when they ran, and the cells are
     ordered as a full run orders them (model by model, columns in BACKENDS order)."""
@@ -300,7 +301,8 @@ def merge_matrix(earlier: dict[str, Any], new: dict[str, Any], targets: list[str
     order = {t: i for i, t in enumerate(BACKENDS)}
     cells = sorted([*kept, *fresh], key=lambda c: (models.index((c["task"], c["model"])),
                                                   order.get(c["target"], len(order))))
-    return {**earlier, **{k: v for k, v in new.items() if k != "cells"}, "cells": cells}
+    first = earlier.get("earlier_run") or earlier_run  # the run that made the columns not rerun
+    return {**earlier, **{k: v for k, v in new.items() if k != "cells"}, "cells": cells, "earlier_run": first}
 
 
 def section_matrix(prof: Profile, work: Path, missing: dict[str, str],
@@ -525,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         "missing": {}, "errors": {}, "section_wall_s": {},
     }
     earlier_matrix: dict[str, Any] | None = None
+    earlier_matrix_run: dict[str, Any] | None = None
     if set(args.only) != set(SECTIONS) and jpath.is_file():
         # a partial run updates an earlier run of the same profile: its other sections are kept, and
         # each section says which command and start time produced it
@@ -537,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
             results.update(kept, section_wall_s=walls, wall_s=earlier.get("wall_s", 0.0),
                            missing=earlier.get("missing", {}), section_runs=provenance)
             earlier_matrix = earlier.get("matrix")
+            earlier_matrix_run = earlier.get("section_runs", {}).get("matrix") or {
+                "command": earlier["command"], "started": earlier["started"], "commit": earlier["commit"]}
     results.setdefault("section_runs", {})
     for name in args.only:
         results["section_runs"][name] = {"command": command, "started": results["started"], "commit": results["commit"]}
@@ -561,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             results[name] = runners[name]()
             if name == "matrix" and earlier_matrix and set(args.backends) != set(BACKENDS):
-                results[name] = merge_matrix(earlier_matrix, results[name], args.backends, results["started"])
+                results[name] = merge_matrix(earlier_matrix, results[name], args.backends, results["started"],
+                                             earlier_matrix_run)
         except Exception as exc:  # recorded in the report, exit code 1
             results["errors"][name] = f"{type(exc).__name__}: {exc}"[:1000]
             log(f"section {name} FAILED: {exc}")

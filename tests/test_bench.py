@@ -162,3 +162,6 @@ def test_matrix_rerun_of_some_columns_keeps_the_others(tmp_path: Path, monkeypat
     assert [c["target"] for c in cells] == ["nest", "lava"]  # BACKENDS order
     assert cells[0] == old_nest and "rerun_started" not in cells[0]
     assert cells[1]["agreement"] == 1.0 and "unsupported" not in cells[1] and cells[1]["rerun_started"]
+    md = (out / "results.md").read_text()
+    assert "Columns rerun later, under the load of that time: `lava` (started" in md
+    assert f"The other columns come from `{earlier['command']}`" in md
