@@ -244,10 +244,15 @@ class EvalCheckpointCallback(BaseCallback):
     def evaluate(self) -> None:
         returns, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.hp.eval_episodes,
                                      deterministic=True, return_episode_rewards=True)
+        # the epsilon-greedy training episodes so far (SB3 keeps the last 100): a smoother curve than a
+        # few greedy episodes when the greedy return is still flat (Atari early on); true reward
+        train_eps = [float(ep["r"]) for ep in self.model.ep_info_buffer or []]
         row = {
             "timesteps": int(self.num_timesteps),
             "mean_return": float(np.mean(returns)),
             "std_return": float(np.std(returns)),
+            "train_return_last100": float(np.mean(train_eps)) if train_eps else float("nan"),
+            "train_episodes_last100": len(train_eps),
             "epsilon": float(self.model.exploration_rate),
             "elapsed_s": round(time.perf_counter() - self.t0, 2),
         }
@@ -275,11 +280,15 @@ def plot_curve(rows: list[dict[str, float]], title: str, path: Path) -> None:
     steps = [r["timesteps"] for r in rows]
     mean = np.array([r["mean_return"] for r in rows])
     std = np.array([r["std_return"] for r in rows])
+    train = np.array([r.get("train_return_last100", np.nan) for r in rows], dtype=float)
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, mean, marker="o", ms=3)
+    ax.plot(steps, mean, marker="o", ms=3, label="greedy evaluation")
     ax.fill_between(steps, mean - std, mean + std, alpha=0.25)
+    if np.isfinite(train).any():
+        ax.plot(steps, train, ls="--", label="training episodes (last 100, epsilon-greedy)")
+        ax.legend(fontsize=8)
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("greedy return")
+    ax.set_ylabel("return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()

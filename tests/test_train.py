@@ -33,8 +33,11 @@ def test_same_seed_same_run_and_all_outputs(tmp_path: Path):
     assert ca.spec == cb.spec and ca.spec.time_steps == 4 and ca.spec.variant == "liu"
     for k in ca.state_dict:
         assert torch.equal(ca.state_dict[k], cb.state_dict[k]), k
-    rows = lambda p: [(r["timesteps"], r["mean_return"]) for r in csv.DictReader(open(p))]  # noqa: E731
+    rows = lambda p: [(r["timesteps"], r["mean_return"], r["train_return_last100"])  # noqa: E731
+                      for r in csv.DictReader(open(p))]
     assert rows(a.with_name("m.eval.csv")) == rows(b.with_name("m.eval.csv"))
+    last = list(csv.DictReader(open(a.with_name("m.eval.csv"))))[-1]  # CartPole episodes end within TINY's steps
+    assert int(last["train_episodes_last100"]) > 0 and float(last["train_return_last100"]) > 0
     summary = json.loads(a.with_name("m.train.json").read_text())
     assert summary["final_eval"]["episodes"] == 2
     prov = ca.provenance
