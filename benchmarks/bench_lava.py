@@ -389,6 +389,17 @@ def atari_part(args: argparse.Namespace, out: dict[str, Any]) -> None:
         sub = type(ref)(q=ref.q[:k], action=ref.action[:k], spikes={s: v[:k] for s, v in ref.spikes.items()})
         res[key].update(compare(sub, readouts[key]))
     res["n_common"] = n
+    if args.atari_split:  # agreement only (batched, no timing): lava-fixed with --weight-bits 16
+        backend = LavaBackend(plan, precision="fixed_pt", weight_bits=16, batch_size=8)
+        try:
+            t0 = time.perf_counter()
+            got = backend.run(obs[:len(ref.action)])
+            res["fixed_split"] = {"n_obs": len(got.action), "wall_s": time.perf_counter() - t0,
+                                  "saturated": backend.saturated, **compare(ref, got)}
+        finally:
+            backend.close()
+        print(f"atari fixed_split: agreement {res['fixed_split']['agreement']:.4f} of {len(got.action)}, "
+              f"q_rel_err {res['fixed_split']['q_rel_err']:.3g}", flush=True)
     out["atari"] = res
 
 
@@ -405,6 +416,8 @@ def main() -> None:
                     help="CartPole: skip the split-mode and weight-rounding diagnostics")
     ap.add_argument("--atari-obs", type=int, default=200)
     ap.add_argument("--atari-budget", type=float, default=300.0, help="seconds per precision on Atari")
+    ap.add_argument("--atari-split", action="store_true",
+                    help="Atari: also lava-fixed with --weight-bits 16 on the same frames (agreement only)")
     ap.add_argument("--time-steps", type=int, default=64)
     ap.add_argument("--bare-every", type=int, default=4,
                     help="one bare RunSteps(T) per this many observations")
