@@ -97,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, help="cap on agent steps per episode")
     p.add_argument("--json", help="write results here")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: a batch-1 forward gains little from more, and on a busy "
+                        "machine two threads waiting on each other were 60x slower for a Pong DSQN)")
     args = p.parse_args(argv)
+    if args.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     results = [evaluate_checkpoint(c, args.episodes, args.seed, args.epsilon, args.max_steps,
                                    progress=not args.no_progress) for c in args.checkpoints]
     if args.json:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,14 @@ def test_bad_checkpoint_cli_is_one_line_nonzero(tmp_path: Path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in proc.stderr
     assert "pwned" not in proc.stdout
+
+
+def test_evaluate_threads_option(tmp_path: Path):
+    path = tmp_path / "m.pt"
+    save_checkpoint(make_ckpt(), path)
+    proc = subprocess.run([*EVAL, "--threads", "0", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --threads must be >= 1, got 0"
+    out = tmp_path / "r.json"
+    proc = subprocess.run([*EVAL, "--threads", "2", "--json", str(out), str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())[0]["episodes"] == 1
