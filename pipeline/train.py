@@ -228,13 +228,16 @@ def model_state_dict(agent: SB3DQN) -> dict[str, torch.Tensor]:
 class EvalCheckpointCallback(BaseCallback):
     """Every ``eval_freq`` steps: greedy evaluation, CSV row, best/last checkpoints."""
 
-    def __init__(self, eval_env, hp: Hyperparams, make_ckpt, paths: dict[str, Path]):
+    def __init__(self, eval_env, hp: Hyperparams, make_ckpt, paths: dict[str, Path],
+                 save_state: dict[str, Any] | None = None, rows: list[dict[str, float]] | None = None):
         super().__init__()
         self.eval_env, self.hp, self.make_ckpt, self.paths = eval_env, hp, make_ckpt, paths
-        self.best = -math.inf
-        self.best_step = 0
-        self.rows: list[dict[str, float]] = []
-        self.t0 = time.perf_counter()
+        self.save_state = save_state  # settings to store with the resumable state (None: no state)
+        self.rows: list[dict[str, float]] = list(rows or [])  # a resumed run continues its log
+        best = max(self.rows, key=lambda r: (r["mean_return"], r["timesteps"]), default=None)
+        self.best = best["mean_return"] if best else -math.inf
+        self.best_step = int(best["timesteps"]) if best else 0
+        self.t0 = time.perf_counter() - (self.rows[-1]["elapsed_s"] if self.rows else 0.0)
 
     def _on_step(self) -> bool:
         if self.num_timesteps % self.hp.eval_freq == 0 or self.num_timesteps == self.hp.total_steps:
@@ -267,8 +270,63 @@ class EvalCheckpointCallback(BaseCallback):
         if row["mean_return"] >= self.best:  # later ties win: same score, more training
             self.best, self.best_step = row["mean_return"], row["timesteps"]
             save_checkpoint(self.make_ckpt(score), self.paths["best"])
+        if self.save_state is not None:
+            save_training_state(self.model, self.paths, self.save_state)
         if self.verbose:
             print(f"[eval] step {row['timesteps']}: return {row['mean_return']:.1f} ± {row['std_return']:.1f}")
+
+
+# --- resumable training state (--save-state / --resume) ------------------------------------------
+
+# settings that must match for --resume (total_steps and the evaluation schedule may change)
+RESUME_FREE_HP = ("total_steps", "eval_freq", "eval_episodes", "final_eval_episodes")
+STATE_FILES = ("state", "replay", "state_json")
+
+
+def save_training_state(agent: SB3DQN, paths: dict[str, Path], settings: dict[str, Any]) -> None:
+    """SB3's own agent file (network, target, optimizer, counters) and replay buffer, plus our
+    settings, each written to a temporary name first so an interruption leaves the last state."""
+    tmp_zip, tmp_pkl = paths["state"].with_suffix(".tmp.zip"), paths["replay"].with_suffix(".tmp.pkl")
+    agent.save(tmp_zip)
+    agent.save_replay_buffer(tmp_pkl)
+    os.replace(tmp_zip, paths["state"])
+    os.replace(tmp_pkl, paths["replay"])
+    paths["state_json"].write_text(json.dumps({**settings, "timesteps": int(agent.num_timesteps)}, indent=2))
+
+
+def load_training_state(algo: type[SB3DQN], paths: dict[str, Path], settings: dict[str, Any], train_env,
+                        hp: Hyperparams) -> tuple[SB3DQN, list[dict[str, float]]]:
+    """The agent and the evaluation rows of a run saved with --save-state; refuses other settings."""
+    missing = [str(paths[k]) for k in ("state_json", "state", "replay") if not paths[k].is_file()]
+    if missing:
+        raise UserError(f"--resume: no saved training state ({', '.join(missing)} missing); "
+                        "train with --save-state to keep one")
+    saved = json.loads(paths["state_json"].read_text())
+
+    def comparable(d: dict[str, Any]) -> dict[str, Any]:
+        hp_d = {k: v for k, v in d.get("hyperparams", {}).items() if k not in RESUME_FREE_HP}
+        return {**{k: v for k, v in d.items() if k not in ("hyperparams", "timesteps")}, "hyperparams": hp_d}
+
+    a, b = comparable(saved), comparable(json.loads(json.dumps(settings)))
+    diff = sorted({k for k in {*a, *b} if a.get(k) != b.get(k)}
+                  | {f"hp.{k}" for k in {*a["hyperparams"], *b["hyperparams"]}
+                     if a["hyperparams"].get(k) != b["hyperparams"].get(k)})
+    diff = [k for k in diff if k != "hyperparams"]
+    if diff:
+        raise UserError(f"--resume: the saved run used other settings ({', '.join(diff)}); repeat its command")
+    if saved["timesteps"] >= hp.total_steps:
+        raise UserError(f"--resume: the saved run already has {saved['timesteps']} of {hp.total_steps} steps; "
+                        "raise --steps to train on")
+    agent = algo.load(paths["state"], env=train_env, device="cpu",
+                      custom_objects={"learning_rate": lr_schedule(hp), "lr_schedule": lr_schedule(hp)})
+    agent.load_replay_buffer(paths["replay"])
+    rows = []
+    if paths["csv"].is_file():
+        with open(paths["csv"], newline="") as fh:
+            rows = [{k: int(v) if v.lstrip("-").isdigit() else float(v) for k, v in r.items()}
+                    for r in csv.DictReader(fh)]
+        rows = [r for r in rows if r["timesteps"] <= agent.num_timesteps]
+    return agent, rows
 
 
 def plot_curve(rows: list[dict[str, float]], title: str, path: Path) -> None:
@@ -377,8 +435,40 @@ def make_parser() -> argparse.ArgumentParser:
                    help="torch threads (default 1 for classic control, all cores for Atari); part of "
                         "what makes a seed reproduce a run bit for bit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--save-state", action="store_true",
+                   help="at every evaluation also keep what --resume needs: model.state.zip (SB3 agent with "
+                        "optimizer) and model.replay.pkl (the replay buffer: GBs for Atari)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run saved with --save-state next to -o (same command; --steps may grow); "
+                        "the continued run is not bit-identical to an uninterrupted one")
     p.add_argument("-o", "--output", required=True, help="best checkpoint path (model.pt)")
     return p
+
+
+def new_agent(algo: type[SB3DQN], train_env, hp: Hyperparams, spec: ModelSpec, pre: Any, seed: int) -> SB3DQN:
+    return algo(
+        ModelDQNPolicy,
+        train_env,
+        learning_rate=lr_schedule(hp),
+        buffer_size=hp.buffer_size,
+        learning_starts=hp.learning_starts,
+        batch_size=hp.batch_size,
+        gamma=hp.gamma,
+        train_freq=hp.train_freq,
+        gradient_steps=hp.gradient_steps,
+        n_steps=hp.n_steps,
+        target_update_interval=hp.target_update_interval,
+        exploration_fraction=hp.exploration_fraction,
+        exploration_initial_eps=hp.exploration_initial_eps,
+        exploration_final_eps=hp.exploration_final_eps,
+        max_grad_norm=hp.max_grad_norm,
+        optimize_memory_usage=hp.optimize_memory_usage,
+        replay_buffer_kwargs={"handle_timeout_termination": not hp.optimize_memory_usage},
+        policy_kwargs={"model_spec": spec.to_dict(), "preprocessing": pre.to_dict()},
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -403,7 +493,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.output)
     stem = out.with_suffix("")
     paths = {"best": out, "last": Path(f"{stem}.last.pt"), "csv": Path(f"{stem}.eval.csv"),
-             "json": Path(f"{stem}.train.json"), "png": Path(f"{stem}.curve.png")}
+             "json": Path(f"{stem}.train.json"), "png": Path(f"{stem}.curve.png"),
+             "state": Path(f"{stem}.state.zip"), "replay": Path(f"{stem}.replay.pkl"),
+             "state_json": Path(f"{stem}.state.json")}
     out.parent.mkdir(parents=True, exist_ok=True)
 
     if args.reward_shaping != "none":
@@ -414,31 +506,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     eval_env = DummyVecEnv([lambda: Monitor(make_env(env_id))])
     eval_env.seed(args.seed + 1_000_003)
     algo = DoubleDQN if hp.double_dqn else SB3DQN
-    agent = algo(
-        ModelDQNPolicy,
-        train_env,
-        learning_rate=lr_schedule(hp),
-        buffer_size=hp.buffer_size,
-        learning_starts=hp.learning_starts,
-        batch_size=hp.batch_size,
-        gamma=hp.gamma,
-        train_freq=hp.train_freq,
-        gradient_steps=hp.gradient_steps,
-        n_steps=hp.n_steps,
-        target_update_interval=hp.target_update_interval,
-        exploration_fraction=hp.exploration_fraction,
-        exploration_initial_eps=hp.exploration_initial_eps,
-        exploration_final_eps=hp.exploration_final_eps,
-        max_grad_norm=hp.max_grad_norm,
-        optimize_memory_usage=hp.optimize_memory_usage,
-        replay_buffer_kwargs={"handle_timeout_termination": not hp.optimize_memory_usage},
-        policy_kwargs={"model_spec": spec.to_dict(), "preprocessing": pre.to_dict()},
-        seed=args.seed,
-        device="cpu",
-        verbose=0,
-    )
     meta = {"env_id": env_id, "model": args.model, "reward_shaping": args.reward_shaping, "hp_preset": preset, "hyperparams": asdict(hp),
             "spec": spec.to_dict()}
+    settings = {**meta, "seed": args.seed, "preprocessing": pre.to_dict()}
+    rows: list[dict[str, float]] = []
+    if args.resume:
+        agent, rows = load_training_state(algo, paths, settings, train_env, hp)
+    else:
+        agent = new_agent(algo, train_env, hp, spec, pre, args.seed)
 
     def make_ckpt(score: dict[str, Any]) -> Checkpoint:
         return Checkpoint(spec=spec, state_dict=model_state_dict(agent), env_id=env_id, preprocessing=pre,
@@ -446,9 +521,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                                                 reward_shaping=args.reward_shaping, threads=threads,
                                                 hyperparams=asdict(hp), training_steps=agent.num_timesteps))
 
-    callback = EvalCheckpointCallback(eval_env, hp, make_ckpt, paths)
+    save_state = settings if (args.save_state or args.resume) else None
+    callback = EvalCheckpointCallback(eval_env, hp, make_ckpt, paths, save_state=save_state, rows=rows)
     t0 = time.perf_counter()
-    agent.learn(total_timesteps=hp.total_steps, callback=callback, progress_bar=not args.no_progress)
+    agent.learn(total_timesteps=hp.total_steps - agent.num_timesteps, callback=callback,
+                progress_bar=not args.no_progress, reset_num_timesteps=not args.resume)
     train_seconds = time.perf_counter() - t0
     if not callback.rows or callback.rows[-1]["timesteps"] != agent.num_timesteps:
         callback.evaluate()
@@ -456,7 +533,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     summary = {**meta, "seed": args.seed, "train_seconds": round(train_seconds, 1),
                "best_eval": callback.best, "best_step": callback.best_step, "evals": callback.rows,
-               "files": {k: str(v) for k, v in paths.items()}}
+               "files": {k: str(v) for k, v in paths.items() if save_state or k not in STATE_FILES}}
     if hp.final_eval_episodes > 0:
         from pipeline.evaluate import evaluate_checkpoint
 

@@ -128,3 +128,29 @@ def test_mountaincar_shaping_is_potential_based() -> None:
     assert true == -50.0 and not term
     assert shaped == pytest.approx(true + scale * potential(obs) - first)
     assert shaped != true  # pushing right changes the car's energy
+
+
+def test_save_state_and_resume(tmp_path: Path, capsys):
+    """A run saved with --save-state continues with --resume: its log, counters and best model go on."""
+    out = tmp_path / "r" / "m.pt"
+    base = ["--env", "CartPole-v1", "--model", "dsqn", "-T", "4", "--seed", "3", *TINY, "-o", str(out)]
+    assert train_main([*base, "--save-state", "--hp", "final_eval_episodes=0"]) == 0
+    state = json.loads(out.with_name("m.state.json").read_text())
+    assert state["timesteps"] == 600 and out.with_name("m.state.zip").is_file() and out.with_name("m.replay.pkl").is_file()
+    first = list(csv.DictReader(open(out.with_name("m.eval.csv"))))
+    assert [int(r["timesteps"]) for r in first] == [300, 600]
+    # bad resumes: nothing to resume, other settings, nothing left to do
+    capsys.readouterr()
+    assert train_main([*base[:-1], str(tmp_path / "other.pt"), "--resume"]) == 2
+    assert "--resume: no saved training state" in capsys.readouterr().err
+    assert train_main([*base, "--resume", "--hidden", "16"]) == 2
+    assert "the saved run used other settings (spec)" in capsys.readouterr().err
+    assert train_main([*base, "--resume"]) == 2  # 600 of 600 steps: --steps must grow
+    assert "already has 600 of 600 steps" in capsys.readouterr().err
+    assert train_main([*base, "--resume", "--steps", "1200"]) == 0
+    rows = list(csv.DictReader(open(out.with_name("m.eval.csv"))))
+    assert [int(r["timesteps"]) for r in rows] == [300, 600, 900, 1200]
+    assert rows[:2] == first  # the earlier evaluations are kept as they were
+    assert float(rows[2]["elapsed_s"]) >= float(first[-1]["elapsed_s"])
+    assert load_checkpoint(out.with_name("m.last.pt")).provenance["training_steps"] == 1200
+    assert json.loads(out.with_name("m.state.json").read_text())["timesteps"] == 1200
