@@ -62,7 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ref.add_argument("--dtype", choices=("float32", "float64"),
                      help="reference precision (default float32; float64 when it is the comparison "
                           "for a double-precision simulator)")
-    ref.add_argument("--threads", type=int, default=1, help="simulator threads (NEST)")
+    ref.add_argument("--threads", type=int, default=1,
+                     help="simulator threads (NEST) and torch threads in this process (reference executor, "
+                          "host-side maps); one keeps batch-1 steps fast on a busy machine")
     ref.add_argument("--batch-size", type=int, help="observations per batch (default: by memory)")
     ref.add_argument("--weight-bits", type=int, choices=(8, 16),
                      help="lava-fixed weight precision: 8 (default, one 8-bit mantissa + exponent per "
@@ -123,6 +125,9 @@ def check_args(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_args(args)
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.env is not None:
         return closed_loop(args)
     return open_loop(args)
