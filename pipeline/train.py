@@ -446,6 +446,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def new_agent(algo: type[SB3DQN], train_env, hp: Hyperparams, spec: ModelSpec, pre: Any, seed: int) -> SB3DQN:
+    """SB3's DQN (or our DoubleDQN) with ``spec``'s network as the Q-network and ``hp``'s settings."""
     return algo(
         ModelDQNPolicy,
         train_env,
