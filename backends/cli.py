@@ -27,6 +27,7 @@ from exporters.metadata import READOUT_REDUCE
 from exporters.nirio import read_graph
 from exporters.to_nir import file_sha256
 from pipeline.errors import UserError, check_choice, cli_entry
+from pipeline.runtime import set_torch_threads
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -111,8 +112,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--dt must be positive, got {args.dt}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.threads < 1:
-        raise UserError(f"--threads must be >= 1, got {args.threads}")
     if args.weight_bits not in (None, 8) and "lava-fixed" not in (args.target, args.compare):
         raise UserError("--weight-bits applies to --target lava-fixed only")
     if args.env is not None and args.inputs is not None:
@@ -125,9 +124,7 @@ def check_args(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     check_args(args)
-    import torch
-
-    torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)  # also validates --threads
     if args.env is not None:
         return closed_loop(args)
     return open_loop(args)

@@ -20,6 +20,7 @@ from pipeline.checkpoint import load_checkpoint
 from pipeline.envs import Preprocessor, make_env, n_actions
 from pipeline.errors import UserError, cli_entry
 from pipeline.models import act_greedy
+from pipeline.runtime import set_torch_threads
 
 
 def evaluate_checkpoint(path: str | Path, episodes: int = 100, seed: int = 0, epsilon: float = 0.0,
@@ -98,12 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write results here")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: a batch-1 forward gains little from more, and on a busy "
-                        "machine two threads waiting on each other were 60x slower for a Pong DSQN)")
+                   help="torch threads (default 1; see pipeline.runtime.set_torch_threads)")
     args = p.parse_args(argv)
-    if args.threads < 1:
-        raise UserError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     results = [evaluate_checkpoint(c, args.episodes, args.seed, args.epsilon, args.max_steps,
                                    progress=not args.no_progress) for c in args.checkpoints]
     if args.json:

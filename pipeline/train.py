@@ -42,6 +42,7 @@ from pipeline.envs import (
 )
 from pipeline.errors import UserError, check_choice, choice_error, cli_entry
 from pipeline.models import build_model
+from pipeline.runtime import set_torch_threads
 from pipeline.spec import (
     DEFAULT_T_ATARI,
     DEFAULT_T_CLASSIC,
@@ -280,7 +281,7 @@ class EvalCheckpointCallback(BaseCallback):
 
 # settings that must match for --resume (total_steps and the evaluation schedule may change)
 RESUME_FREE_HP = ("total_steps", "eval_freq", "eval_episodes", "final_eval_episodes")
-STATE_FILES = ("state", "replay", "state_json")
+STATE_FILES = ("state_json", "state", "replay")  # keys of ``paths``
 
 
 def save_training_state(agent: SB3DQN, paths: dict[str, Path], settings: dict[str, Any]) -> None:
@@ -297,21 +298,20 @@ def save_training_state(agent: SB3DQN, paths: dict[str, Path], settings: dict[st
 def load_training_state(algo: type[SB3DQN], paths: dict[str, Path], settings: dict[str, Any], train_env,
                         hp: Hyperparams) -> tuple[SB3DQN, list[dict[str, float]]]:
     """The agent and the evaluation rows of a run saved with --save-state; refuses other settings."""
-    missing = [str(paths[k]) for k in ("state_json", "state", "replay") if not paths[k].is_file()]
+    missing = [str(paths[k]) for k in STATE_FILES if not paths[k].is_file()]
     if missing:
         raise UserError(f"--resume: no saved training state ({', '.join(missing)} missing); "
                         "train with --save-state to keep one")
     saved = json.loads(paths["state_json"].read_text())
 
     def comparable(d: dict[str, Any]) -> dict[str, Any]:
-        hp_d = {k: v for k, v in d.get("hyperparams", {}).items() if k not in RESUME_FREE_HP}
-        return {**{k: v for k, v in d.items() if k not in ("hyperparams", "timesteps")}, "hyperparams": hp_d}
+        """Settings flattened (hyperparameters as ``hp.<name>``), without what may change."""
+        flat = {k: v for k, v in d.items() if k not in ("hyperparams", "timesteps")}
+        flat.update({f"hp.{k}": v for k, v in d["hyperparams"].items() if k not in RESUME_FREE_HP})
+        return flat
 
-    a, b = comparable(saved), comparable(json.loads(json.dumps(settings)))
-    diff = sorted({k for k in {*a, *b} if a.get(k) != b.get(k)}
-                  | {f"hp.{k}" for k in {*a["hyperparams"], *b["hyperparams"]}
-                     if a["hyperparams"].get(k) != b["hyperparams"].get(k)})
-    diff = [k for k in diff if k != "hyperparams"]
+    a, b = comparable(saved), comparable(json.loads(json.dumps(settings)))  # JSON: tuples become lists
+    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
     if diff:
         raise UserError(f"--resume: the saved run used other settings ({', '.join(diff)}); repeat its command")
     if saved["timesteps"] >= hp.total_steps:
@@ -486,9 +486,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     pre = default_preprocessing(env_id, args.scale_obs)
     default_threads = (os.cpu_count() or 1) if is_atari(env_id) else 1
     threads = args.threads if args.threads is not None else default_threads
-    if threads < 1:
-        raise UserError(f"--threads must be >= 1, got {threads}")
-    torch.set_num_threads(threads)
+    set_torch_threads(threads)
     check_replay_memory(hp, int(np.prod(shape)) * env.observation_space.dtype.itemsize)
 
     out = Path(args.output)
