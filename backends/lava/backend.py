@@ -271,18 +271,14 @@ class LavaBackend:
         """weight_bits=16: one always-on neuron whose synapses (exponent 0) add each population's
         bias residual every step (quantize.FixedPop.bias_res; host-fed populations get it from
         the host instead). It never resets, so its spikes, one Lava step late, reach every window."""
-        from backends.lava.processes import Population as PopProc, SynapseMap
+        from backends.lava.processes import BiasSource, SynapseMap
 
         assert self.quant is not None
         targets = [name for name, fp in self.quant.items()
                    if fp.bias_res is not None and not self.layout.pops[name].host]
         if not targets:
             return []
-        source = PopProc(n=1, kind="source", period=0 if self.free_run else self.period, delay=0, T=self.T,
-                         record_len=0, payload_len=0, buffer=self.batch,
-                         params={"spiking": True, "reduce": None, "membrane": False,
-                                 "bias": np.zeros(1, dtype=np.int64)}, name=BIAS_SOURCE)
-        procs[BIAS_SOURCE] = source
+        source = procs[BIAS_SOURCE] = BiasSource(name=BIAS_SOURCE)
         out = []
         for name in targets:
             res = self.quant[name].bias_res

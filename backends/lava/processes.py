@@ -52,7 +52,7 @@ class Population(AbstractProcess):
     """A layer of neurons with a built-in per-observation schedule (module docstring).
 
     Parameters (all passed on to the models as proc_params): ``n``; ``kind`` (neuron,
-    threshold, identity, or source: spikes on every step, for quantize.BIAS_SOURCE); ``period`` P (0: free-running, never resets nor records), ``delay``
+    threshold, identity); ``period`` P (0: free-running, never resets nor records), ``delay``
     d, ``T``; ``record_len`` and ``buffer`` (records kept in the pipe); ``payload_len``
     (0: not host-fed; n: constant current; T*n: one current per step); and the arithmetic
     parameters of the chosen precision (``params``).
@@ -72,6 +72,15 @@ class Population(AbstractProcess):
             self.rec_out.flag_external_pipe(buffer_size=buffer)
         self.v = Var(shape=(n,), init=0)
         self.counts = Var(shape=(n,), init=0)
+
+
+class BiasSource(AbstractProcess):
+    """One always-on neuron (quantize.BIAS_SOURCE): a spike on every Lava step, never reset.
+    Its synapses carry the bias residuals of weight splitting (fixed point only)."""
+
+    def __init__(self, *, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.s_out = OutPort(shape=(1,))
 
 
 class SynapseMap(AbstractProcess):
@@ -136,9 +145,6 @@ class _PopulationBase(PyLoihiProcessModel):
 
     def run_spk(self) -> None:
         x = self.a_in.recv()
-        if self.kind == "source":  # always-on neuron (bias residuals): a spike every Lava step
-            self.s_out.send(self.ones)
-            return
         t = self._valid_step()
         if t < 0:
             self.s_out.send(self.zeros)
@@ -199,7 +205,6 @@ class PyPopulationFloat(_PopulationBase):
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
         self.zeros = np.zeros(self.n)
-        self.ones = np.ones(self.n)
         p = self.p
         self.bias = p.get("bias")
         self.unit_gain = isinstance(p.get("gain"), float) and p["gain"] == 1.0
@@ -287,7 +292,6 @@ class PyPopulationFixed(_PopulationBase):
     def __init__(self, proc_params) -> None:
         super().__init__(proc_params)
         self.zeros = np.zeros(self.n, dtype=np.int64)
-        self.ones = np.ones(self.n, dtype=np.int64)
         p = self.p
         self.bias = p["bias"].astype(np.int64)
         self.s_prev: np.ndarray | None = None
@@ -332,6 +336,20 @@ class PyPopulationFixed(_PopulationBase):
         else:
             self.v, self.s_prev = u, s
         return s, s
+
+
+@implements(proc=BiasSource, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyBiasSourceFixed(PyLoihiProcessModel):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=24)
+
+    def __init__(self, proc_params) -> None:
+        super().__init__(proc_params)
+        self.spike = np.ones(1, dtype=np.int64)
+
+    def run_spk(self) -> None:
+        self.s_out.send(self.spike)
 
 
 # ---------------------------------------------------------------- synapse models
@@ -393,5 +411,5 @@ class PySynapseMapFixed(_SynapseBase):
 
 MODELS = {
     "floating_pt": {Population: PyPopulationFloat, SynapseMap: PySynapseMapFloat},
-    "fixed_pt": {Population: PyPopulationFixed, SynapseMap: PySynapseMapFixed},
+    "fixed_pt": {Population: PyPopulationFixed, SynapseMap: PySynapseMapFixed, BiasSource: PyBiasSourceFixed},
 }

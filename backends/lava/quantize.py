@@ -449,10 +449,8 @@ def loihi2_resources(layout: Layout, quant: dict[str, FixedPop] | None = None) -
     total_cores = 0
     fits = True
 
-    def sets(dst: str, src: str) -> int:
-        if quant is None or src not in quant[dst].maps:
-            return 1
-        return 2 if quant[dst].maps[src].lo is not None else 1
+    def sets(dst: str, src: str) -> int:  # a float host map is counted as one set too
+        return max(1, quant[dst].maps[src].sets) if quant is not None and src in quant[dst].maps else 1
 
     for name, pop in layout.pops.items():
         n = pop.n
