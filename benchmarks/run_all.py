@@ -44,12 +44,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backends.base import Readout  # noqa: E402
+from benchmarks.report import BACKEND_ORDER as BACKENDS  # noqa: E402  (matrix columns, in table order)
 from pipeline.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, versions  # noqa: E402
 from pipeline.errors import UserError, cli_entry  # noqa: E402
 
 PY = sys.executable
 SECTIONS = ("forward", "matrix", "energy", "conversion", "scores", "robustness", "spinnaker")
-BACKENDS = ("reference", "nest", "pynn-nest", "lava", "lava-fixed", "lava-fixed-w16", "spinnaker-fixedpoint")
 
 
 @dataclass(frozen=True)
@@ -534,14 +534,13 @@ def main(argv: list[str] | None = None) -> int:
         earlier = json.loads(jpath.read_text())
         if earlier.get("profile", {}).get("name") == prof.name:
             kept = {k: v for k, v in earlier.items() if k in SECTIONS and k not in args.only}
-            provenance = earlier.get("section_runs", {k: {"command": earlier["command"], "started": earlier["started"],
-                                                          "commit": earlier["commit"]} for k in kept})
+            whole_run = {"command": earlier["command"], "started": earlier["started"], "commit": earlier["commit"]}
+            provenance = earlier.get("section_runs", {k: whole_run for k in kept})
             walls = {k: v for k, v in earlier.get("section_wall_s", {}).items() if k in kept}
             results.update(kept, section_wall_s=walls, wall_s=earlier.get("wall_s", 0.0),
                            missing=earlier.get("missing", {}), section_runs=provenance)
             earlier_matrix = earlier.get("matrix")
-            earlier_matrix_run = earlier.get("section_runs", {}).get("matrix") or {
-                "command": earlier["command"], "started": earlier["started"], "commit": earlier["commit"]}
+            earlier_matrix_run = earlier.get("section_runs", {}).get("matrix", whole_run)
     results.setdefault("section_runs", {})
     for name in args.only:
         results["section_runs"][name] = {"command": command, "started": results["started"], "commit": results["commit"]}
