@@ -390,14 +390,9 @@ def atari_part(args: argparse.Namespace, out: dict[str, Any]) -> None:
         res[key].update(compare(sub, readouts[key]))
     res["n_common"] = n
     if args.atari_split:  # agreement only (batched, no timing): lava-fixed with --weight-bits 16
-        backend = LavaBackend(plan, precision="fixed_pt", weight_bits=16, batch_size=8)
-        try:
-            t0 = time.perf_counter()
-            got = backend.run(obs[:len(ref.action)])
-            res["fixed_split"] = {"n_obs": len(got.action), "wall_s": time.perf_counter() - t0,
-                                  "saturated": backend.saturated, **compare(ref, got)}
-        finally:
-            backend.close()
+        got, backend = run_fixed(plan, obs[:len(ref.action)], weight_bits=16)
+        res["fixed_split"] = {"n_obs": len(got.action), "wall_s": backend.wall_s,
+                              "saturated": backend.saturated, **compare(ref, got)}
         print(f"atari fixed_split: agreement {res['fixed_split']['agreement']:.4f} of {len(got.action)}, "
               f"q_rel_err {res['fixed_split']['q_rel_err']:.3g}", flush=True)
     out["atari"] = res
