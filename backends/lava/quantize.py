@@ -271,15 +271,12 @@ def quantize_layout(layout: Layout, input_bound: float = 1.0,
             if pop.host_bias is not None:
                 bias = bias + pop.host_bias
         b = c * bias + leak_bias
-        # the residual synapse's spikes arrive one Lava step late: only populations that start
-        # integrating after step 0 of their window (delay >= 1), or whose host adds it, can use it
-        residual = split and (bool(pop.host) or pop.delay >= 1)
-        out[name] = _quantize_pop(pop, maps, b, c, T, split, residual)
+        out[name] = _quantize_pop(pop, maps, b, c, T, split)
     return out
 
 
 def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, bool]], b: np.ndarray,
-                  c: np.ndarray, T: int, split: bool = False, residual: bool = False) -> FixedPop:
+                  c: np.ndarray, T: int, split: bool = False) -> FixedPop:
     name, n, st = pop.name, pop.n, pop.step
     R = np.abs(b).copy()
     m_max: dict[str, float] = {}
@@ -360,7 +357,10 @@ def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, b
     bexp = np.clip(bexp, 0, BIAS_EXP_MAX).astype(np.int64)
     fp.bias_exp = bexp
     fp.bias_mant = np.clip(np.round(b / q / 2.0 ** bexp), -BIAS_MANT_MAX, BIAS_MANT_MAX).astype(np.int64)
-    if residual:  # biases with exponent > 0 are off by up to 2**(exp-1) LSBs: send the rest
+    # split: biases with exponent > 0 are off by up to 2**(exp-1) LSBs, so send the rest. The residual
+    # synapse's spikes arrive one Lava step late: only populations that start integrating after step 0
+    # of their window (delay >= 1), or whose host adds it, can use it
+    if split and (pop.host or pop.delay >= 1):
         res = np.round(b / q).astype(np.int64) - fp.bias
         assert np.abs(res).max(initial=0) <= 2 ** (BIAS_EXP_MAX - 1), (name, np.abs(res).max())
         fp.bias_res = res if np.any(res != 0) else None
