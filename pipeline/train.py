@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from pipeline.envs import (
     shape_reward,
 )
 from pipeline.errors import UserError, check_choice, choice_error, cli_entry
-from pipeline.models import build_model
+from pipeline.models import SpikingQNetwork, build_model, data_dependent_init
 from pipeline.runtime import set_torch_threads
 from pipeline.spec import (
     DEFAULT_T_ATARI,
@@ -82,6 +83,9 @@ class Hyperparams:
     eval_freq: int = 5_000
     eval_episodes: int = 10
     final_eval_episodes: int = 100
+    # spiking models: data-dependent init to this mean firing rate per hidden layer on
+    # random-play observations (0: PyTorch's default init, under which deep SNNs start silent)
+    init_rate: float = 0.0
 
 
 # Hyperparameter presets. CartPole and MountainCar follow RL-Zoo's tuned DQN settings;
@@ -151,6 +155,8 @@ def parse_hp(preset: Hyperparams, overrides: list[str]) -> Hyperparams:
         raise UserError("n_steps > 1 needs optimize_memory_usage=false (SB3's n-step buffer does not support it)")
     if not 0 <= hp.exploration_final_eps <= 1 or not 0 <= hp.exploration_initial_eps <= 1:
         raise UserError("exploration epsilons must lie in [0, 1]")
+    if not 0 <= hp.init_rate < 1:
+        raise UserError(f"init_rate must lie in [0, 1) (0: default init), got {hp.init_rate}")
     return hp
 
 
@@ -317,8 +323,13 @@ def load_training_state(algo: type[SB3DQN], paths: dict[str, Path], settings: di
     if saved["timesteps"] >= hp.total_steps:
         raise UserError(f"--resume: the saved run already has {saved['timesteps']} of {hp.total_steps} steps; "
                         "raise --steps to train on")
-    agent = algo.load(paths["state"], env=train_env, device="cpu",
-                      custom_objects={"learning_rate": lr_schedule(hp), "lr_schedule": lr_schedule(hp)})
+    with warnings.catch_warnings():
+        # SB3 2.x warns that n_steps "is ignored" when a saved n-step agent is loaded, because the
+        # saved replay_buffer_class is passed back in; the saved replay_buffer_kwargs carry n_steps
+        # and gamma, and the replay buffer loaded next is the saved n-step one, so it is not.
+        warnings.filterwarnings("ignore", message=r"`n_steps=\d+` is ignored", category=UserWarning)
+        agent = algo.load(paths["state"], env=train_env, device="cpu",
+                          custom_objects={"learning_rate": lr_schedule(hp), "lr_schedule": lr_schedule(hp)})
     agent.load_replay_buffer(paths["replay"])
     rows = []
     if paths["csv"].is_file():
@@ -472,6 +483,38 @@ def new_agent(algo: type[SB3DQN], train_env, hp: Hyperparams, spec: ModelSpec, p
     )
 
 
+INIT_OBSERVATIONS = 64  # random-play observations for the data-dependent init
+INIT_EVERY = 4  # keep one observation in this many steps, so they differ
+
+
+def random_play_observations(env_id: str, n: int, seed: int) -> np.ndarray:
+    """``n`` raw observations of uniformly random play (own env and RNG: training is untouched)."""
+    env = make_env(env_id)
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    out, step = [], 0
+    while len(out) < n:
+        if step % INIT_EVERY == 0:
+            out.append(np.asarray(obs))
+        obs, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+        if terminated or truncated:
+            obs, _ = env.reset()
+        step += 1
+    env.close()
+    return np.stack(out)
+
+
+def init_to_rate(agent: SB3DQN, env_id: str, rate: float, seed: int) -> list[float]:
+    """Data-dependent init of the online Q-network (see ``data_dependent_init``), copied to
+    the target network; returns the mean firing rate each hidden layer reaches."""
+    raw = random_play_observations(env_id, INIT_OBSERVATIONS, seed + 3_000_017)
+    with torch.no_grad():
+        obs = agent.q_net.features_extractor(torch.as_tensor(raw))
+    rates = data_dependent_init(agent.q_net.q_net, obs, rate)
+    agent.q_net_target.load_state_dict(agent.q_net.state_dict())
+    return [round(r, 4) for r in rates]
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     env_id = args.env
     env = make_env(env_id)  # validates the id, lists choices if unknown
@@ -513,6 +556,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         agent, rows = load_training_state(algo, paths, settings, train_env, hp)
     else:
         agent = new_agent(algo, train_env, hp, spec, pre, args.seed)
+        if hp.init_rate > 0 and isinstance(agent.q_net.q_net, SpikingQNetwork):
+            meta["init_rates"] = init_to_rate(agent, env_id, hp.init_rate, args.seed)
 
     def make_ckpt(score: dict[str, Any]) -> Checkpoint:
         return Checkpoint(spec=spec, state_dict=model_state_dict(agent), env_id=env_id, preprocessing=pre,

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline.encoding import encode
-from pipeline.models import DQN, SpikingQNetwork, build_model, greedy_action
+from pipeline.models import DQN, SpikingQNetwork, build_model, data_dependent_init, greedy_action
 from pipeline.spec import MODEL_PRESETS, ModelSpec, NeuronParams
 
 
@@ -196,3 +196,31 @@ def test_threshold_is_inclusive_and_resets_differ():
     # LIF tau 2 from V_r 0 with I = 2: U = 0 + (2 - 0) / 2 = 1.0 -> spikes on the first step
     s_lif, _ = spiking_layer(torch.full((3, 1), 2.0), NeuronParams())
     assert s_lif[:, 0].tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    "neuron, bias, encoding",
+    [(NeuronParams(), True, "current"), (NeuronParams(), False, "current"),
+     (NeuronParams("if", 1.0, 1.0, 0.0, "soft"), True, "regular")],
+)
+def test_data_dependent_init_reaches_the_target_rate(neuron, bias, encoding):
+    """Deep SNNs start silent under the default init; the data-dependent init makes every hidden
+    layer fire at the target rate on its sample and close to it on other data of the same kind."""
+    torch.manual_seed(0)
+    spec = mlp_spec(neuron=neuron, T=6, encoding=encoding, bias=bias, hidden=(64, 48, 32))
+    model = build_model(spec)
+    for layer in model.layers:  # a small default-like init: the deeper layers stay silent
+        layer[-1].weight.data.mul_(0.1)
+    sample, held_out = torch.rand(256, 4) * 0.8, torch.rand(256, 4) * 0.8
+    before = [s.mean().item() for s in model.run(sample)[1]]
+    assert before[-1] < 0.01
+    rates = data_dependent_init(model, sample, 0.2)
+    assert rates == pytest.approx([0.2] * 3, abs=0.01)
+    with torch.no_grad():
+        _, spikes, _ = model.run(sample)
+        assert [s.mean().item() for s in spikes] == pytest.approx(rates, abs=2e-3)  # the model's own forward agrees (up to rounding at the threshold)
+        _, spikes, _ = model.run(held_out)
+    assert [s.mean().item() for s in spikes] == pytest.approx([0.2] * 3, abs=0.05)
+    assert (model.head.bias is None) == (not bias) and model.spec == spec
+    with pytest.raises(ValueError, match="target firing rate"):
+        data_dependent_init(model, sample, 1.0)

@@ -86,6 +86,22 @@ def test_atari_dsqn_short_run(tmp_path: Path):
     assert ckpt.preprocessing.atari["frame_skip"] == 4 and ckpt.preprocessing.atari["noop_max"] == 30
 
 
+def test_init_rate_wakes_the_network_and_stays_deterministic(tmp_path: Path):
+    """--hp init_rate: the data-dependent init runs before training, is recorded, and the same
+    seed still gives the same run; without it the first hidden layers are left as PyTorch made them."""
+    runs = {}
+    for name, extra in (("a", ["--hp", "init_rate=0.25"]), ("b", ["--hp", "init_rate=0.25"]), ("plain", [])):
+        out = tmp_path / name / "m.pt"
+        run_train(out, "--model", "dsqn", "-T", "4", "--seed", "3", *extra)  # TINY: one hidden layer of 8
+        runs[name] = (load_checkpoint(out), json.loads(out.with_name("m.train.json").read_text()))
+    (a, sa), (b, sb), (plain, sp) = runs["a"], runs["b"], runs["plain"]
+    assert sa["init_rates"] == pytest.approx([0.25], abs=0.02) and sa["init_rates"] == sb["init_rates"]
+    assert "init_rates" not in sp and a.provenance["hyperparams"]["init_rate"] == 0.25
+    for k in a.state_dict:
+        assert torch.equal(a.state_dict[k], b.state_dict[k]), k
+    assert not torch.equal(a.state_dict["layers.0.0.weight"], plain.state_dict["layers.0.0.weight"])
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [
@@ -94,6 +110,7 @@ def test_atari_dsqn_short_run(tmp_path: Path):
         (["--env", "CartPole-v1", "--readout", "argmax"], "unknown readout 'argmax'; valid choices: rate"),
         (["--env", "CartPole-v1", "--hp", "lr=0.1"], "unknown hyperparameter 'lr'; valid choices: batch_size"),
         (["--env", "CartPole-v1", "--hp", "gamma=high"], "hyperparameter gamma needs a float"),
+        (["--env", "CartPole-v1", "--hp", "init_rate=1.5"], "init_rate must lie in [0, 1)"),
         (["--env", "CartPole-v1", "--preset", "fast"], "unknown hyperparameter preset 'fast'"),
         (["--env", "CartPole-v1", "--model", "dqn", "-T", "8"], "--model dqn takes no spiking options"),
         (["--env", "CartPole-v1", "--arch", "nature_cnn"], "does not fit CartPole-v1"),
@@ -130,10 +147,11 @@ def test_mountaincar_shaping_is_potential_based() -> None:
     assert shaped != true  # pushing right changes the car's energy
 
 
-def test_save_state_and_resume(tmp_path: Path, capsys):
+def test_save_state_and_resume(tmp_path: Path, capsys, recwarn):
     """A run saved with --save-state continues with --resume: its log, counters and best model go on."""
     out = tmp_path / "r" / "m.pt"
-    base = ["--env", "CartPole-v1", "--model", "dsqn", "-T", "4", "--seed", "3", *TINY, "-o", str(out)]
+    base = ["--env", "CartPole-v1", "--model", "dsqn", "-T", "4", "--seed", "3", "--hp", "n_steps=3", *TINY,
+            "-o", str(out)]
     assert train_main([*base, "--save-state", "--hp", "final_eval_episodes=0"]) == 0
     state = json.loads(out.with_name("m.state.json").read_text())
     assert state["timesteps"] == 600 and out.with_name("m.state.zip").is_file() and out.with_name("m.replay.pkl").is_file()
@@ -147,7 +165,9 @@ def test_save_state_and_resume(tmp_path: Path, capsys):
     assert "the saved run used other settings (spec)" in capsys.readouterr().err
     assert train_main([*base, "--resume"]) == 2  # 600 of 600 steps: --steps must grow
     assert "already has 600 of 600 steps" in capsys.readouterr().err
+    recwarn.clear()
     assert train_main([*base, "--resume", "--steps", "1200"]) == 0
+    assert not [w for w in recwarn if "is ignored" in str(w.message)]  # SB3's false n-step warning is silenced
     rows = list(csv.DictReader(open(out.with_name("m.eval.csv"))))
     assert [int(r["timesteps"]) for r in rows] == [300, 600, 900, 1200]
     assert rows[:2] == first  # the earlier evaluations are kept as they were
