@@ -96,28 +96,32 @@ class SpikingQNetwork(nn.Module):
     def forward(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.run(obs, generator)[0]
 
+    @staticmethod
+    def per_step(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Apply a synaptic map to ``[T, B, ...]`` as one batch of T*B."""
+        T, B = x.shape[:2]
+        y = layer(x.reshape(T * B, *x.shape[2:]))
+        return y.reshape(T, B, *y.shape[1:])
+
+    def input_current(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The first hidden layer's input current ``[T, B, ...]`` for ``obs`` ``[B, ...]``."""
+        T, encoding = self.spec.time_steps, self.spec.encoding
+        if encoding == "current":
+            first = self.layers[0](obs)  # computed once, constant over the T steps
+            return first.unsqueeze(0).expand(T, *first.shape)
+        return self.per_step(self.layers[0], encode(obs, T, encoding, generator))
+
     def run(
         self, obs: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
         """Return (Q, hidden spikes per layer ``[T, B, ...]``, tie-break membrane or None)."""
         spec, p = self.spec, self.spec.neuron
         assert p is not None
-        T, B = spec.time_steps, obs.shape[0]
-
-        def per_step(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-            """Apply a synaptic map to ``[T, B, ...]`` as one batch of T*B."""
-            y = layer(x.reshape(T * B, *x.shape[2:]))
-            return y.reshape(T, B, *y.shape[1:])
-
-        if spec.encoding == "current":
-            first = self.layers[0](obs)  # computed once, constant over the T steps
-            current = first.unsqueeze(0).expand(T, *first.shape)
-        else:
-            current = per_step(self.layers[0], encode(obs, T, spec.encoding, generator))
-        spikes, _ = neurons.spiking_layer(current, p)
+        T = spec.time_steps
+        spikes, _ = neurons.spiking_layer(self.input_current(obs, generator), p)
         all_spikes = [spikes]
         for layer in self.layers[1:]:
-            spikes, _ = neurons.spiking_layer(per_step(layer, spikes), p)
+            spikes, _ = neurons.spiking_layer(self.per_step(layer, spikes), p)
             all_spikes.append(spikes)
 
         readout, tiebreak = spec.readout, None
@@ -125,7 +129,7 @@ class SpikingQNetwork(nn.Module):
             # Q = W_out . mean_t S_L + b  (Liu): the head is linear, so average first.
             q = self.head(spikes.mean(dim=0))
         else:
-            out_current = per_step(self.head, spikes)
+            out_current = self.per_step(self.head, spikes)
             if readout in MEMBRANE_READOUTS:
                 trace = neurons.leaky_integrator(out_current, spec.tau_out)
                 if readout == "membrane_max":
@@ -186,9 +190,8 @@ def data_dependent_init(model: SpikingQNetwork, obs: torch.Tensor, target_rate: 
     """
     if not 0.0 < target_rate < 1.0:
         raise ValueError(f"target firing rate must lie in (0, 1), got {target_rate}")
-    spec, p = model.spec, model.spec.neuron
+    p = model.spec.neuron
     assert p is not None
-    T, B = spec.time_steps, obs.shape[0]
 
     def rate_of(current: torch.Tensor) -> float:
         return neurons.spiking_layer(current, p)[0].mean().item()
@@ -202,17 +205,10 @@ def data_dependent_init(model: SpikingQNetwork, obs: torch.Tensor, target_rate: 
 
     rates: list[float] = []
     with torch.no_grad():
-        spikes: torch.Tensor | None = None
+        spikes = torch.empty(0)
         for index, stage in enumerate(model.layers):
             synapse = stage[-1]  # the Conv2d / Linear that ends each hidden stage
-            if index == 0 and spec.encoding == "current":
-                first = stage(obs)  # constant over the T steps, as in run()
-                current = first.unsqueeze(0).expand(T, *first.shape)
-            else:
-                x = encode(obs, T, spec.encoding) if index == 0 else spikes
-                assert x is not None
-                y = stage(x.reshape(T * B, *x.shape[2:]))
-                current = y.reshape(T, B, *y.shape[1:])
+            current = model.input_current(obs) if index == 0 else model.per_step(stage, spikes)
             channel_dims = [d for d in range(current.dim()) if d != 2]
             view = [1, 1, -1] + [1] * (current.dim() - 3)
             weight_view = [-1] + [1] * (synapse.weight.dim() - 1)
