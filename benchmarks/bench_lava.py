@@ -1,4 +1,4 @@
-"""Lava backend figures for issue 6: agreement with the float64 reference, closed-loop return in
+"""Lava backend figures: agreement with the float64 reference, closed-loop return in
 fixed point, per-step time against Lava's bare run time, build time and memory.
 
 1. CartPole: each trained DSQN (default: the agents in examples/, else

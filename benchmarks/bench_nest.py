@@ -1,4 +1,4 @@
-"""NEST backend figures for issue 4: agreement with the reference, speed split, build and memory.
+"""NEST backend figures: agreement with the reference, speed split, build and memory.
 
 (a) CartPole, trained checkpoints (Liu DSQN, IF-DSQN with soft reset): episodes of
     CartPole-v1 with the NEST backend acting, one observation per call as in the closed loop;

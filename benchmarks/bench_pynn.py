@@ -1,5 +1,5 @@
 """PyNN backends: pyNN.nest against the float64 reference, its speed against the direct NEST
-backend, and sPyNNaker's virtual-board mapping (issue 7's closing figures).
+backend, and sPyNNaker's virtual-board mapping.
 
   nice -n 5 .venv/bin/python benchmarks/bench_pynn.py --json out/bench_pynn.json
 

@@ -1,4 +1,4 @@
-"""Acceptance check of the reference executor (issue 3): export every model kind to NIR, run
+"""Acceptance check of the reference executor: export every model kind to NIR, run
 the torch model and the reference on the same observations, print max |dQ|, action agreement
 and timings.
 

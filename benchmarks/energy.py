@@ -1,5 +1,5 @@
 """Synaptic operations and an energy estimate per observation (DESIGN.md "Metrics": ``sops``,
-the ANN's MACs, ``energy_est``; issue 8, part 2).
+the ANN's MACs, ``energy_est``).
 
 Why counts first and joules second: the counts (spikes, synaptic operations, MACs) are exact
 and come from what a backend actually did; the conversion to joules is a model with published
@@ -56,9 +56,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backends.base import Readout  # noqa: E402
 from backends.reference.ops import apply_synapse  # noqa: E402
 from exporters.canonical import SYNAPSES, Op, Plan, build_plan  # noqa: E402
-
-# ops where a synaptic chain ends: what arrives there is delivered, nothing is forwarded
-TERMINALS = ("neuron", "relu", "threshold", "output")
 
 
 # ---------------------------------------------------------------- energy figures

@@ -1,4 +1,4 @@
-"""FGSM robustness of DQNs and DSQNs (issue 8, after Chen et al. 2022): agreement and return vs eps.
+"""FGSM robustness of DQNs and DSQNs (after Chen et al. 2022): agreement and return vs eps.
 
 For every checkpoint and every perturbation size ``eps`` this measures
 

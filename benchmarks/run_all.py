@@ -114,7 +114,7 @@ ANCHORS = {
     "conversion": ("Hahn 2020: 81.6 % at T 500, 99.0 % at T 10,000 (CartPole); Tan 2020: 42.7–97.9 % at T 500 "
                    "(Atari), Pong 63.9 % (robust rate, p99.9) and 85.8 % (p99.99)"),
     "energy": "Liu 2022: DSQN ≈ 85 % of the conversion SNN's energy (two games)",
-    "forward": "issue 2 goal: DSQN T64 b1 ≤ 1.5 × DQN b64",
+    "forward": "goal: DSQN T64 b1 ≤ 1.5 × DQN b64",
     "robustness": "Chen 2022: DSQN more robust to FGSM than DQN (Atari)",
 }
 

@@ -1,4 +1,4 @@
-"""Conversion sweep: agreement and return vs T for every normalisation x readout (issue 5).
+"""Conversion sweep: agreement and return vs T for every normalisation x readout.
 
 One DQN, one calibration set and one held-out set; for each normalisation (model, data,
 robust), readout (robust_rate, spike_count, voltage) and T, the converted torch SNN gives

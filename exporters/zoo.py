@@ -15,7 +15,6 @@ from pipeline.checkpoint import Checkpoint
 from pipeline.models import build_model
 from pipeline.spec import MODEL_PRESETS, ModelSpec, NeuronParams, Preprocessing
 
-LIF_HARD = NeuronParams("lif", 2.0, 1.0, 0.0, "hard", 2.0)
 IF_SOFT = NeuronParams("if", 1.0, 1.0, 0.0, "soft", 2.0)
 
 # name -> ModelSpec fields beyond arch/obs/actions: the presets, every readout and encoding

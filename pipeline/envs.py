@@ -95,13 +95,6 @@ def default_preprocessing(env_id: str, scale_obs: bool) -> Preprocessing:
     return Preprocessing(offset=tuple(center.tolist()), scale=tuple((1.0 / half).tolist()))
 
 
-def obs_shape(env_id: str, atari: dict[str, Any] | None = None) -> tuple[int, ...]:
-    env = make_env(env_id, atari)
-    shape = tuple(int(x) for x in env.observation_space.shape)
-    env.close()
-    return shape
-
-
 def random_policy_observations(env_id: str, n: int, seed: int = 0) -> np.ndarray:
     """``n`` raw observations of ``env_id`` under a seeded uniform-random policy (benchmark inputs
     that need no trained agent, e.g. real Pong frames for a Nature-CNN network)."""

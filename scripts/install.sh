@@ -24,7 +24,7 @@ case ",${EXTRAS}," in
   *,all,*|*,lava,*)
     "$VENV/bin/pip" install --quiet -c constraints.txt --no-deps --ignore-requires-python "lava-nc==0.10.0" ;;
 esac
-# --- sPyNNaker (issue 7, --target pynn-spinnaker) -------------------------------------------
+# --- sPyNNaker (--target pynn-spinnaker) ----------------------------------------------------
 # Optional and separate: it installs into the same environment (numpy<2, scipy, PyNN 0.13 as
 # pinned; nothing already installed is replaced), is part of `all`, and can be left out with
 # EXTRAS that name neither `all` nor `spinnaker`.

@@ -33,9 +33,6 @@ from pathlib import Path
 
 from pipeline.errors import UserError, cli_entry
 
-ENV_VARS = ("SPINNAKER_MACHINE", "SPINNAKER_BOARD_VERSION", "SPALLOC_SERVER", "SPALLOC_USER", "SPALLOC_PORT",
-            "SPALLOC_MACHINE", "SPALLOC_GROUP", "SPINNAKER_VIRTUAL", "SPINNAKER_WIDTH", "SPINNAKER_HEIGHT",
-            "SPINNAKER_TIME_SCALE")
 MISSING = ("no SpiNNaker machine is configured: set SPINNAKER_MACHINE=<board host or IP> (and "
            "SPINNAKER_BOARD_VERSION, default 5), or SPALLOC_SERVER=<url> (and SPALLOC_USER), or "
            "SPINNAKER_VIRTUAL=1 to map onto a virtual board without running")
