@@ -249,67 +249,95 @@ def _add(a: _Linear, b: _Linear) -> _Linear:
 
 def lower(plan: Plan, *, fixed_point: bool = False) -> Layout:
     """Check that Lava can run ``plan`` and lay it out (see the module docstring)."""
-    T = plan.semantics.time_steps
-    by_name = {op.name: op for op in plan.ops}
-    host: set[str] = set()
-    host_order: list[str] = []
-    pops: dict[str, Population] = {}
-    linear: dict[str, _Linear] = {}  # non-host synaptic ops
-    direct: dict[str, list[tuple[str, bool]]] = {}  # pop -> [(src pop, via a synapse map?)]
     out_src = plan.readout_source
-
-    def value_of(name: str) -> _Linear:
-        if name in pops:
-            n = pops[name].n
-            return _Linear({name: sp.identity(n, format="csr")}, None)
-        return linear[name]
-
+    walk = _Walk()
     for op in plan.ops:
+        walk.add(op)
+    walk.add_readout(out_src, plan.semantics.reduce)
+    conns = _connections(walk.pops, walk.direct, fixed_point)
+    _assign_delays(walk.pops, conns)
+    if fixed_point:
+        by_name = {op.name: op for op in plan.ops}
+        for pop in walk.pops.values():
+            if pop.host:
+                pop.host_matrix, pop.host_bias = host_map(plan, pop.host, by_name)
+    return Layout(plan=plan, pops=walk.pops, conns=conns, host_ops=walk.host_order, readout_pop=out_src.name,
+                  time_steps=plan.semantics.time_steps)
+
+
+@dataclass
+class _Walk:
+    """The plan's ops sorted, in plan order, into the host region, synapse maps and populations."""
+
+    host: set[str] = field(default_factory=set)
+    host_order: list[str] = field(default_factory=list)
+    pops: dict[str, Population] = field(default_factory=dict)
+    linear: dict[str, _Linear] = field(default_factory=dict)  # non-host synaptic ops
+    # pop -> [(src pop, map or None, via a synapse map?)]
+    direct: dict[str, list[tuple[str, Matrix | None, bool]]] = field(default_factory=dict)
+
+    def add(self, op: Op) -> None:
         if op.kind == "input":
-            host.add(op.name)
-            host_order.append(op.name)
-            continue
-        if op.kind == "output":
-            continue
-        if op.kind == "relu":
+            self.host.add(op.name)
+            self.host_order.append(op.name)
+        elif op.kind == "output":
+            return
+        elif op.kind == "relu":
             raise UserError(f"node {op.name!r}: ReLU (a DQN graph) cannot run on Lava, which runs spiking "
                             "networks; convert the DQN first (convert-dqn)")
-        if op.kind in SYNAPSES:
-            if all(i in host for i in op.inputs):
-                host.add(op.name)
-                host_order.append(op.name)
-                continue
-            if any(i in host for i in op.inputs):
-                raise UserError(f"node {op.name!r}: a synaptic map that adds the input layer to a neuron "
-                                "layer's output is not supported by the Lava backend")
-            acc = value_of(op.inputs[0])
-            for other in op.inputs[1:]:
-                acc = _add(acc, value_of(other))
-            m, b = synapse_matrix(op)
-            terms = {k: (m @ v).tocsr() for k, v in acc.terms.items()}
-            bias = m @ acc.bias if acc.bias is not None else None
-            if b is not None:
-                bias = b if bias is None else bias + b
-            linear[op.name] = _Linear(terms, bias)
-            continue
-        # a population: neuron or Threshold op
-        pop = Population(name=op.name, kind="neuron" if op.kind == "neuron" else "threshold",
-                         shape=op.out_shape, step=op.neuron)
-        if op.kind == "threshold":
-            pop.threshold = op.params["threshold"]
-            pop.compare = op.params["compare"]
-        _wire(pop, op.inputs, host, pops, linear, direct)
-        pops[op.name] = pop
+        elif op.kind in SYNAPSES:
+            self.add_synapse(op)
+        else:  # a population: neuron or Threshold op
+            pop = Population(name=op.name, kind="neuron" if op.kind == "neuron" else "threshold",
+                             shape=op.out_shape, step=op.neuron)
+            if op.kind == "threshold":
+                pop.threshold = op.params["threshold"]
+                pop.compare = op.params["compare"]
+            self.add_population(pop, op.inputs)
 
-    if out_src.name in host:
-        raise UserError(f"the Output node reads {out_src.name!r}, which is computed from the input alone: "
-                        "the graph has no neuron layer for Lava to run")
-    if out_src.name in linear:  # Output reads a synaptic map: integrate its current
-        pop = Population(name=out_src.name, kind="identity", shape=out_src.out_shape)
-        _wire(pop, [out_src.name], host, pops, linear, direct)
-        pops[out_src.name] = pop
-    pops[out_src.name].readout = plan.semantics.reduce
+    def add_synapse(self, op: Op) -> None:
+        """A map computed from the input alone joins the host region; any other is composed into
+        the affine function of population outputs it computes."""
+        if all(i in self.host for i in op.inputs):
+            self.host.add(op.name)
+            self.host_order.append(op.name)
+            return
+        if any(i in self.host for i in op.inputs):
+            raise UserError(f"node {op.name!r}: a synaptic map that adds the input layer to a neuron "
+                            "layer's output is not supported by the Lava backend")
+        acc = self.value_of(op.inputs[0])
+        for other in op.inputs[1:]:
+            acc = _add(acc, self.value_of(other))
+        m, b = synapse_matrix(op)
+        terms = {k: (m @ v).tocsr() for k, v in acc.terms.items()}
+        bias = m @ acc.bias if acc.bias is not None else None
+        if b is not None:
+            bias = b if bias is None else bias + b
+        self.linear[op.name] = _Linear(terms, bias)
 
+    def add_population(self, pop: Population, inputs: list[str]) -> None:
+        _wire(pop, inputs, self.host, self.pops, self.linear, self.direct)
+        self.pops[pop.name] = pop
+
+    def add_readout(self, out_src: Op, reduce: str) -> None:
+        """Mark the population Output reads; a synaptic map read by Output gets an integrator."""
+        if out_src.name in self.host:
+            raise UserError(f"the Output node reads {out_src.name!r}, which is computed from the input alone: "
+                            "the graph has no neuron layer for Lava to run")
+        if out_src.name in self.linear:  # Output reads a synaptic map: integrate its current
+            self.add_population(Population(name=out_src.name, kind="identity", shape=out_src.out_shape),
+                                [out_src.name])
+        self.pops[out_src.name].readout = reduce
+
+    def value_of(self, name: str) -> _Linear:
+        if name in self.pops:
+            n = self.pops[name].n
+            return _Linear({name: sp.identity(n, format="csr")}, None)
+        return self.linear[name]
+
+
+def _connections(pops: dict[str, Population], direct: dict[str, list[tuple[str, Matrix | None, bool]]],
+                 fixed_point: bool) -> list[Connection]:
     conns: list[Connection] = []
     for name, pop in pops.items():
         for src, mat, via in direct.get(name, []):
@@ -317,13 +345,7 @@ def lower(plan: Plan, *, fixed_point: bool = False) -> Layout:
                 mat, via = sp.identity(pops[src].n, format="csr"), True
             conns.append(Connection(src=src, dst=name, matrix=mat if via else None,
                                     graded=pops[src].graded_out))
-    _assign_delays(pops, conns)
-    if fixed_point:
-        for pop in pops.values():
-            if pop.host:
-                pop.host_matrix, pop.host_bias = host_map(plan, pop.host, by_name)
-    return Layout(plan=plan, pops=pops, conns=conns, host_ops=host_order, readout_pop=out_src.name,
-                  time_steps=T)
+    return conns
 
 
 def _wire(pop: Population, inputs: list[str], host: set[str], pops: dict[str, Population],

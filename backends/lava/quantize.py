@@ -277,7 +277,59 @@ def quantize_layout(layout: Layout, input_bound: float = 1.0,
 
 def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, bool]], b: np.ndarray,
                   c: np.ndarray, T: int, split: bool = False) -> FixedPop:
-    name, n, st = pop.name, pop.n, pop.step
+    """One population through steps 2-6 of the module docstring (step 1 made ``maps``, ``b``, ``c``).
+
+    ``maps``: source -> (W', largest input value, quantised on chip?); ``b``: the folded bias b'.
+    """
+    consts = _Constants.of(pop)
+    bound, m_max = _worst_case(pop, maps, b, T, consts)
+    q, binding = _finest_unit(bound, m_max, b)
+    fp = FixedPop(name=pop.name, q=q, c=c)
+    if consts.v_th is not None:
+        fp.q = q = _threshold_unit(pop.name, consts.v_th, q, binding, m_max)
+        fp.threshold = np.round(consts.v_th / q).astype(np.int64)
+        rel = np.abs(fp.threshold * q - consts.v_th) / np.maximum(np.abs(consts.v_th), 1e-300)
+        fp.errors["threshold_rel"] = float(np.max(rel))
+    for key, (w, _, on_chip) in maps.items():
+        if on_chip:
+            fp.maps[key] = _quantize_map(pop.name, key, w, q, m_max[key], split)
+        else:
+            fp.maps[key] = FixedMap(key, None, 0, 0.0, 0.0, real=(w / q).tocsr())
+    if pop.kind == "neuron":
+        _reset_init_decay(fp, pop, consts)
+    _quantize_bias(fp, pop, b, split)
+    _error_summary(fp, b, bound, split)
+    return fp
+
+
+@dataclass(frozen=True)
+class _Constants:
+    """A population's real-valued fixed values per neuron (None where it has none)."""
+
+    v_th: np.ndarray | None = None
+    v_reset: np.ndarray | None = None
+    v_init: np.ndarray | None = None
+    v_sub: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, pop: Population) -> _Constants:
+        n, st = pop.n, pop.step
+        if pop.kind == "neuron":
+            assert st is not None
+            v_init, v_reset = _full(st.v_init, n), _full(st.v_reset, n)
+            if st.spiking:
+                return cls(v_th=_full(st.v_th, n), v_reset=v_reset, v_init=v_init, v_sub=_full(st.v_sub, n))
+            return cls(v_reset=v_reset, v_init=v_init)
+        if pop.kind == "threshold":
+            return cls(v_th=_full(pop.threshold, n))
+        return cls()
+
+
+def _worst_case(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, bool]], b: np.ndarray, T: int,
+                consts: _Constants) -> tuple[float, dict[str, float]]:
+    """Step 3's bound B of |state| (the charge accumulated over the neuron's memory plus its fixed
+    values), and the largest |W'| of every map quantised on chip."""
+    n, st = pop.n, pop.step
     R = np.abs(b).copy()
     m_max: dict[str, float] = {}
     for key, (w, xmax, on_chip) in maps.items():
@@ -285,23 +337,22 @@ def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, b
         if on_chip:
             m_max[key] = float(abs(w).max()) if w.nnz else 0.0
     r = float(R.max()) if n else 0.0
-    # worst-case |state|: charge accumulated over the memory of the neuron, plus its fixed values
-    v_th = v_reset = v_init = v_sub = None
     if pop.kind == "neuron":
-        assert st is not None
+        assert st is not None and consts.v_init is not None and consts.v_reset is not None
         horizon = T if st.tau is None else float(np.max(st.tau))
-        v_init, v_reset = _full(st.v_init, n), _full(st.v_reset, n)
-        fixed_vals = [np.abs(v_init).max(), np.abs(v_reset).max()]
-        if st.spiking:
-            v_th = _full(st.v_th, n)
-            v_sub = _full(st.v_sub, n)
-            fixed_vals += [np.abs(v_th).max(), np.abs(v_sub).max()]
-        bound = r * horizon + max(fixed_vals)
-    elif pop.kind == "threshold":
-        v_th = _full(pop.threshold, n)
-        bound = r + float(np.abs(v_th).max())
-    else:  # readout integrator: the sum over T of its current
-        bound = r * (T if pop.readout in ("sum", "mean") else 1)
+        fixed_vals = [np.abs(consts.v_init).max(), np.abs(consts.v_reset).max()]
+        if consts.v_th is not None and consts.v_sub is not None:
+            fixed_vals += [np.abs(consts.v_th).max(), np.abs(consts.v_sub).max()]
+        return r * horizon + max(fixed_vals), m_max
+    if pop.kind == "threshold":
+        assert consts.v_th is not None
+        return r + float(np.abs(consts.v_th).max()), m_max
+    # readout integrator: the sum over T of its current
+    return r * (T if pop.readout in ("sum", "mean") else 1), m_max
+
+
+def _finest_unit(bound: float, m_max: dict[str, float], b: np.ndarray) -> tuple[float, str]:
+    """Step 3's q_min and the constraint that binds it."""
     limits = {
         "state could overflow 24 bits": bound / STATE_MAX,
         "weights would saturate the 8-bit mantissa at exponent 7": max(m_max.values(), default=0.0) / (
@@ -313,44 +364,45 @@ def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, b
     q_min = limits[binding]
     if not q_min > 0:
         q_min = 1.0  # nothing flows into this layer: any unit will do
-    q = q_min
-    fp = FixedPop(name=name, q=q, c=c)
-    if v_th is not None:
-        uniform = bool(np.all(v_th == v_th[0]))
-        if uniform and v_th[0] > 0:
-            levels = math.floor(v_th[0] / q_min)
-            if levels < MIN_THRESHOLD_LEVELS:
-                raise UserError(
-                    f"node {name!r}: out of the fixed-point range: {binding} (threshold {v_th[0]:g} would "
-                    f"get {levels} levels, at least {MIN_THRESHOLD_LEVELS} needed; max |w|/threshold = "
-                    f"{max(m_max.values(), default=0.0) / v_th[0]:.3g})")
-            q = float(v_th[0] / levels)
-        else:
-            levels = float(np.min(np.abs(v_th[v_th != 0]))) / q_min if np.any(v_th != 0) else math.inf
-            if levels < MIN_THRESHOLD_LEVELS:
-                raise UserError(f"node {name!r}: out of the fixed-point range: {binding} (the smallest "
-                                f"threshold gets {levels:.1f} levels, at least {MIN_THRESHOLD_LEVELS} "
-                                "needed)")
-        fp.q = q
-        fp.threshold = np.round(v_th / q).astype(np.int64)
-        rel = np.abs(fp.threshold * q - v_th) / np.maximum(np.abs(v_th), 1e-300)
-        fp.errors["threshold_rel"] = float(np.max(rel))
-    for key, (w, _, on_chip) in maps.items():
-        if on_chip:
-            fp.maps[key] = _quantize_map(name, key, w, q, m_max[key], split)
-        else:
-            fp.maps[key] = FixedMap(key, None, 0, 0.0, 0.0, real=(w / q).tocsr())
-    if pop.kind == "neuron":
-        assert st is not None and v_init is not None and v_reset is not None
-        fp.v_init = np.round(v_init / q).astype(np.int64)
-        fp.v_reset = np.round(v_reset / q).astype(np.int64)
-        if v_sub is not None:
-            fp.v_sub = np.round(v_sub / q).astype(np.int64)
-        if st.tau is not None:
-            tau = _full(st.tau, n)
-            fp.dv = np.round(DECAY_UNITY / tau).astype(np.int64)
-            fp.errors["decay_abs"] = float(np.max(np.abs(fp.dv / DECAY_UNITY - 1.0 / tau)))
-    # bias: per-neuron 13-bit mantissa and exponent in [0, 7]
+    return q_min, binding
+
+
+def _threshold_unit(name: str, v_th: np.ndarray, q_min: float, binding: str, m_max: dict[str, float]) -> float:
+    """Step 3 for a spiking population: one positive threshold becomes an exact integer; too few
+    threshold levels at q_min is a UserError naming the binding constraint."""
+    if bool(np.all(v_th == v_th[0])) and v_th[0] > 0:
+        levels = math.floor(v_th[0] / q_min)
+        if levels < MIN_THRESHOLD_LEVELS:
+            raise UserError(
+                f"node {name!r}: out of the fixed-point range: {binding} (threshold {v_th[0]:g} would "
+                f"get {levels} levels, at least {MIN_THRESHOLD_LEVELS} needed; max |w|/threshold = "
+                f"{max(m_max.values(), default=0.0) / v_th[0]:.3g})")
+        return float(v_th[0] / levels)
+    levels_f = float(np.min(np.abs(v_th[v_th != 0]))) / q_min if np.any(v_th != 0) else math.inf
+    if levels_f < MIN_THRESHOLD_LEVELS:
+        raise UserError(f"node {name!r}: out of the fixed-point range: {binding} (the smallest "
+                        f"threshold gets {levels_f:.1f} levels, at least {MIN_THRESHOLD_LEVELS} "
+                        "needed)")
+    return q_min
+
+
+def _reset_init_decay(fp: FixedPop, pop: Population, consts: _Constants) -> None:
+    """Steps 2 and 6: reset, subtrahend and initial values on the state grid; the 12-bit decay."""
+    st, q = pop.step, fp.q
+    assert st is not None and consts.v_init is not None and consts.v_reset is not None
+    fp.v_init = np.round(consts.v_init / q).astype(np.int64)
+    fp.v_reset = np.round(consts.v_reset / q).astype(np.int64)
+    if consts.v_sub is not None:
+        fp.v_sub = np.round(consts.v_sub / q).astype(np.int64)
+    if st.tau is not None:
+        tau = _full(st.tau, pop.n)
+        fp.dv = np.round(DECAY_UNITY / tau).astype(np.int64)
+        fp.errors["decay_abs"] = float(np.max(np.abs(fp.dv / DECAY_UNITY - 1.0 / tau)))
+
+
+def _quantize_bias(fp: FixedPop, pop: Population, b: np.ndarray, split: bool) -> None:
+    """Step 5: per-neuron 13-bit mantissa and exponent in [0, 7]; with ``split``, the residual."""
+    q = fp.q
     mag = np.abs(b) / q
     with np.errstate(divide="ignore"):
         bexp = np.where(mag > BIAS_MANT_MAX, np.ceil(np.log2(np.maximum(mag, 1e-300) / BIAS_MANT_MAX)), 0)
@@ -362,8 +414,13 @@ def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, b
     # of their window (delay >= 1), or whose host adds it, can use it
     if split and (pop.host or pop.delay >= 1):
         res = np.round(b / q).astype(np.int64) - fp.bias
-        assert np.abs(res).max(initial=0) <= 2 ** (BIAS_EXP_MAX - 1), (name, np.abs(res).max())
+        assert np.abs(res).max(initial=0) <= 2 ** (BIAS_EXP_MAX - 1), (pop.name, np.abs(res).max())
         fp.bias_res = res if np.any(res != 0) else None
+
+
+def _error_summary(fp: FixedPop, b: np.ndarray, bound: float, split: bool) -> None:
+    """What the rounding cost, for ``inspect-nir --target lava-fixed`` and the benchmarks."""
+    q = fp.q
     fp.errors["bias_abs_in_lsb"] = float(np.max(np.abs(fp.bias_total * q - b), initial=0.0) / q)
     fp.bound_lsb = bound / q
     rel = [m.rel_err_max for m in fp.maps.values()]
@@ -371,7 +428,6 @@ def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, b
     fp.errors["weight_rel_rms"] = max((m.rel_err_rms for m in fp.maps.values()), default=0.0)
     if split:
         fp.errors["weight_exp_lo_clipped"] = float(any(m.exp_lo_clipped for m in fp.maps.values()))
-    return fp
 
 
 def _quantize_map(name: str, src: str, w: sp.csr_matrix, q: float, m: float,
@@ -448,25 +504,9 @@ def loihi2_resources(layout: Layout, quant: dict[str, FixedPop] | None = None) -
     rows = []
     total_cores = 0
     fits = True
-
-    def sets(dst: str, src: str) -> int:  # a float host map is counted as one set too
-        return max(1, quant[dst].maps[src].sets) if quant is not None and src in quant[dst].maps else 1
-
     for name, pop in layout.pops.items():
         n = pop.n
-        fan = np.zeros(n, dtype=np.int64)
-        if quant is not None and quant[name].bias_res is not None:
-            fan += quant[name].bias_res != 0  # one synapse from the bias source (or host) per neuron
-        for conn in incoming.get(name, []):
-            if conn.matrix is not None:
-                fan += np.diff(conn.matrix.indptr) * sets(name, conn.src)
-        if pop.host:
-            if pop.host_matrix is None:
-                from backends.lava.lowering import host_map
-
-                by_name = {op.name: op for op in layout.plan.ops}
-                pop.host_matrix, pop.host_bias = host_map(layout.plan, pop.host, by_name)
-            fan += np.diff(pop.host_matrix.indptr) * sets(name, "<host>")
+        fan = _fan_in(layout, pop, incoming.get(name, []), quant)
         synapses = int(fan.sum())
         max_fan = int(fan.max()) if n else 0
         row: dict[str, Any] = {"name": name, "neurons": n, "synapses": synapses, "max_fan_in": max_fan}
@@ -478,14 +518,7 @@ def loihi2_resources(layout: Layout, quant: dict[str, FixedPop] | None = None) -
         else:
             per_core = min(LOIHI2["neurons_per_core"],
                            LOIHI2["synapses_per_core"] // max(max_fan, 1))
-            # pack neurons in order until either limit is hit (fan-in varies at conv borders)
-            cores, used_n, used_s = 1 if n else 0, 0, 0
-            for f in fan:
-                if used_n + 1 > LOIHI2["neurons_per_core"] or used_s + int(f) > LOIHI2["synapses_per_core"]:
-                    cores += 1
-                    used_n, used_s = 0, 0
-                used_n += 1
-                used_s += int(f)
+            cores = _pack(fan)
             row["cores"] = cores
             row["neurons_per_core_at_max_fan_in"] = per_core
             total_cores += cores
@@ -497,3 +530,39 @@ def loihi2_resources(layout: Layout, quant: dict[str, FixedPop] | None = None) -
     chips = math.ceil(total_cores / LOIHI2["cores_per_chip"]) if fits else None
     return {"layers": rows, "total_cores": total_cores if fits else None, "chips": chips,
             "limits": {k: v for k, v in LOIHI2.items() if k != "sources"}, "sources": LOIHI2["sources"]}
+
+
+def _fan_in(layout: Layout, pop: Population, incoming: list, quant: dict[str, FixedPop] | None) -> np.ndarray:
+    """Synapses per neuron of ``pop``: its incoming maps (a split map twice), the host-fed map and,
+    with weight splitting, the bias residual synapse."""
+    def sets(src: str) -> int:  # a float host map is counted as one set too
+        maps = quant[pop.name].maps if quant is not None else {}
+        return max(1, maps[src].sets) if src in maps else 1
+
+    fan = np.zeros(pop.n, dtype=np.int64)
+    if quant is not None and quant[pop.name].bias_res is not None:
+        fan += quant[pop.name].bias_res != 0  # one synapse from the bias source (or host) per neuron
+    for conn in incoming:
+        if conn.matrix is not None:
+            fan += np.diff(conn.matrix.indptr) * sets(conn.src)
+    if pop.host:
+        if pop.host_matrix is None:
+            from backends.lava.lowering import host_map
+
+            by_name = {op.name: op for op in layout.plan.ops}
+            pop.host_matrix, pop.host_bias = host_map(layout.plan, pop.host, by_name)
+        fan += np.diff(pop.host_matrix.indptr) * sets("<host>")
+    return fan
+
+
+def _pack(fan: np.ndarray) -> int:
+    """Cores for neurons with fan-in ``fan``, packed in order until either per-core limit is hit
+    (fan-in varies at conv borders)."""
+    cores, used_n, used_s = 1 if len(fan) else 0, 0, 0
+    for f in fan:
+        if used_n + 1 > LOIHI2["neurons_per_core"] or used_s + int(f) > LOIHI2["synapses_per_core"]:
+            cores += 1
+            used_n, used_s = 0, 0
+        used_n += 1
+        used_s += int(f)
+    return cores

@@ -54,30 +54,9 @@ def lava_report(plan: Plan, input_bound: float | None = None, host_weights: str 
         if "note" in cores[name]:
             row["note"] = cores[name]["note"]
         if quant is not None:
-            fp = quant[name]
-            row.update({
-                "state_unit": fp.q,
-                "threshold_lsb": None if fp.threshold is None else int(fp.threshold.max()),
-                "weight_exp": {k: m.exp for k, m in fp.maps.items() if m.mant is not None},
-                "weight_err_rel_max": fp.errors.get("weight_rel_max", 0.0),
-                "weight_err_rel_rms": fp.errors.get("weight_rel_rms", 0.0),
-                "bias_err_lsb": fp.errors.get("bias_abs_in_lsb", 0.0),
-                "decay_err": fp.errors.get("decay_abs", 0.0),
-                "threshold_err_rel": fp.errors.get("threshold_rel", 0.0),
-                "state_headroom_bits": math.log2(STATE_MAX / max(fp.bound_lsb, 1e-300)),
-            })
+            row.update(_fixed_columns(quant[name]))
         if split is not None:
-            sp_ = split[name]
-            row["split"] = {
-                "weight_exp_lo": {k: m.exp_lo for k, m in sp_.maps.items() if m.lo is not None},
-                "exp_lo_clipped": [k for k, m in sp_.maps.items() if m.exp_lo_clipped],
-                "weight_err_rel_max": sp_.errors.get("weight_rel_max", 0.0),
-                "weight_err_rel_rms": sp_.errors.get("weight_rel_rms", 0.0),
-                "bias_err_lsb": sp_.errors.get("bias_abs_in_lsb", 0.0),
-                "bias_residual_synapses": int((sp_.bias_res != 0).sum()) if sp_.bias_res is not None else 0,
-                "synapses": cores_split[name]["synapses"], "max_fan_in": cores_split[name]["max_fan_in"],
-                "cores": cores_split[name]["cores"],
-            }
+            row["split"] = _split_columns(split[name], cores_split[name])
         rows.append(row)
     out: dict[str, Any] = {
         "layers": rows,
@@ -93,6 +72,35 @@ def lava_report(plan: Plan, input_bound: float | None = None, host_weights: str 
     if fixed_error:
         out["fixed_point_error"] = fixed_error
     return out
+
+
+def _fixed_columns(fp: FixedPop) -> dict[str, Any]:
+    """A layer's state unit, exponents and rounding errors at the report's ``weight_bits``."""
+    return {
+        "state_unit": fp.q,
+        "threshold_lsb": None if fp.threshold is None else int(fp.threshold.max()),
+        "weight_exp": {k: m.exp for k, m in fp.maps.items() if m.mant is not None},
+        "weight_err_rel_max": fp.errors.get("weight_rel_max", 0.0),
+        "weight_err_rel_rms": fp.errors.get("weight_rel_rms", 0.0),
+        "bias_err_lsb": fp.errors.get("bias_abs_in_lsb", 0.0),
+        "decay_err": fp.errors.get("decay_abs", 0.0),
+        "threshold_err_rel": fp.errors.get("threshold_rel", 0.0),
+        "state_headroom_bits": math.log2(STATE_MAX / max(fp.bound_lsb, 1e-300)),
+    }
+
+
+def _split_columns(fp: FixedPop, cores: dict[str, Any]) -> dict[str, Any]:
+    """The same layer under weight splitting (16 bits): lo exponents, errors, synapses and cores."""
+    return {
+        "weight_exp_lo": {k: m.exp_lo for k, m in fp.maps.items() if m.lo is not None},
+        "exp_lo_clipped": [k for k, m in fp.maps.items() if m.exp_lo_clipped],
+        "weight_err_rel_max": fp.errors.get("weight_rel_max", 0.0),
+        "weight_err_rel_rms": fp.errors.get("weight_rel_rms", 0.0),
+        "bias_err_lsb": fp.errors.get("bias_abs_in_lsb", 0.0),
+        "bias_residual_synapses": int((fp.bias_res != 0).sum()) if fp.bias_res is not None else 0,
+        "synapses": cores["synapses"], "max_fan_in": cores["max_fan_in"],
+        "cores": cores["cores"],
+    }
 
 
 def print_lava_report(info: dict[str, Any]) -> None:

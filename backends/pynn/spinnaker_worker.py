@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -161,9 +162,74 @@ def conv_check(sim: Any, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return results
 
 
+Reply = Callable[..., None]
+
+
+def map_only(sim: Any, meta: dict[str, Any], labels: set[str], reply: Reply) -> None:
+    """Map the network without running it (virtual board) and reply with the resources it took."""
+    t0 = time.perf_counter()
+    sim.run(int(meta["run_steps"]) * float(meta["timestep_ms"]))
+    res = resources(labels, time.perf_counter() - t0)
+    sim.end()
+    reply(ok=True, resources=res)
+
+
+def set_input(data: Any, pops: dict[str, Any], sources: dict[str, Any]) -> None:
+    """One observation's host currents (``i_offset/POP``) and input spike trains (``spikes/in_*``)."""
+    for key in data.files:
+        kind, name = key.split("/", 1)[0], key.split("/", 1)[1]
+        if kind == "i_offset":
+            pops[name].set(i_offset=data[key])
+    for tag in ("in_pos", "in_neg"):
+        if f"spikes/{tag}/neuron" in data.files:
+            ids, t = data[f"spikes/{tag}/neuron"], data[f"spikes/{tag}/time"]
+            times = [sorted(t[ids == j].tolist()) for j in range(sources[tag].size)]
+            sources[tag].set(spike_times=times)
+
+
+def recorded(meta: dict[str, Any], pops: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Every population's spikes (neuron, time ms) and, where recorded, its membrane per step."""
+    steps, ts = int(meta["run_steps"]), float(meta["timestep_ms"])
+    arrays = {}
+    for p in meta["pops"]:
+        pop = pops[p["name"]]
+        spikes = pop.spinnaker_get_data("spikes")  # [[neuron, time ms], ...]
+        arrays[f"spikes/{p['name']}/neuron"] = spikes[:, 0].astype(np.int64)
+        arrays[f"spikes/{p['name']}/time"] = spikes[:, 1].astype(np.float64)
+        if p["record_v"]:
+            v = pop.spinnaker_get_data("v")  # [[neuron, time ms, value], ...]
+            trace = np.full((steps, p["size"]), np.nan)
+            trace[np.rint(v[:, 1] / ts).astype(np.int64), v[:, 0].astype(np.int64)] = v[:, 2]
+            arrays[f"v/{p['name']}"] = trace
+    return arrays
+
+
+def serve(sim: Any, meta: dict[str, Any], pops: dict[str, Any], sources: dict[str, Any], labels: set[str],
+          reply: Reply, requests: TextIO) -> None:
+    """Reply ``ready``, then run one observation per ``run`` request until ``close`` or end of input."""
+    steps, ts = int(meta["run_steps"]), float(meta["timestep_ms"])
+    reply(ok=True, ready=True)
+    mapped = False
+    for line in requests:
+        msg = json.loads(line)
+        if msg.get("cmd") == "close":
+            break
+        with np.load(msg["input"]) as data:
+            set_input(data, pops, sources)
+        t0 = time.perf_counter()
+        sim.run(steps * ts)
+        extra: dict[str, Any] = {}
+        if not mapped:
+            extra["resources"] = resources(labels, time.perf_counter() - t0)
+            mapped = True
+        np.savez(msg["output"], **recorded(meta, pops))
+        sim.reset()  # state back to the initial values, time to 0: nothing carries over
+        reply(ok=True, output=msg["output"], **extra)
+    sim.end()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    map_only = "--map-only" in args
     folder = Path([a for a in args if not a.startswith("--")][0]).resolve()
     out = _reply_stream()
 
@@ -184,52 +250,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         meta, pops, sources = build(sim, folder)
         labels = set(pops) | set(sources)
-        steps = int(meta["run_steps"])
-        ts = float(meta["timestep_ms"])
-        if map_only:
-            t0 = time.perf_counter()
-            sim.run(steps * ts)
-            res = resources(labels, time.perf_counter() - t0)
-            sim.end()
-            reply(ok=True, resources=res)
-            return 0
-        reply(ok=True, ready=True)
-        mapped = False
-        for line in sys.stdin:
-            msg = json.loads(line)
-            if msg.get("cmd") == "close":
-                break
-            with np.load(msg["input"]) as data:
-                for key in data.files:
-                    kind, name = key.split("/", 1)[0], key.split("/", 1)[1]
-                    if kind == "i_offset":
-                        pops[name].set(i_offset=data[key])
-                for tag in ("in_pos", "in_neg"):
-                    if f"spikes/{tag}/neuron" in data.files:
-                        ids, t = data[f"spikes/{tag}/neuron"], data[f"spikes/{tag}/time"]
-                        times = [sorted(t[ids == j].tolist()) for j in range(sources[tag].size)]
-                        sources[tag].set(spike_times=times)
-            t0 = time.perf_counter()
-            sim.run(steps * ts)
-            extra: dict[str, Any] = {}
-            if not mapped:
-                extra["resources"] = resources(labels, time.perf_counter() - t0)
-                mapped = True
-            arrays = {}
-            for p in meta["pops"]:
-                pop = pops[p["name"]]
-                spikes = pop.spinnaker_get_data("spikes")  # [[neuron, time ms], ...]
-                arrays[f"spikes/{p['name']}/neuron"] = spikes[:, 0].astype(np.int64)
-                arrays[f"spikes/{p['name']}/time"] = spikes[:, 1].astype(np.float64)
-                if p["record_v"]:
-                    v = pop.spinnaker_get_data("v")  # [[neuron, time ms, value], ...]
-                    trace = np.full((steps, p["size"]), np.nan)
-                    trace[np.rint(v[:, 1] / ts).astype(np.int64), v[:, 0].astype(np.int64)] = v[:, 2]
-                    arrays[f"v/{p['name']}"] = trace
-            np.savez(msg["output"], **arrays)
-            sim.reset()  # state back to the initial values, time to 0: nothing carries over
-            reply(ok=True, output=msg["output"], **extra)
-        sim.end()
+        if "--map-only" in args:
+            map_only(sim, meta, labels, reply)
+        else:
+            serve(sim, meta, pops, sources, labels, reply, sys.stdin)
         return 0
     except Exception as exc:  # report sPyNNaker's own error types as one line to the host
         import traceback
