@@ -130,16 +130,13 @@ class LavaBackend:
     Fixed point only: ``weight_bits=16`` splits every synapse map (the host-fed one too unless
     ``host_weights="float"``) into two 8-bit synapse sets, a 16-bit weight
     (backends.lava.quantize, "Weight splitting"); the default 8 is one set per map.
-
-    ``free_run=True`` builds the same network without observation windows (no resets, no
-    records, input read once): the baseline for Lava's bare run time (:meth:`bare_run`).
     """
 
     def __init__(self, graph: nir.NIRGraph | Plan, *, precision: str = "floating_pt",
                  convention: str | None = None, time_steps: int | None = None, dt: float | None = None,
                  readout: str | None = None,
                  batch_size: int | None = None, input_bound: float | None = None, host_weights: str = "8bit",
-                 weight_bits: int = 8, free_run: bool = False):
+                 weight_bits: int = 8):
         check_choice("Lava precision", precision, PRECISIONS)
         self.weight_bits = check_weight_bits(weight_bits)
         if self.weight_bits != 8 and precision != "fixed_pt":
@@ -154,7 +151,6 @@ class LavaBackend:
         self.obs_shape = self.plan.op(self.plan.input).out_shape
         self.layout: Layout = lower(self.plan, fixed_point=self.fixed)
         self.period = self.layout.period
-        self.free_run = free_run
         if input_bound is not None and not input_bound > 0:
             raise UserError(f"input bound must be positive, got {input_bound}")
         self.input_bound = input_bound or default_input_bound(self.plan)
@@ -214,6 +210,10 @@ class LavaBackend:
             p.update(reset=st.reset, compare=st.compare, multi_spike=st.multi_spike, syn_order=st.syn_order)
         return p
 
+    def _window_period(self) -> int:
+        """Steps of one observation window the populations count (0: no windows, free running)."""
+        return self.period
+
     def _build(self) -> None:
         from backends.lava.processes import MODELS, Population as PopProc, SynapseMap
         from lava.magma.core.run_configs import Loihi2SimCfg
@@ -223,7 +223,7 @@ class LavaBackend:
         procs: dict[str, Any] = {}
         for name, pop in lay.pops.items():
             rec = self._record_len(pop)
-            procs[name] = PopProc(n=pop.n, kind=pop.kind, period=0 if self.free_run else self.period,
+            procs[name] = PopProc(n=pop.n, kind=pop.kind, period=self._window_period(),
                                   delay=pop.delay, T=self.T, record_len=rec,
                                   payload_len=self._payload_len(pop), buffer=self.batch,
                                   params=self._pop_params(pop), name=name)
@@ -369,10 +369,7 @@ class LavaBackend:
     def _check(self, obs: np.ndarray, input_spikes: np.ndarray | None) -> np.ndarray:
         if self._broken or self._rt.closed:
             raise RuntimeError("this Lava backend was closed (or its runtime failed); build a new one")
-        obs = check_batch(obs, self.obs_shape, self.plan.input, self.T, input_spikes)
-        if self.free_run:
-            raise RuntimeError("a free-running LavaBackend only measures bare_run()")
-        return obs
+        return check_batch(obs, self.obs_shape, self.plan.input, self.T, input_spikes)
 
     def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Readout:
         """backends.base.Backend.run: ``obs`` ``[N, *obs_shape]`` -> Readout (q float64, actions)."""
@@ -457,24 +454,6 @@ class LavaBackend:
         for name in self.spiking_ops:
             spikes.setdefault(name, np.zeros((N, *self.by_name[name].out_shape), np.int64))
         return Readout(q=q, action=action, spikes={k: spikes[k] for k in self.spiking_ops})
-
-    def bare_run(self, obs: np.ndarray, steps: int) -> float:
-        """Seconds of ``RunSteps(steps)`` on a free-running backend (input sent before timing)."""
-        if not self.free_run:
-            raise RuntimeError("bare_run needs LavaBackend(..., free_run=True)")
-        obs = np.asarray(obs)[None] if np.asarray(obs).ndim == len(self.obs_shape) else np.asarray(obs)
-        if not getattr(self, "_fed", False):
-            spikes = None
-            if self.series:
-                spikes = encode(torch.as_tensor(obs[:1]), self.T, self.sem.encoding,
-                                torch.Generator().manual_seed(self.sem.encoding_seed)).numpy()
-            payloads = self._host_values(obs[:1], spikes)
-            for pop in self.host_pops:
-                self.procs[pop.name].host_in.external_pipe_csp_send_port.send(payloads[pop.name][0])
-            self._fed = True
-        t0 = time.perf_counter()
-        self._run_steps(steps)
-        return time.perf_counter() - t0
 
     def close(self) -> None:
         """Stop the runtime (killing its processes if ``stop()`` hangs); idempotent."""
