@@ -1,0 +1,126 @@
+"""The torch models of the fixed-point targets equal those targets spike for spike and in Q:
+``LoihiFixedTorch`` against the Lava fixed_pt models (``--target lava-fixed``, 8-bit and 16-bit
+split) and against ``run-backend --target lava-fixed``; ``SpiNNakerFixedTorch`` against the
+sPyNNaker s16.15 emulation; on zoo graphs and on the bundled examples exported."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from backends.lava.torch_fixed import LoihiFixedTorch, decay_t, shift_t
+from backends.lava.quantize import decay, shift
+from backends.pynn.fixedpoint import FixedPointSpiNNaker
+from backends.pynn.torch_fixed import SpiNNakerFixedTorch
+from exporters.canonical import build_plan
+from exporters.nirio import write_graph
+from exporters.to_nir import model_to_nir
+from exporters.zoo import cartpole_obs, make_checkpoint
+from pipeline.checkpoint import load_checkpoint
+
+try:
+    version("lava-nc")
+    HAVE_LAVA = True
+except PackageNotFoundError:
+    HAVE_LAVA = False
+needs_lava = pytest.mark.skipif(not HAVE_LAVA, reason="lava-nc not installed")
+pytestmark = pytest.mark.timeout(240)
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def zoo_plan(kind: str, gain: float = 8.0, T: int = 8, hidden=(24, 24)):
+    return build_plan(model_to_nir(make_checkpoint(kind, seed=1, hidden=hidden, time_steps=T, gain=gain)))
+
+
+def example_obs(name: str, n: int, seed: int = 3) -> np.ndarray:
+    if name.startswith("mountaincar"):  # observations scaled to [-1, 1] by the graph's preprocessing
+        g = torch.Generator().manual_seed(seed)
+        return (torch.rand((n, 2), generator=g) * 2 - 1).numpy()
+    return cartpole_obs(n, seed=seed).numpy()
+
+
+def assert_same(a, b) -> None:
+    assert np.array_equal(a.action, b.action)
+    assert np.array_equal(a.q, b.q), np.abs(a.q - b.q).max()
+    assert set(a.spikes) == set(b.spikes)
+    for k in a.spikes:
+        assert np.array_equal(a.spikes[k], b.spikes[k]), k
+
+
+def test_integer_primitives_match_the_quantiser() -> None:
+    v = np.arange(-5000, 5000, 7)
+    for dv in (0, 1, 1365, 2048, 4095):
+        assert np.array_equal(decay_t(torch.as_tensor(v, dtype=torch.float64), torch.tensor(float(dv))).numpy(),
+                              decay(v, np.array(dv)))
+    for e in range(-8, 8):
+        assert np.array_equal(shift_t(torch.as_tensor(v, dtype=torch.float64), e).numpy(), shift(v, e))
+
+
+@needs_lava
+@pytest.mark.parametrize("kind, gain, bits", [
+    ("liu", 8.0, 8), ("liu", 8.0, 16), ("hahn", 3.0, 8), ("hahn", 3.0, 16), ("chen", 8.0, 8),
+    ("lif_soft_rate", 8.0, 8), ("spike_count", 8.0, 8), ("robust_rate_lif", 8.0, 16), ("poisson", 8.0, 8)])
+def test_torch_model_equals_lava_fixed_on_zoo_graphs(kind: str, gain: float, bits: int) -> None:
+    from backends.lava.backend import LavaBackend
+
+    plan = zoo_plan(kind, gain)
+    obs = cartpole_obs(30, seed=6).numpy()
+    mine = LoihiFixedTorch(plan, weight_bits=bits).run(obs)
+    backend = LavaBackend(plan, precision="fixed_pt", batch_size=15, weight_bits=bits)
+    try:
+        lava = backend.run(obs)
+    finally:
+        backend.close()
+    assert sum(int(v.sum()) for v in lava.spikes.values()) > 0
+    assert_same(mine, lava)
+
+
+@needs_lava
+@pytest.mark.parametrize("name, bits", [("cartpole_dsqn", 8), ("cartpole_if_dsqn", 8), ("cartpole_if_dsqn", 16),
+                                        ("mountaincar_dsqn", 8), ("mountaincar_dsqn", 16)])
+def test_torch_model_equals_lava_fixed_on_the_examples(name: str, bits: int) -> None:
+    from backends.lava.backend import LavaBackend
+
+    graph = model_to_nir(load_checkpoint(EXAMPLES / f"{name}.pt"))
+    obs = example_obs(name, 40)
+    mine = LoihiFixedTorch(graph, weight_bits=bits).run(obs)
+    backend = LavaBackend(graph, precision="fixed_pt", batch_size=20, weight_bits=bits)
+    try:
+        lava = backend.run(obs)
+    finally:
+        backend.close()
+    assert_same(mine, lava)
+
+
+@needs_lava
+def test_torch_model_equals_run_backend_lava_fixed(tmp_path) -> None:
+    from backends.base import Readout
+    from backends.cli import main as run_backend
+
+    graph = model_to_nir(load_checkpoint(EXAMPLES / "cartpole_dsqn.pt"))
+    write_graph(graph, tmp_path / "g.nir")
+    obs = example_obs("cartpole_dsqn", 25, seed=11).astype(np.float32)
+    np.save(tmp_path / "obs.npy", obs)
+    code = run_backend(["--target", "lava-fixed", str(tmp_path / "g.nir"), "--inputs", str(tmp_path / "obs.npy"),
+                        "--out", str(tmp_path / "r.npz")])
+    assert code == 0
+    cli = Readout.load(tmp_path / "r.npz")
+    assert_same(LoihiFixedTorch(graph).run(obs), cli)
+
+
+@pytest.mark.parametrize("source", ["liu", "chen", "if_hard_rate", "poisson", "cartpole_dsqn", "mountaincar_dsqn"])
+def test_torch_model_equals_the_spinnaker_emulation(source: str) -> None:
+    if source in ("cartpole_dsqn", "mountaincar_dsqn"):
+        graph = model_to_nir(load_checkpoint(EXAMPLES / f"{source}.pt"))
+        obs = example_obs(source, 30)
+    else:
+        graph = model_to_nir(make_checkpoint(source, seed=1, hidden=(24, 24), gain=6.0))
+        obs = cartpole_obs(30, seed=4).numpy()
+    ref = FixedPointSpiNNaker(graph).run(obs)
+    mine = SpiNNakerFixedTorch(graph).run(obs)
+    assert sum(int(v.sum()) for v in ref.spikes.values()) > 0
+    assert_same(mine, ref)
