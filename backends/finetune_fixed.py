@@ -1,0 +1,430 @@
+"""``finetune-fixed``: hardware-aware fine-tuning of a spiking Q-network for lava-fixed (Loihi 2, 8 bit).
+
+```
+finetune-fixed model.pt -o model.loihi.pt [--episodes 20] [--epochs 30] [--margin 0.02] [--seed 0]
+```
+
+Why: 8-bit mantissas with one exponent per layer move the Q-values of a float-trained agent by a
+few percent of max |Q|, while the actions of a CartPole agent are often decided by 0.1 %, so
+plain quantisation flips 20-50 % of the actions (docs/LAVA.md). Here the network is trained
+*through* lava-fixed's own arithmetic and then written back on the 8-bit grid, so that its
+float model and its Loihi 2 model compute nearly the same thing and both act as the float agent did.
+
+How (the choices, documented in docs/LAVA.md, "Hardware-aware fine-tuning"):
+
+* **Forward** = lava-fixed's integers (backends.lava.torch_fixed, bit-exact with the Lava
+  models), with the quantisation chosen by the real pipeline (export -> lower ->
+  ``quantize_layout``) for the current weights, re-chosen every epoch. Mantissas, bias
+  mantissas, the host current's rounding, the decay's truncation and the right shifts are
+  rounded straight-through; spikes use the model's own ATan surrogate (in volts).
+* **Loss** = distillation from the float agent on recorded observations, not the Q-learning
+  loss: the float agent already acts well, and what is to be kept is its behaviour. The
+  observations come from its own greedy episodes with epsilon-random actions (so that the
+  states just off its path are covered too). Per observation: squared Q error (scaled by the
+  agent's Q range) plus a hinge that asks the fixed-point Q of the agent's action to exceed
+  every other action's by ``margin`` (a fraction of the Q range): a near-tie in the float agent
+  becomes a clear decision that 24-bit rounding cannot flip.
+* **Written back on the grid**: each weight becomes exactly ``mant * q * 2**e / c`` and each bias
+  ``mant * 2**exp * q / c`` (stored in float32, rounded toward zero so that re-quantising the
+  checkpoint picks the same grid); the float model then differs from lava-fixed only by the
+  24-bit state's roundings (host current, leak truncation). The result is a normal checkpoint:
+  ``export-nir`` and every backend run it.
+
+A network this cannot fine-tune (a DQN, a convolutional layer or any layer not fed by exactly
+one linear map, a neuron lava-fixed does not implement, weights or states out of Loihi 2's
+ranges) gets one ``error:`` line naming the layer and the limit (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from backends.lava.backend import default_input_bound
+from backends.lava.lowering import Layout, lower
+from backends.lava.quantize import BIAS_MANT_MAX, WEIGHT_MANT, FixedPop, input_scale, quantize_layout
+from backends.lava.torch_fixed import HOST, LoihiFixedTorch, readout_q, simulate, ste
+from exporters.canonical import Plan, build_plan
+from exporters.to_nir import model_to_nir
+from pipeline.checkpoint import Checkpoint, load_checkpoint, provenance, save_checkpoint
+from pipeline.envs import Preprocessor, make_env, n_actions
+from pipeline.errors import UserError, cli_entry
+from pipeline.models import SpikingQNetwork, greedy_action
+from pipeline.runtime import set_torch_threads
+
+TARGETS = ("lava-fixed",)
+
+
+# ---------------------------------------------------------------- the grid of the current weights
+
+
+@dataclass
+class Grid:
+    """lava-fixed's quantisation of the current weights, and which torch layer feeds which population."""
+
+    plan: Plan
+    layout: Layout
+    quant: dict[str, FixedPop]
+    linear: dict[str, nn.Linear]  # population -> the Linear whose map (and bias) feeds it
+    source: dict[str, str]  # population -> its source population, or HOST
+    leak: dict[str, np.ndarray]  # population -> v_leak / tau, folded into its bias
+
+
+def _stage_linears(model: SpikingQNetwork) -> dict[str, nn.Linear]:
+    """Export names of the synaptic maps (exporters.to_nir) -> torch layers."""
+    out: dict[str, nn.Linear] = {}
+    for i, stage in enumerate(model.layers):
+        last = stage[-1]
+        if isinstance(last, nn.Linear):
+            out[f"l{i}_fc"] = last
+    out["head"] = model.head
+    return out
+
+
+def make_grid(ckpt: Checkpoint, model: SpikingQNetwork, input_bound: float | None = None) -> Grid:
+    """Export the model's current weights and quantise them as ``--target lava-fixed`` would."""
+    ck = Checkpoint(spec=ckpt.spec, state_dict=model.state_dict(), env_id=ckpt.env_id,
+                    preprocessing=ckpt.preprocessing, provenance={})
+    plan = build_plan(model_to_nir(ck))
+    layout = lower(plan, fixed_point=True)
+    bound = input_bound or default_input_bound(plan)
+    quant = quantize_layout(layout, bound, "8bit", 8)
+    by_name = {op.name: op for op in plan.ops}
+    linears = _stage_linears(model)
+    incoming: dict[str, list[str]] = {}
+    for c in layout.conns:
+        incoming.setdefault(c.dst, []).append(c.src)
+    grid = Grid(plan=plan, layout=layout, quant=quant, linear={}, source={}, leak={})
+    for name, pop in layout.pops.items():
+        syn_name = name if pop.kind == "identity" else None
+        if syn_name is None:
+            inputs = by_name[name].inputs
+            syn_name = inputs[0] if len(inputs) == 1 else None
+        syn = by_name.get(syn_name) if syn_name else None
+        srcs = incoming.get(name, []) + ([HOST] if pop.host else [])
+        if syn is None or syn.kind not in ("affine", "linear") or syn_name not in linears or len(srcs) != 1:
+            what = syn.kind if syn is not None else "several inputs"
+            raise UserError(f"node {name!r}: fine-tuning for lava-fixed needs every layer fed by exactly one "
+                            f"linear map (an MLP DSQN); this layer is fed by {what}")
+        lin = linears[syn_name]
+        w = np.asarray(syn.params["weight"], dtype=np.float64)
+        if w.shape != tuple(lin.weight.shape) or not np.array_equal(w, lin.weight.detach().double().numpy()):
+            raise UserError(f"node {name!r}: its exported map does not match the model's layer {syn_name!r}")
+        grid.linear[name] = lin
+        grid.source[name] = srcs[0]
+        grid.leak[name] = input_scale(pop, pop.n)[1]
+    return grid
+
+
+def fixed_forward(grid: Grid, x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q-values ``[B, A]`` of lava-fixed (8-bit) for preprocessed observations ``x`` (float64),
+    differentiable in the Linear layers' weights and biases (straight-through roundings)."""
+    host: dict[str, torch.Tensor] = {}
+    sets: dict[tuple[str, str], list] = {}
+    bias: dict[str, torch.Tensor] = {}
+    for name in grid.layout.pops:
+        fp = grid.quant[name]
+        lin, src = grid.linear[name], grid.source[name]
+        c = torch.as_tensor(fp.c, dtype=torch.float64)
+        fmap = fp.maps[src]
+        step = fp.q * 2.0 ** fmap.exp
+        mant = ste((c[:, None] * lin.weight.double()) / step, torch.round).clamp(*WEIGHT_MANT)
+        if src == HOST:
+            flat = x.reshape(x.shape[0], -1)
+            host[name] = ste((flat @ mant.T) * 2.0 ** fmap.exp, torch.round).unsqueeze(0)
+        else:
+            sets[(name, src)] = [(mant, fmap.exp)]
+        b = torch.as_tensor(grid.leak[name], dtype=torch.float64)
+        if lin.bias is not None:
+            b = c * lin.bias.double() + b
+        scale = torch.as_tensor(2.0 ** fp.bias_exp, dtype=torch.float64)
+        bias[name] = ste(b / fp.q / scale, torch.round).clamp(-BIAS_MANT_MAX, BIAS_MANT_MAX) * scale
+    run = simulate(grid.layout, grid.quant, host, sets, bias=bias, alpha=alpha)
+    return readout_q(grid.layout, grid.quant, grid.plan.semantics, run)
+
+
+def snap(grid: Grid) -> None:
+    """Write every weight and bias back as exactly its lava-fixed value (float32, toward zero)."""
+    with torch.no_grad():
+        for name in grid.layout.pops:
+            fp = grid.quant[name]
+            lin, src = grid.linear[name], grid.source[name]
+            c = fp.c.astype(np.float64)
+            e = fp.maps[src].exp
+            w = lin.weight.detach().double().numpy()
+            mant = np.clip(np.round(c[:, None] * w / (fp.q * 2.0 ** e)), *WEIGHT_MANT)
+            lin.weight.copy_(torch.as_tensor(_toward_zero(mant * (fp.q * 2.0 ** e) / c[:, None])))
+            if lin.bias is not None:
+                b = c * lin.bias.detach().double().numpy() + grid.leak[name]
+                scale = 2.0 ** fp.bias_exp
+                bm = np.clip(np.round(b / fp.q / scale), -BIAS_MANT_MAX, BIAS_MANT_MAX)
+                lin.bias.copy_(torch.as_tensor(_toward_zero((bm * scale * fp.q - grid.leak[name]) / c)))
+
+
+def _toward_zero(v: np.ndarray) -> np.ndarray:
+    """float64 -> float32, rounding toward zero (never a larger magnitude)."""
+    f = v.astype(np.float32)
+    over = np.abs(f.astype(np.float64)) > np.abs(v)
+    f[over] = np.nextafter(f[over], np.float32(0))
+    return f
+
+
+def grid_mismatch(before: Grid, after: Grid) -> dict[str, int]:
+    """Weight mantissas (or exponents) and integer thresholds that differ between two
+    quantisations: 0 everywhere means the written checkpoint quantises to the weights it was
+    trained with. Biases are not counted: a population whose state unit is set by its 24-bit
+    range (not by its weights or threshold) gets a state unit that moves with the rounded
+    weights (by ~1e-3), so its large bias integers move with it, still within half a bias step
+    of the float model's bias (see :func:`unit_drift`)."""
+    out = {}
+    for name, fa in after.quant.items():
+        fb = before.quant[name]
+        n = 0
+        for src, ma in fa.maps.items():
+            mb = fb.maps[src]
+            n += int((ma.mant != mb.mant).nnz) if ma.exp == mb.exp else ma.mant.nnz
+        if fa.threshold is not None:
+            n += int(np.sum(fa.threshold != fb.threshold))
+        out[name] = n
+    return out
+
+
+def unit_drift(before: Grid, after: Grid) -> dict[str, float]:
+    """Relative change of every population's state unit between two quantisations."""
+    return {name: abs(fa.q / before.quant[name].q - 1.0) for name, fa in after.quant.items()}
+
+
+# ---------------------------------------------------------------- data
+
+
+def record(ckpt: Checkpoint, model: SpikingQNetwork, episodes: int, seed: int, epsilon: float,
+           max_steps: int | None = None) -> tuple[np.ndarray, list[float]]:
+    """Preprocessed observations of the float agent's episodes (epsilon-random actions) and the
+    returns of those episodes."""
+    env = make_env(ckpt.env_id, ckpt.preprocessing.atari or None, max_episode_steps=max_steps)
+    if n_actions(env) != ckpt.spec.n_actions:
+        raise UserError(f"{ckpt.env_id} has {n_actions(env)} actions, the model {ckpt.spec.n_actions}")
+    pre = Preprocessor(ckpt.preprocessing)
+    rng = np.random.default_rng(seed)
+    obs_all, returns = [], []
+    for i in range(episodes):
+        raw, _ = env.reset(seed=seed + i)
+        done, total = False, 0.0
+        while not done:
+            x = pre(torch.as_tensor(np.asarray(raw)).unsqueeze(0))
+            obs_all.append(x[0].numpy())
+            if epsilon > 0 and rng.random() < epsilon:
+                action = int(rng.integers(ckpt.spec.n_actions))
+            else:
+                with torch.no_grad():
+                    q, _, tie = model.run(x)
+                action = int(greedy_action(q, tie)[0])
+            raw, reward, term, trunc, _ = env.step(action)
+            total += float(reward)
+            done = term or trunc
+        returns.append(total)
+    env.close()
+    return np.stack(obs_all).astype(np.float32), returns
+
+
+def teacher_q(model: SpikingQNetwork, obs: np.ndarray, batch: int = 1024) -> np.ndarray:
+    out = []
+    with torch.no_grad():
+        for lo in range(0, len(obs), batch):
+            out.append(model.run(torch.as_tensor(obs[lo:lo + batch]))[0].double().numpy())
+    return np.concatenate(out)
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+
+@dataclass
+class Settings:
+    episodes: int = 20
+    epsilon: float = 0.1
+    epochs: int = 30
+    batch: int = 256
+    lr: float = 3e-4
+    margin: float = 0.02  # of the agent's Q range
+    seed: int = 0
+    input_bound: float | None = None
+    max_steps: int | None = None  # episode length limit while recording (None: the env's own)
+
+
+def check_finetunable(ckpt: Checkpoint) -> None:
+    spec = ckpt.spec
+    if not spec.spiking:
+        raise UserError(f"model kind {spec.kind!r} is not spiking: convert it first (convert-dqn), then fine-tune")
+    if spec.arch != "mlp":
+        raise UserError("node 'l0_conv': fine-tuning for lava-fixed supports MLPs (linear maps) only; "
+                        f"this model is a {spec.arch}")
+    if spec.encoding != "current":
+        raise UserError(f"node 'input': fine-tuning for lava-fixed needs the 'current' encoding (this model "
+                        f"uses {spec.encoding!r}, whose spikes would be a second random stream)")
+
+
+def finetune(ckpt: Checkpoint, s: Settings, log=None) -> tuple[Checkpoint, dict[str, Any]]:
+    """Fine-tune ``ckpt`` for lava-fixed (8-bit); return the new checkpoint and a summary."""
+    check_finetunable(ckpt)
+    if log is None:
+        def log(msg: str) -> None:
+            print(msg, flush=True)
+    torch.manual_seed(s.seed)
+    teacher = ckpt.build()
+    assert isinstance(teacher, SpikingQNetwork)
+    student = copy.deepcopy(teacher).train()
+    grid = make_grid(ckpt, student, s.input_bound)  # refuses out-of-range layers by name
+    t0 = time.perf_counter()
+    obs, rec_returns = record(ckpt, teacher, s.episodes, 10_000 + s.seed, s.epsilon, s.max_steps)
+    q_t = torch.as_tensor(teacher_q(teacher, obs))
+    a_t = q_t.argmax(dim=1)
+    scale = float((q_t.max(dim=1).values - q_t.min(dim=1).values).mean().clamp_min(1e-6)) if q_t.shape[1] > 1 \
+        else 1.0
+    q_range = float(q_t.abs().max(dim=1).values.mean())
+    margin = s.margin * q_range
+    log(f"recorded {len(obs)} observations from {s.episodes} episodes (epsilon {s.epsilon}; returns "
+        f"{np.mean(rec_returns):.1f}); Q scale {q_range:.3g}, margin {margin:.3g}")
+    x_all = torch.as_tensor(obs, dtype=torch.float64)
+    alpha = float(ckpt.spec.neuron.surrogate_alpha) if ckpt.spec.neuron is not None else 2.0
+    opt = torch.optim.Adam(student.parameters(), lr=s.lr)
+    gen = torch.Generator().manual_seed(s.seed)
+    history = []
+    for epoch in range(s.epochs):
+        grid = make_grid(ckpt, student, s.input_bound)
+        perm = torch.randperm(len(obs), generator=gen)
+        agree = n = 0
+        loss_sum = 0.0
+        for lo in range(0, len(obs), s.batch):
+            idx = perm[lo:lo + s.batch]
+            q, act = fixed_forward(grid, x_all[idx], alpha)
+            loss = distill_loss(q, q_t[idx], a_t[idx], scale, margin)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            agree += int((act == a_t[idx]).sum())
+            n += len(idx)
+        history.append({"epoch": epoch, "loss": loss_sum / n, "agreement_with_agent": agree / n,
+                        "wall_s": round(time.perf_counter() - t0, 1)})
+        log(f"epoch {epoch + 1}/{s.epochs}: loss {loss_sum / n:.4f}, lava-fixed agrees with the float agent "
+            f"on {100 * agree / n:.2f} % (while training; {time.perf_counter() - t0:.0f} s)")
+    final = make_grid(ckpt, student, s.input_bound)
+    snap(final)
+    out = Checkpoint(spec=ckpt.spec, state_dict={k: v.detach().clone() for k, v in student.state_dict().items()},
+                     env_id=ckpt.env_id, preprocessing=ckpt.preprocessing, provenance={})
+    again = make_grid(out, student, s.input_bound)
+    mismatch = grid_mismatch(final, again)
+    summary = {"unit_drift": unit_drift(final, again), "observations": len(obs), "record_returns": rec_returns, "q_range": q_range, "margin": margin,
+               "history": history, "grid_mismatch": mismatch, "wall_s": round(time.perf_counter() - t0, 1)}
+    return out, summary
+
+
+def distill_loss(q: torch.Tensor, q_t: torch.Tensor, a_t: torch.Tensor, scale: float, margin: float) -> torch.Tensor:
+    """Squared Q error (in units of the agent's Q spread) plus a hinge on the agent's action."""
+    mse = ((q - q_t) / scale).pow(2).mean()
+    chosen = q.gather(1, a_t[:, None])
+    others = q.masked_fill(torch.nn.functional.one_hot(a_t, q.shape[1]).bool(), -math.inf)
+    hinge = torch.relu(margin - (chosen - others.max(dim=1, keepdim=True).values)) / scale
+    return mse + hinge.mean()
+
+
+def agreement_report(ckpt: Checkpoint, obs: np.ndarray, teacher: SpikingQNetwork | None = None) -> dict[str, float]:
+    """lava-fixed (the bit-exact torch model) against the checkpoint's own float64 reference
+    (and against ``teacher``) on preprocessed observations."""
+    from backends.reference import ReferenceBackend
+
+    graph = model_to_nir(ckpt)
+    fixed = LoihiFixedTorch(graph).run(obs)
+    ref = ReferenceBackend(graph, dtype="float64").run(obs)
+    out = {"agreement_fixed_vs_own_float": float(np.mean(fixed.action == ref.action))}
+    if teacher is not None:
+        a = greedy_action(torch.as_tensor(teacher_q(teacher, obs))).numpy()
+        out["agreement_fixed_vs_agent"] = float(np.mean(fixed.action == a))
+        out["agreement_float_vs_agent"] = float(np.mean(ref.action == a))
+    return out
+
+
+# ---------------------------------------------------------------- command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="finetune-fixed", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint", help="a spiking MLP checkpoint (train-agent / convert-dqn)")
+    ap.add_argument("-o", "--output", required=True, help="the fine-tuned checkpoint to write")
+    ap.add_argument("--target", default="lava-fixed", help=f"fixed-point target ({', '.join(TARGETS)})")
+    ap.add_argument("--episodes", type=int, default=Settings.episodes,
+                    help="float-agent episodes recorded for distillation (default %(default)s)")
+    ap.add_argument("--epsilon", type=float, default=Settings.epsilon,
+                    help="random-action probability while recording (default %(default)s)")
+    ap.add_argument("--epochs", type=int, default=Settings.epochs, help="passes over the recorded set")
+    ap.add_argument("--batch", type=int, default=Settings.batch)
+    ap.add_argument("--lr", type=float, default=Settings.lr, help="Adam learning rate (default %(default)s)")
+    ap.add_argument("--margin", type=float, default=Settings.margin,
+                    help="action margin asked of the fixed-point Q, as a fraction of the agent's mean max |Q| "
+                         "(default %(default)s)")
+    ap.add_argument("--eval-episodes", type=int, default=4,
+                    help="held-out float-agent episodes for the agreement printed at the end (0: none)")
+    ap.add_argument("--input-bound", type=float, default=None, help="as run-backend's lava-fixed option")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    return ap
+
+
+def _main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.target not in TARGETS:
+        raise UserError(f"unknown fine-tuning target {args.target!r}; valid choices: {', '.join(TARGETS)}")
+    for name in ("episodes", "epochs", "batch"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if not 0.0 <= args.epsilon <= 1.0:
+        raise UserError(f"--epsilon must lie in [0, 1], got {args.epsilon}")
+    if not (args.lr > 0 and args.margin >= 0):
+        raise UserError("--lr must be positive and --margin non-negative")
+    if args.eval_episodes < 0:
+        raise UserError(f"--eval-episodes must be >= 0, got {args.eval_episodes}")
+    set_torch_threads(args.threads)
+    ckpt = load_checkpoint(args.checkpoint)
+    s = Settings(episodes=args.episodes, epsilon=args.epsilon, epochs=args.epochs, batch=args.batch, lr=args.lr,
+                 margin=args.margin, seed=args.seed, input_bound=args.input_bound)
+    out, summary = finetune(ckpt, s)
+    if args.eval_episodes:
+        teacher = ckpt.build()
+        held, _ = record(ckpt, teacher, args.eval_episodes, 20_000 + args.seed, 0.0)
+        before = agreement_report(ckpt, held, teacher)
+        after = agreement_report(out, held, teacher)
+        summary["held_out"] = {"observations": len(held), "before": before, "after": after}
+        print(f"held-out: {len(held)} observations of {args.eval_episodes} greedy float-agent episodes")
+        print(f"  lava-fixed vs own float64 reference: before {100 * before['agreement_fixed_vs_own_float']:.2f} %, "
+              f"after {100 * after['agreement_fixed_vs_own_float']:.2f} %")
+        print(f"  lava-fixed vs the float agent:       before {100 * before['agreement_fixed_vs_agent']:.2f} %, "
+              f"after {100 * after['agreement_fixed_vs_agent']:.2f} %")
+    summary["settings"] = {k: v for k, v in vars(s).items()}
+    out.provenance = provenance(args.seed, source_checkpoint=str(args.checkpoint),
+                                source_provenance=ckpt.provenance,
+                                finetune={"target": args.target, "weight_bits": 8,
+                                          **{k: v for k, v in summary.items() if k != "record_returns"}})
+    save_checkpoint(out, args.output)
+    log_path = Path(args.output).with_suffix(".finetune.json")
+    log_path.write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    bad = {k: v for k, v in summary["grid_mismatch"].items() if v}
+    print(f"wrote {args.output} and {log_path}" + (f" (re-quantising moved {bad} values)" if bad else
+                                                   " (re-quantising it gives the trained grid exactly)"))
+    return 0
+
+
+main = cli_entry(_main)
+
+if __name__ == "__main__":
+    raise SystemExit(main())
