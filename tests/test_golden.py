@@ -1,4 +1,4 @@
-"""Golden outputs that a refactoring must leave unchanged: the ``--help`` text of the six console
+"""Golden outputs that a refactoring must leave unchanged: the ``--help`` text of the console
 scripts, open-loop readouts (``run-backend --inputs ... --out readouts.npz``) of a few zoo kinds on
 every local target, and the deterministic fields of two closed-loop runs (a target comparison with
 spike-encoded inputs, and a converted graph compared with its DQN checkpoint).
@@ -61,9 +61,9 @@ def help_text(script: str) -> str:
     return buf.getvalue()
 
 
-def test_the_six_console_scripts() -> None:
+def test_the_console_scripts() -> None:
     assert sorted(SCRIPTS) == sorted(["train-agent", "evaluate-agent", "export-nir", "run-backend",
-                                      "inspect-nir", "convert-dqn"])
+                                      "inspect-nir", "convert-dqn", "finetune-fixed"])
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
