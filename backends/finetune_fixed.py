@@ -253,9 +253,9 @@ class Settings:
     episodes: int = 20
     epsilon: float = 0.1
     epochs: int = 30
-    batch: int = 256
-    lr: float = 3e-4
-    margin: float = 0.02  # of the agent's Q range
+    batch: int = 64
+    lr: float = 2e-3
+    margin: float = 0.005  # of the agent's mean max |Q|
     seed: int = 0
     input_bound: float | None = None
     max_steps: int | None = None  # episode length limit while recording (None: the env's own)
@@ -288,12 +288,11 @@ def finetune(ckpt: Checkpoint, s: Settings, log=None) -> tuple[Checkpoint, dict[
     obs, rec_returns = record(ckpt, teacher, s.episodes, 10_000 + s.seed, s.epsilon, s.max_steps)
     q_t = torch.as_tensor(teacher_q(teacher, obs))
     a_t = q_t.argmax(dim=1)
-    scale = float((q_t.max(dim=1).values - q_t.min(dim=1).values).mean().clamp_min(1e-6)) if q_t.shape[1] > 1 \
-        else 1.0
-    q_range = float(q_t.abs().max(dim=1).values.mean())
+    q_range = float(q_t.abs().max(dim=1).values.mean().clamp_min(1e-6))
+    adv_scale = float((q_t - q_t.mean(dim=1, keepdim=True)).abs().mean().clamp_min(1e-6 * q_range))
     margin = s.margin * q_range
     log(f"recorded {len(obs)} observations from {s.episodes} episodes (epsilon {s.epsilon}; returns "
-        f"{np.mean(rec_returns):.1f}); Q scale {q_range:.3g}, margin {margin:.3g}")
+        f"{np.mean(rec_returns):.1f}); Q scale {q_range:.3g}, mean |advantage| {adv_scale:.3g}, margin {margin:.3g}")
     x_all = torch.as_tensor(obs, dtype=torch.float64)
     alpha = float(ckpt.spec.neuron.surrogate_alpha) if ckpt.spec.neuron is not None else 2.0
     opt = torch.optim.Adam(student.parameters(), lr=s.lr)
@@ -307,7 +306,7 @@ def finetune(ckpt: Checkpoint, s: Settings, log=None) -> tuple[Checkpoint, dict[
         for lo in range(0, len(obs), s.batch):
             idx = perm[lo:lo + s.batch]
             q, act = fixed_forward(grid, x_all[idx], alpha)
-            loss = distill_loss(q, q_t[idx], a_t[idx], scale, margin)
+            loss = distill_loss(q, q_t[idx], a_t[idx], q_range, margin, adv_scale)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -329,13 +328,20 @@ def finetune(ckpt: Checkpoint, s: Settings, log=None) -> tuple[Checkpoint, dict[
     return out, summary
 
 
-def distill_loss(q: torch.Tensor, q_t: torch.Tensor, a_t: torch.Tensor, scale: float, margin: float) -> torch.Tensor:
-    """Squared Q error (in units of the agent's Q spread) plus a hinge on the agent's action."""
-    mse = ((q - q_t) / scale).pow(2).mean()
+def distill_loss(q: torch.Tensor, q_t: torch.Tensor, a_t: torch.Tensor, scale: float, margin: float,
+                 adv_scale: float) -> torch.Tensor:
+    """Distillation of what decides the actions. The agent's Q-values are large and nearly
+    equal (CartPole: ~100, apart by ~0.1), so a plain squared Q error is dominated by the
+    common level: the advantages ``Q - mean_a Q`` are matched instead (in units of their spread
+    ``adv_scale``), the level only weakly (in units of ``scale``, the agent's mean max |Q|), and a
+    hinge asks the agent's action to lead by ``margin``."""
+    adv, adv_t = q - q.mean(dim=1, keepdim=True), q_t - q_t.mean(dim=1, keepdim=True)
+    match = ((adv - adv_t) / adv_scale).pow(2).mean()
+    level = ((q.mean(dim=1) - q_t.mean(dim=1)) / scale).pow(2).mean()
     chosen = q.gather(1, a_t[:, None])
     others = q.masked_fill(torch.nn.functional.one_hot(a_t, q.shape[1]).bool(), -math.inf)
-    hinge = torch.relu(margin - (chosen - others.max(dim=1, keepdim=True).values)) / scale
-    return mse + hinge.mean()
+    hinge = torch.relu(margin - (chosen - others.max(dim=1, keepdim=True).values)) / adv_scale
+    return match + level + hinge.mean()
 
 
 def agreement_report(ckpt: Checkpoint, obs: np.ndarray, teacher: SpikingQNetwork | None = None) -> dict[str, float]:

@@ -62,9 +62,10 @@ def test_snapped_checkpoint_keeps_its_grid_and_matches_its_float_model() -> None
 def test_distillation_loss_asks_for_the_margin() -> None:
     q_t = torch.tensor([[1.0, 0.99]])
     a = torch.tensor([0])
-    tied = distill_loss(q_t.clone(), q_t, a, scale=1.0, margin=0.1)
-    clear = distill_loss(torch.tensor([[1.0, 0.8]]), q_t, a, scale=1.0, margin=0.1)
-    assert tied > 0.08 and clear < tied
+    tied = distill_loss(q_t.clone(), q_t, a, scale=1.0, margin=0.1, adv_scale=0.005)
+    wrong = distill_loss(torch.tensor([[0.98, 0.99]]), q_t, a, scale=1.0, margin=0.1, adv_scale=0.005)
+    assert distill_loss(q_t.clone(), q_t, a, scale=1.0, margin=0.0, adv_scale=0.005) == 0
+    assert tied > 0 and wrong > tied
 
 
 def test_finetune_runs_end_to_end_and_writes_a_normal_checkpoint(tmp_path) -> None:
