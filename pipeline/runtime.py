@@ -4,9 +4,8 @@ glibc's handling of freed memory.
 A spiking forward allocates a few megabytes of fresh buffers per layer (spike trains of T
 steps, the next layer's input currents) and frees them again at once. glibc serves blocks
 over its mmap threshold with fresh ``mmap`` pages and hands them back on ``free``, so every
-forward pays a page fault per 4 KiB touched: on the Nature-CNN DSQN (T 64, batch 1) that
-was about a quarter of the forward time (9.1 ms -> 6.6 ms with the setting below, measured
-with ``benchmarks/bench_forward.py``). Raising the thresholds makes glibc keep and reuse
+forward pays a page fault per 4 KiB touched (a large share of a batch-1 forward; the README's
+"Models" section gives the figure). Raising the thresholds makes glibc keep and reuse
 those blocks, the same effect PyTorch's CPU performance guide gets from jemalloc or
 tcmalloc, at the price of the process keeping its peak heap.
 """

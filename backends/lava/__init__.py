@@ -1,4 +1,4 @@
-"""Lava backend (Loihi 2 emulation, ``floating_pt`` / ``fixed_pt``); see docs/LAVA.md and issue 6.
+"""Lava backend (Loihi 2 emulation, ``floating_pt`` / ``fixed_pt``); see docs/LAVA.md.
 
 ``backend.LavaBackend`` is the target (``run-backend --target lava`` / ``lava-fixed``);
 ``lowering`` lays a canonical Plan out as populations and sparse maps, ``quantize`` holds the

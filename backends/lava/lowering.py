@@ -11,7 +11,7 @@ No Lava import here (so ``inspect-nir`` and the quantiser can use it without sta
   (the product of the chain, C-order flattening, so ``flatten`` is the identity) and one bias
   vector added by the destination population. Conv and pooling layers are explicit sparse
   matrices built with ``unfold`` on an index image (a Loihi core also stores them as explicit
-  synapses; Lava's own ``Conv`` was ~3x slower than Sparse in a first measurement).
+  synapses; docs/LAVA.md compares Lava's own ``Conv``).
 * **The host region** — the Input node and the synaptic ops computed from it alone — runs on
   the host once per observation with the reference's own torch calls (``current``: one
   constant current per observation; ``poisson``/``regular``: one current per step), and the
@@ -322,8 +322,8 @@ class _Walk:
     def add_readout(self, out_src: Op, reduce: str) -> None:
         """Mark the population Output reads; a synaptic map read by Output gets an integrator."""
         if out_src.name in self.host:
-            raise UserError(f"the Output node reads {out_src.name!r}, which is computed from the input alone: "
-                            "the graph has no neuron layer for Lava to run")
+            raise UserError(f"the Output node reads {out_src.name!r}, which is computed from the input "
+                            "alone: the graph has no neuron layer for Lava to run")
         if out_src.name in self.linear:  # Output reads a synaptic map: integrate its current
             self.add_population(Population(name=out_src.name, kind="identity", shape=out_src.out_shape),
                                 [out_src.name])

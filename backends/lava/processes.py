@@ -10,8 +10,8 @@ bit-accurate models use Loihi 1's weight convention; so the backend brings two p
   integrates on steps ``[d, d + T)``, sends zeros outside, counts its spikes, tracks the
   readout statistic, and at the window's last step sends one *record* (counts, statistic,
   final membrane) to the host through an external pipe — one message per observation instead
-  of ``Var.get`` at ~20 us per element. A host-fed layer reads its input current for the next
-  observation from its own external ``host_in`` pipe at window step 0.
+  of a ``Var.get`` per element (docs/LAVA.md, section 2). A host-fed layer reads its input
+  current for the next observation from its own external ``host_in`` pipe at window step 0.
 * :class:`SynapseMap` — a sparse synaptic map (Lava's Sparse semantics: it sends at step t the
   product of what it received at t-1). The float model sums the weight columns of the
   spiking inputs; the fixed model does the same on 8-bit mantissas and applies the map's

@@ -367,7 +367,8 @@ def _finest_unit(bound: float, m_max: dict[str, float], b: np.ndarray) -> tuple[
     return q_min, binding
 
 
-def _threshold_unit(name: str, v_th: np.ndarray, q_min: float, binding: str, m_max: dict[str, float]) -> float:
+def _threshold_unit(name: str, v_th: np.ndarray, q_min: float, binding: str,
+                    m_max: dict[str, float]) -> float:
     """Step 3 for a spiking population: one positive threshold becomes an exact integer; too few
     threshold levels at q_min is a UserError naming the binding constraint."""
     if bool(np.all(v_th == v_th[0])) and v_th[0] > 0:

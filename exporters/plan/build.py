@@ -25,7 +25,14 @@ import numpy as np
 from exporters.conventions import Convention, get_convention
 from exporters.metadata import DEFAULT_DT, is_ours, read_metadata
 from exporters.plan.ir import Op, Plan
-from exporters.plan.neurons import NEURON_STEPS, check_param_shape, collapse, neuron_step, read_param, soft_loop_step
+from exporters.plan.neurons import (
+    NEURON_STEPS,
+    check_param_shape,
+    collapse,
+    neuron_step,
+    read_param,
+    soft_loop_step,
+)
 from exporters.plan.semantics import resolve_semantics
 from exporters.plan.synapses import SYNAPSE_PARAMS, synapse_output_shape, synapse_params
 from pipeline.errors import UserError, check_choice
@@ -229,10 +236,11 @@ class NodeContext:
     graph: FlatGraph
 
 
-NodeBuilder = Callable[[NodeContext, str, nir.NIRNode, list[str], tuple[int, ...]], Op]
+Shape = tuple[int, ...]
+NodeBuilder = Callable[[NodeContext, str, nir.NIRNode, list[str], Shape], Op]
 
 
-def _output_op(ctx: NodeContext, name: str, node: nir.NIRNode, ins: list[str], in_shape: tuple[int, ...]) -> Op:
+def _output_op(ctx: NodeContext, name: str, node: nir.NIRNode, ins: list[str], in_shape: Shape) -> Op:
     declared = node.output_type.get("output")
     want = tuple(int(s) for s in np.asarray(declared).reshape(-1)) if declared is not None else ()
     if want and want != in_shape and want != (1, *in_shape):  # (1, ...): an exporter's batch
@@ -241,7 +249,7 @@ def _output_op(ctx: NodeContext, name: str, node: nir.NIRNode, ins: list[str], i
     return Op(name, "output", type(node).__name__, ins, in_shape, in_shape)
 
 
-def _threshold_op(ctx: NodeContext, name: str, node: nir.NIRNode, ins: list[str], in_shape: tuple[int, ...]) -> Op:
+def _threshold_op(ctx: NodeContext, name: str, node: nir.NIRNode, ins: list[str], in_shape: Shape) -> Op:
     """A Threshold outside a soft-reset loop: a spike test, or our tagged ReLU extension."""
     theta = read_param(node, name, "threshold")
     check_param_shape(name, node, theta, in_shape, "threshold")
@@ -253,13 +261,13 @@ def _threshold_op(ctx: NodeContext, name: str, node: nir.NIRNode, ins: list[str]
               params={"threshold": collapse(theta), "compare": ctx.settings.compare})
 
 
-def _neuron_op(ctx: NodeContext, name: str, node: nir.NIRNode, ins: list[str], in_shape: tuple[int, ...]) -> Op:
+def _neuron_op(ctx: NodeContext, name: str, node: nir.NIRNode, ins: list[str], in_shape: Shape) -> Op:
     s = ctx.settings
     return Op(name, "neuron", type(node).__name__, ins, in_shape, in_shape,
               neuron=neuron_step(name, node, in_shape, s.dt, s.convention, s.compare))
 
 
-def _synapse_op(ctx: NodeContext, name: str, node: nir.NIRNode, ins: list[str], in_shape: tuple[int, ...]) -> Op:
+def _synapse_op(ctx: NodeContext, name: str, node: nir.NIRNode, ins: list[str], in_shape: Shape) -> Op:
     kind, params = synapse_params(name, node)
     op = Op(name, kind, type(node).__name__, ins, in_shape, in_shape, params=params)
     op.out_shape = synapse_output_shape(op)
@@ -286,7 +294,7 @@ def _input_op(g: FlatGraph, name: str, node: nir.NIRNode) -> Op:
     return Op(name, "input", type(node).__name__, [], shape, shape)
 
 
-def _soft_loop_op(ctx: NodeContext, name: str, ins: list[str], in_shape: tuple[int, ...]) -> Op:
+def _soft_loop_op(ctx: NodeContext, name: str, ins: list[str], in_shape: Shape) -> Op:
     s, nodes = ctx.settings, ctx.graph.nodes
     soma, sc = ctx.graph.loops[name]
     step = soft_loop_step((soma, name, sc), nodes, in_shape, s.dt, s.convention, s.compare)
@@ -345,7 +353,8 @@ def build_plan(graph: nir.NIRGraph, *, convention: str | None = None, time_steps
     out_op = ops[output_name]
     source = ops[out_op.inputs[0]] if out_op.inputs else None
     if len(out_op.inputs) != 1:
-        raise UserError(f"node {output_name!r} (Output) must have exactly one input, it has {len(out_op.inputs)}")
+        raise UserError(f"node {output_name!r} (Output) must have exactly one input, "
+                        f"it has {len(out_op.inputs)}")
     semantics = resolve_semantics(settings.meta, settings.convention, source, time_steps=time_steps,
                                   dt=settings.dt, readout=readout)
     n_values = int(np.prod(out_op.out_shape))

@@ -41,7 +41,8 @@ def read_param(node: nir.NIRNode, name: str, attr: str) -> np.ndarray:
     return arr
 
 
-def check_param_shape(name: str, node: nir.NIRNode, arr: np.ndarray, shape: tuple[int, ...], attr: str) -> None:
+def check_param_shape(name: str, node: nir.NIRNode, arr: np.ndarray, shape: tuple[int, ...],
+                      attr: str) -> None:
     """A per-neuron parameter must broadcast to the node's input shape (a scalar always does)."""
     if arr.size == 1:
         return
@@ -108,8 +109,9 @@ class _Reader:
         steps = tau / self.dt if self.cv.leak == "euler" else 1.0 / (1.0 - np.exp(-self.dt / tau))
         p = snap_param(collapse(steps))
         if np.any(np.asarray(p) < 1.0):
-            raise UserError(f"node {self.name!r} ({type(self.node).__name__}): {attr}={float(np.min(tau)):g} is "
-                            f"shorter than one step dt={self.dt:g}; forward Euler is unstable (pass the right --dt)")
+            raise UserError(f"node {self.name!r} ({type(self.node).__name__}): {attr}={float(np.min(tau)):g} "
+                            f"is shorter than one step dt={self.dt:g}; forward Euler is unstable "
+                            "(pass the right --dt)")
         return p
 
     def leaky_gain(self) -> Param:
