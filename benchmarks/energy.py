@@ -54,8 +54,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backends.base import Readout  # noqa: E402
-from backends.reference.ops import apply_synapse  # noqa: E402
 from exporters.canonical import SYNAPSES, Op, Plan, build_plan  # noqa: E402
+from exporters.plan.ops import apply_synapse  # noqa: E402
 
 
 # ---------------------------------------------------------------- energy figures

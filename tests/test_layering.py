@@ -25,7 +25,6 @@ FLOORS = {"pipeline": 1, "exporters": 2, "backends": 3, "benchmarks": 4}
 ALLOWED_UPWARD: dict[str, str] = {
     "pipeline/bridge.py:31": "Readout/Backend still live in backends/base.py (moving to pipeline/backend_api.py)",
     "pipeline/policy.py:18": "Readout still lives in backends/base.py (moving to pipeline/backend_api.py)",
-    "exporters/plan/synapses.py:85": "apply_synapse still lives in backends/reference/ops.py (moving to exporters/plan)",
     "exporters/inspect_nir.py:167": "inspect-nir's main still in exporters/ (moving to backends/inspect_cli.py)",
     "exporters/inspect_nir.py:168": "inspect-nir's main still in exporters/ (moving to backends/inspect_cli.py)",
     "exporters/inspect_nir.py:177": "inspect-nir's main still in exporters/ (moving to backends/inspect_cli.py)",

@@ -16,6 +16,7 @@ import torch
 
 from exporters.plan.ir import Op
 from exporters.plan.neurons import read_param
+from exporters.plan.ops import apply_synapse
 from pipeline.errors import UserError
 
 
@@ -81,9 +82,8 @@ def synapse_params(name: str, node: nir.NIRNode) -> tuple[str, dict[str, Any]]:
 
 
 def synapse_output_shape(op: Op) -> tuple[int, ...]:
-    """Run the op once on zeros (float64) to learn its output shape, or name the mismatch."""
-    from backends.reference.ops import apply_synapse  # one implementation of the maps
-
+    """Run the op once on zeros (float64) to learn its output shape, or name the mismatch
+    (exporters.plan.ops: one implementation of the maps)."""
     x = torch.zeros((1, *op.in_shape), dtype=torch.float64)
     try:
         y = apply_synapse(op, x, {k: (torch.as_tensor(v, dtype=torch.float64) if isinstance(v, np.ndarray) else v)

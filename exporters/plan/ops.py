@@ -1,0 +1,124 @@
+"""The Plan's arithmetic: what each synaptic op and neuron step computes, in torch.
+
+The reference executor runs it, the simulators' host-side heads reuse it, and building a Plan
+uses it to learn each map's output shape, so an op's meaning is written once, next to the op.
+Written to perform, operation for operation, what ``pipeline.models`` and
+``pipeline.neurons`` perform (same torch calls on the same shapes, uniform parameters as
+Python floats, a gain of exactly 1 not multiplied), so that on our own graphs the results
+are bit-identical to the torch model and the acceptance tolerance is never needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from exporters.plan.ir import NeuronStep, Op
+
+Tensor = torch.Tensor
+ParamT = float | Tensor
+
+
+def apply_synapse(op: Op, x: Tensor, p: dict[str, Any]) -> Tensor:
+    """Apply a synaptic op to a batch ``[M, *op.in_shape]``."""
+    kind = op.kind
+    if kind == "affine":
+        return F.linear(x, p["weight"], p["bias"])
+    if kind == "linear":
+        return F.linear(x, p["weight"])
+    if kind == "scale":
+        s = p["scale"]
+        return x * s
+    if kind == "conv2d":
+        return F.conv2d(x, p["weight"], p["bias"], stride=p["stride"], padding=p["padding"],
+                        dilation=p["dilation"], groups=p["groups"])
+    if kind == "flatten":
+        start, end = p["start_dim"], p["end_dim"]
+        # NIR's dims exclude the batch; negative dims count from the end either way
+        return torch.flatten(x, start + 1 if start >= 0 else start, end + 1 if end >= 0 else end)
+    if kind == "sumpool2d":
+        return F.avg_pool2d(x, p["kernel_size"], p["stride"], p["padding"], divisor_override=1)
+    if kind == "avgpool2d":
+        return F.avg_pool2d(x, p["kernel_size"], p["stride"], p["padding"])
+    raise AssertionError(kind)
+
+
+def per_step(op: Op, value: Tensor, p: dict[str, Any]) -> Tensor:
+    """Apply a synaptic op to ``[T', N, ...]`` as one batch of T'*N (like the torch model)."""
+    lead = value.shape[:2]
+    y = apply_synapse(op, value.reshape(lead[0] * lead[1], *value.shape[2:]), p)
+    return y.reshape(*lead, *y.shape[1:])
+
+
+def spike(u: Tensor, v_th: ParamT, compare: str, multi: bool) -> Tensor:
+    if multi:  # Sinabs MultiSpike: trunc(U / V_th) spikes where U > 0
+        return torch.where(u > 0, torch.div(u, v_th, rounding_mode="trunc"), torch.zeros_like(u))
+    return (u >= v_th).to(u.dtype) if compare == ">=" else (u > v_th).to(u.dtype)
+
+
+def run_neuron(step: NeuronStep, current: Tensor, T: int, p: dict[str, ParamT]) -> tuple[Tensor, Tensor]:
+    """Run a population over T steps from its initial state; return (output ``[T, N, ...]``, V(T)).
+
+    The output is the spike train for spiking steps and the membrane trace otherwise.
+    ``current`` may have a time dimension of 1 (constant input, DESIGN.md's ``current``).
+    """
+    cur = current.expand(T, *current.shape[1:]) if current.shape[0] == 1 else current
+    v_init = p["v_init"]
+    v = torch.full_like(cur[0], v_init) if isinstance(v_init, float) else v_init.expand_as(cur[0]).clone()
+    syn = torch.zeros_like(cur[0]) if step.tau_syn is not None else None
+    gain, tau, v_leak = p["gain"], p["tau"], p["v_leak"]
+    unit_gain = isinstance(gain, float) and gain == 1.0
+    w_in = p["w_in"]
+    unit_w = isinstance(w_in, float) and w_in == 1.0
+    s_prev: Tensor | None = None
+    out = []
+    for t in range(T):
+        x = cur[t]
+        if syn is not None:
+            xin = x if unit_w else w_in * x
+            if step.syn_order == "nir":
+                syn = syn + (xin - syn) / p["tau_syn"]
+                drive = syn
+            else:  # norse: the current jumps by the input, drives v, then decays
+                syn = syn + xin
+                drive = syn
+        else:
+            drive = x
+        if not unit_gain:
+            drive = gain * drive
+        u = v + drive if tau is None else v + (drive - (v - v_leak)) / tau
+        if syn is not None and step.syn_order == "norse":
+            syn = syn - syn / p["tau_syn"]
+        if step.reset == "soft_next" and s_prev is not None:
+            u = u - p["v_sub"] * s_prev
+        if not step.spiking:
+            v = u
+            out.append(u)
+            continue
+        s = spike(u, p["v_th"], step.compare, step.multi_spike)
+        if step.reset == "hard":
+            v = u * (1 - s) + p["v_reset"] * s
+        elif step.reset == "soft":
+            v = u - p["v_sub"] * s
+        else:
+            v, s_prev = u, s
+        out.append(s)
+    return torch.stack(out), v
+
+
+def reduce_time(y: Tensor, how: str, T: int) -> Tensor:
+    """Reduce an output series ``[T', N, ...]`` over time as the torch model does."""
+    if y.shape[0] == 1 and T > 1:
+        y = y.expand(T, *y.shape[1:])
+    if how == "mean":
+        return y.mean(dim=0)
+    if how == "max":
+        return y.max(dim=0).values
+    if how == "last":
+        return y[-1]
+    acc = y[0]
+    for t in range(1, y.shape[0]):  # sequential, like pipeline.neurons.integrate_layer
+        acc = acc + y[t]
+    return acc
