@@ -1,80 +1,19 @@
-"""The one interface every backend implements (reference, NEST, PyNN, Lava).
+"""The one interface every backend implements (reference, NEST, PyNN, Lava), and the helpers
+adapters share to meet it.
 
-A backend is built once from a NIR graph (``build``), then runs observations: each
-observation is presented for T steps with all neuron state reset before it (DESIGN.md,
-"Time-step semantics"). ``run`` takes a batch of *preprocessed* observations
-``[N, *obs_shape]`` (float32) and returns a :class:`Readout` — the common currency that
-``run-backend --inputs obs.npy --out readouts.npz`` writes for every backend.
-
-For the ``poisson`` and ``regular`` encodings the caller may pass the input spike trains
-``[T, N, *obs_shape]`` made by :func:`pipeline.encoding.encode`, so that all backends see
-the same spikes; without them a backend encodes with the graph's seed itself.
+The contract itself (``Backend``, ``Readout``, ``check_batch``, ``greedy_action``) lives in
+:mod:`pipeline.backend_api`, below the closed loop that consumes it, and is re-exported here.
+What needs a Plan stays here: :func:`plan_for_env` and :func:`spiking_populations`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
-
 import numpy as np
 
+from pipeline.backend_api import Backend, Readout, check_batch, greedy_action
+from pipeline.errors import UserError
 
-@dataclass
-class Readout:
-    """Result of running N observations.
-
-    q:       ``[N, A]`` float64 — Q-values per the graph's readout.
-    action:  ``[N]`` int64 — argmax of q, ties to the lowest index (or broken by membrane
-             for the ``spike_count`` readout).
-    spikes:  node name -> ``[N, *node_shape]`` int64 spike counts over the T steps, for every
-             spiking node.
-    timings: seconds spent, summed over the N observations, under the keys ``set_input``
-             (input change and state reset), ``simulate``, ``read_out``.
-    """
-
-    q: np.ndarray
-    action: np.ndarray
-    spikes: dict[str, np.ndarray] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def save(self, path: str | Path) -> None:
-        arrays = {"q": self.q.astype(np.float64), "action": self.action.astype(np.int64)}
-        arrays.update({f"spikes/{k}": v.astype(np.int64) for k, v in self.spikes.items()})
-        np.savez(path, **arrays)
-
-    @classmethod
-    def load(cls, path: str | Path) -> Readout:
-        with np.load(path) as data:
-            spikes = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("spikes/")}
-            return cls(q=data["q"], action=data["action"], spikes=spikes)
-
-    def spikes_per_layer(self) -> dict[str, np.ndarray]:
-        """Total spikes of each node per observation, ``[N]``."""
-        return {k: v.reshape(v.shape[0], -1).sum(axis=1) for k, v in self.spikes.items()}
-
-
-def check_batch(obs: np.ndarray, obs_shape: tuple[int, ...], input_name: str, time_steps: int,
-                input_spikes: np.ndarray | None = None) -> np.ndarray:
-    """Validate what every backend's ``run`` receives; returns ``obs`` as ``[N, *obs_shape]``.
-
-    A single observation (no batch axis) is accepted; input spike trains must be
-    ``[T, N, *obs_shape]``. Mismatches are user errors naming the graph's Input node.
-    """
-    from pipeline.errors import UserError
-
-    obs = np.asarray(obs)
-    obs_shape = tuple(obs_shape)
-    if obs.ndim == len(obs_shape):
-        obs = obs[None]
-    if tuple(obs.shape[1:]) != obs_shape:
-        raise UserError(f"observations have shape {tuple(obs.shape[1:])}, the graph's Input node "
-                        f"{input_name!r} expects {obs_shape}")
-    if input_spikes is not None:
-        want = (time_steps, obs.shape[0], *obs_shape)
-        if tuple(np.shape(input_spikes)) != want:
-            raise UserError(f"input spikes have shape {tuple(np.shape(input_spikes))}, expected {want}")
-    return obs
+__all__ = ["Backend", "Readout", "check_batch", "greedy_action", "plan_for_env", "spiking_populations"]
 
 
 def plan_for_env(graph, *, time_steps: int | None = None, dt: float | None = None, readout: str | None = None,
@@ -86,7 +25,6 @@ def plan_for_env(graph, *, time_steps: int | None = None, dt: float | None = Non
     Returns ``(plan, obs_shape, n_out)``; a mismatch is a UserError naming the graph's node.
     """
     from exporters.canonical import Plan, build_plan
-    from pipeline.errors import UserError
 
     plan = graph if isinstance(graph, Plan) else build_plan(
         graph, convention=convention, time_steps=time_steps, dt=dt, readout=readout)
@@ -104,8 +42,6 @@ def plan_for_env(graph, *, time_steps: int | None = None, dt: float | None = Non
 def spiking_populations(plan, target: str) -> list:
     """The plan's neuron and threshold ops, for a spike-passing simulator named ``target``;
     a ReLU (a DQN) or a graph without neurons is a UserError naming the node or the target."""
-    from pipeline.errors import UserError
-
     for op in plan.ops:
         if op.kind == "relu":
             raise UserError(f"node {op.name!r}: ReLU (a DQN) has no spiking form on {target}; convert the DQN "
@@ -114,17 +50,3 @@ def spiking_populations(plan, target: str) -> list:
     if not pop_ops:
         raise UserError(f"the graph has no neuron node: nothing for {target} to simulate")
     return pop_ops
-
-
-class Backend(Protocol):
-    """What the closed-loop bridge and ``run-backend`` need from a target."""
-
-    name: str
-
-    def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Readout:
-        """Run a batch ``[N, *obs_shape]`` of preprocessed observations, each for T steps."""
-        ...
-
-    def close(self) -> None:
-        """Release simulator resources."""
-        ...

@@ -163,6 +163,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from pipeline.errors import cli_entry
+    from pipeline.cli import cli_entry
 
     raise SystemExit(cli_entry(main)())

@@ -56,7 +56,8 @@ from tqdm import tqdm
 
 from pipeline.checkpoint import Checkpoint, load_checkpoint
 from pipeline.envs import Preprocessor, is_atari, make_env, n_actions
-from pipeline.errors import UserError, check_choice, cli_entry
+from pipeline.cli import cli_entry
+from pipeline.errors import UserError, check_choice
 from pipeline.models import DQN, SpikingQNetwork, greedy_action
 
 ATTACKS = ("fgsm", "noise")

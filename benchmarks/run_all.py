@@ -46,7 +46,8 @@ sys.path.insert(0, str(ROOT))
 from backends.base import Readout  # noqa: E402
 from benchmarks.report import BACKEND_ORDER as BACKENDS  # noqa: E402  (matrix columns, in table order)
 from pipeline.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, versions  # noqa: E402
-from pipeline.errors import UserError, cli_entry  # noqa: E402
+from pipeline.cli import cli_entry  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
 
 PY = sys.executable
 SECTIONS = ("forward", "matrix", "energy", "conversion", "scores", "robustness", "spinnaker")

@@ -37,7 +37,8 @@ from pipeline.convert import (
     conversion_rate,
     scale_factors,
 )
-from pipeline.errors import UserError, cli_entry
+from pipeline.cli import cli_entry
+from pipeline.errors import UserError
 from pipeline.evaluate import evaluate_checkpoint
 from pipeline.models import SpikingQNetwork
 

@@ -10,7 +10,8 @@ from exporters.metadata import DEFAULT_DT
 from exporters.nirio import read_graph, write_graph
 from exporters.to_nir import model_to_nir
 from pipeline.checkpoint import load_checkpoint
-from pipeline.errors import UserError, cli_entry
+from pipeline.cli import cli_entry
+from pipeline.errors import UserError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -44,7 +44,8 @@ from pipeline.calibration import (
     load_observations,
 )
 from pipeline.checkpoint import Checkpoint, load_checkpoint, provenance, save_checkpoint
-from pipeline.errors import UserError, check_choice, cli_entry
+from pipeline.cli import cli_entry
+from pipeline.errors import UserError, check_choice
 from pipeline.models import DQN, SpikingQNetwork, greedy_action
 from pipeline.spec import ENCODINGS, RESETS, ModelSpec, NeuronParams, Preprocessing
 

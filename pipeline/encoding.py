@@ -33,3 +33,10 @@ def encode(
     r = rate.to(torch.float64).unsqueeze(0)
     spikes = torch.floor(t * r + 1e-9) - torch.floor((t - 1) * r + 1e-9)
     return spikes.to(x.dtype) * sign
+
+
+def encode_seeded(x: torch.Tensor, time_steps: int, encoding: str, seed: int) -> torch.Tensor:
+    """:func:`encode` with a fresh generator seeded by ``seed``: what a backend does when it gets no
+    input trains (the graph's ``encoding_seed``), and what the closed loop does per step, so the
+    same (x, seed) gives the same spikes everywhere."""
+    return encode(x, time_steps, encoding, torch.Generator().manual_seed(seed))

@@ -1,14 +1,14 @@
-"""One error type for user mistakes, and the wrapper that turns it into one line and exit 2.
+"""One error type for user mistakes, and the standard "unknown choice" message.
 
-Every console script runs its ``main`` through :func:`cli_entry`, so a missing file, a bad
-choice or a corrupt checkpoint prints ``error: <cause>`` and exits non-zero, with no traceback.
-Programming errors still raise normally: they are bugs, and the traceback is what we want then.
+Every console script runs its ``main`` through :func:`pipeline.cli.cli_entry`, so a missing
+file, a bad choice or a corrupt checkpoint prints ``error: <cause>`` and exits 2, with no
+traceback. Programming errors still raise normally: they are bugs, and the traceback is what we
+want then. This module imports nothing of the project, so every other module may use it.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 
 class UserError(Exception):
@@ -28,27 +28,10 @@ def check_choice(what: str, value: str, valid: Iterable[str]) -> str:
     return value
 
 
-def cli_entry(main: Callable[[list[str] | None], int | None]) -> Callable[[list[str] | None], int]:
-    """Wrap a ``main(argv)`` so that UserError becomes one line on stderr and exit code 2.
+def __getattr__(name: str) -> object:
+    """``pipeline.errors.cli_entry`` still works: it moved to :mod:`pipeline.cli`."""
+    if name == "cli_entry":
+        from pipeline.cli import cli_entry
 
-    It also applies :func:`pipeline.runtime.keep_freed_memory` (faster batch-1 spiking
-    forwards), since every console script comes through here.
-    """
-
-    def wrapped(argv: list[str] | None = None) -> int:
-        from pipeline.runtime import keep_freed_memory
-
-        keep_freed_memory()
-        try:
-            code = main(argv)
-        except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        return int(code or 0)
-
-    wrapped.__name__ = main.__name__
-    wrapped.__doc__ = main.__doc__
-    return wrapped
+        return cli_entry
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

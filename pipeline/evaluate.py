@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.envs import Preprocessor, make_env, n_actions
-from pipeline.errors import UserError, cli_entry
+from pipeline.cli import cli_entry
+from pipeline.errors import UserError
 from pipeline.models import act_greedy
 from pipeline.runtime import set_torch_threads
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from pipeline import neurons
+from pipeline.backend_api import greedy_action  # defined with the Readout it fills; re-exported here
 from pipeline.encoding import encode
 from pipeline.spec import MEMBRANE_READOUTS, ModelSpec
 
@@ -162,15 +163,6 @@ def act_greedy(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
             q, _, tie = model.run(x)
             return greedy_action(q, tie)
         return greedy_action(model(x))
-
-
-def greedy_action(q: torch.Tensor, tiebreak: torch.Tensor | None = None) -> torch.Tensor:
-    """argmax over actions, ties to the lowest index; ``tiebreak`` (membrane) orders equal Q."""
-    if tiebreak is None:
-        return q.argmax(dim=-1)  # torch returns the first maximal index
-    best = q == q.max(dim=-1, keepdim=True).values
-    masked = torch.where(best, tiebreak, torch.full_like(tiebreak, -torch.inf))
-    return masked.argmax(dim=-1)
 
 
 def data_dependent_init(model: SpikingQNetwork, obs: torch.Tensor, target_rate: float,

@@ -41,7 +41,8 @@ from pipeline.envs import (
     REWARD_SHAPINGS,
     shape_reward,
 )
-from pipeline.errors import UserError, check_choice, choice_error, cli_entry
+from pipeline.cli import cli_entry
+from pipeline.errors import UserError, check_choice, choice_error
 from pipeline.models import SpikingQNetwork, build_model, data_dependent_init
 from pipeline.runtime import set_torch_threads
 from pipeline.spec import (

@@ -31,7 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.errors import UserError, cli_entry
+from pipeline.cli import cli_entry
+from pipeline.errors import UserError
 
 MISSING = ("no SpiNNaker machine is configured: set SPINNAKER_MACHINE=<board host or IP> (and "
            "SPINNAKER_BOARD_VERSION, default 5), or SPALLOC_SERVER=<url> (and SPALLOC_USER), or "

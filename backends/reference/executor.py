@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from backends.base import Readout, check_batch
-from backends.reference.ops import per_step, reduce_time, run_neuron, spike
 from exporters.canonical import SYNAPSES, Op, Plan, build_plan
-from pipeline.encoding import encode
+from exporters.plan.ops import per_step, reduce_time, run_neuron, spike
+from pipeline.backend_api import greedy_action
+from pipeline.encoding import encode_seeded
 from pipeline.errors import UserError
-from pipeline.models import greedy_action
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MEMORY_BUDGET = 512 * 2**20  # bytes of live activations per chunk (auto batch size)
@@ -90,8 +90,7 @@ class ReferenceBackend:
             return spikes
         if self.sem.encoding == "current":
             return obs.unsqueeze(0)  # constant over the T steps
-        gen = torch.Generator().manual_seed(self.sem.encoding_seed)
-        return encode(obs, self.T, self.sem.encoding, gen)
+        return encode_seeded(obs, self.T, self.sem.encoding, self.sem.encoding_seed)
 
     def run_batch(self, obs: torch.Tensor, input_spikes: torch.Tensor | None = None,
                   record: bool = True) -> RunResult:
