@@ -21,12 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from backends import TARGETS, make_backend
-from exporters.canonical import build_plan
+from backends.base import plan_for_env
 from exporters.conventions import CONVENTIONS
 from exporters.metadata import READOUT_REDUCE
 from exporters.nirio import read_graph
 from exporters.to_nir import file_sha256
-from pipeline.errors import UserError, check_choice, cli_entry
+from pipeline.graph_meta import GraphMeta
+from pipeline.cli import cli_entry
+from pipeline.errors import UserError, check_choice
 from pipeline.runtime import set_torch_threads
 
 
@@ -165,18 +167,20 @@ def open_loop(args: argparse.Namespace) -> int:
 
 def closed_loop(args: argparse.Namespace) -> int:
     """Episodes in ``args.env`` with the backend acting (pipeline.bridge)."""
-    from pipeline.bridge import ClosedLoop, GraphIO, LoopSettings, check_fit, plot_results, run_episodes, summarize
-    from pipeline.envs import check_env_id, is_atari, make_env
+    from pipeline.bridge import (ClosedLoop, GraphIO, LoopSettings, make_loop_env, plot_results, run_episodes,
+                                 summarize)
+    from pipeline.envs import check_env_id, is_atari
 
     check_env_id(args.env)
     if args.input_spikes is not None or args.out is not None:
         raise UserError("--input-spikes and --out belong to the open loop (--inputs)")
     check_choice("target", args.target, TARGETS)
     graph = read_graph(args.graph)
-    plan = build_plan(graph, convention=args.convention, time_steps=args.time_steps, dt=args.dt,
-                      readout=args.readout)
-    n_out = int(np.prod(plan.op(plan.output).out_shape))
-    io = GraphIO.from_metadata(plan.metadata, plan.op(plan.input).out_shape, n_out)
+    plan, obs_shape, n_out = plan_for_env(graph, convention=args.convention, time_steps=args.time_steps,
+                                          dt=args.dt, readout=args.readout)
+    meta = GraphMeta.read(plan.metadata)
+    io = GraphIO(obs_shape=obs_shape, n_actions=meta.n_actions if meta.n_actions is not None else n_out,
+                 preprocessing=meta.preprocessing)
     epsilon = args.epsilon if args.epsilon is not None else (0.05 if is_atari(args.env) else 0.0)
     settings = LoopSettings(
         env_id=args.env, target=args.target, graph=str(args.graph), graph_sha256=file_sha256(args.graph),
@@ -184,36 +188,31 @@ def closed_loop(args: argparse.Namespace) -> int:
         encoding=plan.semantics.encoding, time_steps=plan.semantics.time_steps,
     ).validate()
     results = args.results or Path("out") / f"{args.graph.stem}.{args.target}.{args.env.replace('/', '_')}.jsonl"
-    graph_env = plan.metadata.get("env_id")
-    if graph_env and graph_env != args.env:
-        print(f"note: the graph was made for {graph_env}, running it on {args.env}")
+    if meta.env_id and meta.env_id != args.env:
+        print(f"note: the graph was made for {meta.env_id}, running it on {args.env}")
 
-    probe = make_env(args.env, io.preprocessing.atari or None)
+    env = make_loop_env(settings, io)  # made and checked once, before anything is built
+    backend = compare = None
     try:
-        check_fit(probe, io, args.env)  # before anything is built
-    finally:
-        probe.close()
-
-    compare = None
-    t0 = time.perf_counter()
-    backend = make_backend(args.target, plan, **backend_options(args.target, args))
-    t_build = time.perf_counter() - t0
-    try:
+        t0 = time.perf_counter()
+        backend = make_backend(args.target, plan, **backend_options(args.target, args))
+        t_build = time.perf_counter() - t0
+        compare_preprocessing = None
         if args.compare is not None:
-            if args.compare.endswith(".pt"):
+            if args.compare.endswith(".pt"):  # the torch model: its own preprocessing, Q in the graph's units
                 from pipeline.policy import CheckpointBackend
 
                 compare = CheckpointBackend(args.compare, graph.metadata)
+                compare_preprocessing = compare.preprocessing
             else:
                 check_choice("comparison target", args.compare, TARGETS)
                 compare = make_backend(args.compare, plan, **backend_options(args.compare, args, comparing=True))
-        loop = ClosedLoop(backend, io, settings, compare)
-        try:
-            records = run_episodes(loop, results, resume=args.resume, progress=not args.no_progress)
-        finally:
-            loop.close()
+        loop = ClosedLoop(backend, io, settings, compare, compare_preprocessing=compare_preprocessing, env=env)
+        records = run_episodes(loop, results, resume=args.resume, progress=not args.no_progress)
     finally:
-        backend.close()
+        env.close()
+        if backend is not None:
+            backend.close()
         if compare is not None:
             compare.close()
     summary = {"target": args.target, "compare": args.compare, "env": args.env, "graph": str(args.graph),

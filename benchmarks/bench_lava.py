@@ -45,7 +45,7 @@ from exporters.to_nir import model_to_nir
 from exporters.zoo import atari_obs, make_checkpoint
 from pipeline.bridge import ClosedLoop, GraphIO, LoopSettings
 from pipeline.checkpoint import load_checkpoint
-from pipeline.encoding import encode
+from pipeline.encoding import encode_seeded
 from pipeline.envs import make_env, preprocess
 
 
@@ -70,8 +70,8 @@ class FreeRunningLava(LavaBackend):
         if not getattr(self, "_fed", False):
             spikes = None
             if self.series:
-                spikes = encode(torch.as_tensor(obs[:1]), self.T, self.sem.encoding,
-                                torch.Generator().manual_seed(self.sem.encoding_seed)).numpy()
+                spikes = encode_seeded(torch.as_tensor(obs[:1]), self.T, self.sem.encoding,
+                                       self.sem.encoding_seed).numpy()
             payloads = self._host_values(obs[:1], spikes)
             for pop in self.host_pops:
                 self.procs[pop.name].host_in.external_pipe_csp_send_port.send(payloads[pop.name][0])

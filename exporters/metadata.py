@@ -2,7 +2,8 @@
 
 NIR 1.0.8 metadata values may only be strings, numbers or arrays (``nir.write`` stores them
 as HDF5 datasets), so nested checkpoint fields (preprocessing, provenance, Atari settings)
-are flattened to ``prefix_key`` entries here. DESIGN.md ("NIR encoding") lists the keys.
+are flattened to ``prefix_key`` entries here. DESIGN.md ("NIR encoding") lists the keys;
+:class:`GraphMeta` reads back the ones that describe the environment and the source model.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+# the one reader of the environment-facing keys (env_id, n_actions, preprocessing_*,
+# provenance_conversion_*) sits on the floor of its users, the closed loop; re-exported here
+from pipeline.graph_meta import ConversionUnits, GraphMeta  # noqa: F401
 
 FORMAT = "dsqn-deploy/nir"
 FORMAT_VERSION = 1
@@ -96,3 +101,4 @@ def read_metadata(meta: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def is_ours(meta: Mapping[str, Any]) -> bool:
     return read_metadata(meta).get("format") == FORMAT
+

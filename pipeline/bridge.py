@@ -1,6 +1,6 @@
 """The closed loop: environment → preprocessing → backend → action → environment.
 
-One runner for every backend (anything with ``backends.base.Backend``'s ``run``). Per step:
+One runner for every backend (anything with ``pipeline.backend_api.Backend``'s ``run``). Per step:
 
 1. the raw observation is preprocessed exactly as at training time (offset/scale and Atari
    wrapper settings from the graph's metadata);
@@ -9,7 +9,9 @@ One runner for every backend (anything with ``backends.base.Backend``'s ``run``)
 3. the backend returns Q-values; the action is their argmax (ties to the lowest index),
    or a random action with probability epsilon (a per-episode seeded RNG);
 4. with a comparison backend (``--compare reference``) the same observation and spikes run
-   there too, and the step records action agreement and |ΔQ| (DESIGN.md "Metrics").
+   there too, and the step records action agreement and |ΔQ| (DESIGN.md "Metrics"). A
+   comparison with its own preprocessing (a torch checkpoint, ``--compare dqn.pt``) gets the raw
+   observation through that preprocessing instead.
 
 Episode ``i`` is reset with seed ``seed + i`` and owns its RNGs, so episodes are independent:
 results are appended as one JSON line per finished episode, and an interrupted run resumes by
@@ -25,14 +27,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
-from backends.base import Backend, Readout
-from pipeline.encoding import encode
+from pipeline.backend_api import Backend, Readout
+from pipeline.encoding import encode_seeded
 from pipeline.envs import make_env, n_actions, preprocess
 from pipeline.errors import UserError
-from pipeline.policy import CheckpointBackend
+from pipeline.graph_meta import GraphMeta
 from pipeline.spec import Preprocessing
 
 RESULTS_FORMAT = "dsqn-deploy/closed-loop"
@@ -77,12 +80,10 @@ class GraphIO:
 
     @classmethod
     def from_metadata(cls, meta: dict[str, Any], obs_shape: tuple[int, ...], n_out: int) -> GraphIO:
-        atari = {k[len("preprocessing_atari_"):]: v for k, v in meta.items()
-                 if k.startswith("preprocessing_atari_")}
-        offset = np.atleast_1d(np.asarray(meta.get("preprocessing_offset", [0.0]), dtype=np.float64))
-        scale = np.atleast_1d(np.asarray(meta.get("preprocessing_scale", [1.0]), dtype=np.float64))
-        pre = Preprocessing(offset=tuple(offset.tolist()), scale=tuple(scale.tolist()), atari=atari)
-        return cls(obs_shape=tuple(obs_shape), n_actions=int(meta.get("n_actions", n_out)), preprocessing=pre)
+        """From the graph's metadata (:class:`GraphMeta`); ``n_out`` when it names no action count."""
+        gm = GraphMeta.read(meta)
+        return cls(obs_shape=tuple(obs_shape), n_actions=gm.n_actions if gm.n_actions is not None else int(n_out),
+                   preprocessing=gm.preprocessing)
 
 
 def check_fit(env, io: GraphIO, env_id: str) -> None:
@@ -170,26 +171,47 @@ def open_results(path: Path, settings: LoopSettings, resume: bool) -> list[dict[
 # ---------------------------------------------------------------- the loop
 
 
-class ClosedLoop:
-    """Runs episodes of ``settings.env_id`` with ``backend`` choosing the actions."""
+def make_loop_env(settings: LoopSettings, io: GraphIO) -> gym.Env:
+    """The environment a run plays in, checked against the graph (:func:`check_fit`) before
+    anything is built; hand it to :class:`ClosedLoop` so it is made and checked once."""
+    env = make_env(settings.env_id, io.preprocessing.atari or None, max_episode_steps=settings.max_steps)
+    try:
+        check_fit(env, io, settings.env_id)
+    except BaseException:
+        env.close()
+        raise
+    return env
 
-    def __init__(self, backend: Backend, io: GraphIO, settings: LoopSettings, compare: Backend | None = None):
+
+class ClosedLoop:
+    """Runs episodes of ``settings.env_id`` with ``backend`` choosing the actions.
+
+    ``compare`` runs beside it on the same preprocessed observation and input spikes, unless
+    ``compare_preprocessing`` is given: then it gets the raw observation through that
+    preprocessing (a torch checkpoint's own), and no spike trains. ``env`` is an environment from
+    :func:`make_loop_env`; without one the loop makes (and checks) its own. The loop closes it.
+    """
+
+    def __init__(self, backend: Backend, io: GraphIO, settings: LoopSettings, compare: Backend | None = None,
+                 *, compare_preprocessing: Preprocessing | None = None, env: gym.Env | None = None):
         self.backend, self.io, self.settings, self.compare = backend, io, settings.validate(), compare
-        atari = io.preprocessing.atari or None
-        self.env = make_env(settings.env_id, atari, max_episode_steps=settings.max_steps)
-        check_fit(self.env, io, settings.env_id)
+        self.compare_preprocessing = compare_preprocessing
+        self.env = env if env is not None else make_loop_env(self.settings, io)
 
     def act(self, obs: np.ndarray, episode: int, step: int) -> tuple[np.ndarray, Readout, Readout | None]:
-        x = preprocess(np.asarray(obs)[None], self.io.preprocessing)
+        raw = np.asarray(obs)[None]
+        x = preprocess(raw, self.io.preprocessing)
         spikes = None
         if self.settings.encoding != "current":
-            gen = torch.Generator().manual_seed(step_seed(self.settings.seed, episode, step))
-            spikes = encode(torch.as_tensor(x), self.settings.time_steps, self.settings.encoding, gen).numpy()
+            seed = step_seed(self.settings.seed, episode, step)
+            spikes = encode_seeded(torch.as_tensor(x), self.settings.time_steps, self.settings.encoding,
+                                   seed).numpy()
         main = self.backend.run(x, spikes)
-        if isinstance(self.compare, CheckpointBackend):  # a torch checkpoint: its own preprocessing, units
-            other = self.compare.run_raw(np.asarray(obs)[None])
-        else:
-            other = self.compare.run(x, spikes) if self.compare is not None else None
+        other = None
+        if self.compare is not None and self.compare_preprocessing is None:  # same input, same spikes
+            other = self.compare.run(x, spikes)
+        elif self.compare is not None:  # its own preprocessing of the raw observation
+            other = self.compare.run(preprocess(raw, self.compare_preprocessing))
         return x, main, other
 
     def run_episode(self, episode: int) -> dict[str, Any]:

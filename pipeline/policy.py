@@ -10,57 +10,53 @@ bridge's ``q_abs_err`` compares like with like.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from backends.base import Readout
-from typing import Any, Callable
-
+from pipeline.backend_api import Readout, greedy_action
 from pipeline.checkpoint import load_checkpoint
 from pipeline.envs import preprocess
 from pipeline.errors import UserError
-from pipeline.models import SpikingQNetwork, greedy_action
+from pipeline.graph_meta import GraphMeta
+from pipeline.models import SpikingQNetwork
+from pipeline.spec import Preprocessing
 
 
-def dqn_to_graph_units(meta: dict[str, Any]) -> Callable[[np.ndarray], np.ndarray] | None:
+def dqn_to_graph_units(meta: Mapping[str, Any] | None) -> Callable[[np.ndarray], np.ndarray] | None:
     """The inverse of pipeline.convert.q_in_dqn_units for a converted graph, from its metadata;
     None when the graph is not a conversion."""
-    scale = meta.get("provenance_conversion_output_scale")
-    if scale is None:
-        return None
-    scale = float(np.asarray(scale).reshape(-1)[0])
-    T = float(np.asarray(meta.get("provenance_conversion_time_steps", meta.get("time_steps"))).reshape(-1)[0])
-    readout = str(meta.get("provenance_conversion_readout", "robust_rate"))
-    v_r = float(np.asarray(meta.get("provenance_conversion_v_init", 0.0)).reshape(-1)[0])
-    v_th = float(np.asarray(meta.get("provenance_conversion_v_th", 1.0)).reshape(-1)[0])
-    soft = str(meta.get("provenance_conversion_reset", "soft")) == "soft"
-    if readout == "robust_rate":
-        return lambda q: q / scale + (v_r / (T * v_th) if soft else 0.0)
-    if readout == "spike_count":
-        return lambda q: q / scale * T
-    return lambda q: q / scale * T + v_r  # voltage
+    conversion = GraphMeta.read(meta).conversion
+    return None if conversion is None else conversion.dqn_to_graph()
 
 
 class CheckpointBackend:
-    """Runs a checkpoint's torch model on preprocessed observations (float32, like training)."""
+    """Runs a checkpoint's torch model on observations preprocessed as *it* expects (float32, like
+    training): an ordinary Backend whose input is its own :attr:`preprocessing` of the raw
+    observation. Built with the metadata of a graph converted from this DQN, it reports Q in the
+    graph's readout units (the action is the DQN's own greedy choice)."""
 
-    def __init__(self, path: str | Path, graph_metadata: dict[str, Any] | None = None):
+    def __init__(self, path: str | Path, graph_metadata: Mapping[str, Any] | None = None):
         self.ckpt = load_checkpoint(path)
         self.model = self.ckpt.build()
         self.name = f"torch:{Path(path).name}"
         converted = self.ckpt.spec.kind == "dqn" and graph_metadata is not None
         self.units = dqn_to_graph_units(graph_metadata) if converted else None
 
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The preprocessing the checkpoint was trained with (it may differ from the graph's)."""
+        return self.ckpt.preprocessing
+
     def run_raw(self, raw_obs: np.ndarray) -> Readout:
         """Run raw env observations ``[N, *obs_shape]`` through the checkpoint's own preprocessing."""
-        readout = self.run(preprocess(np.asarray(raw_obs), self.ckpt.preprocessing))
-        if self.units is not None:
-            readout.q = self.units(readout.q)
-        return readout
+        return self.run(preprocess(np.asarray(raw_obs), self.preprocessing))
 
     def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Readout:
+        """Run observations ``[N, *obs_shape]`` already in :attr:`preprocessing`."""
         t0 = time.perf_counter()
         x = torch.as_tensor(np.asarray(obs, dtype=np.float32))
         if tuple(x.shape[1:]) != self.ckpt.spec.obs_shape:
@@ -74,8 +70,11 @@ class CheckpointBackend:
             else:
                 q, tie = self.model(x), None
         t1 = time.perf_counter()
-        return Readout(q=q.double().numpy(), action=greedy_action(q, tie).numpy().astype(np.int64),
-                       timings={"set_input": 0.0, "simulate": t1 - t0, "read_out": 0.0})
+        readout = Readout(q=q.double().numpy(), action=greedy_action(q, tie).numpy().astype(np.int64),
+                          timings={"set_input": 0.0, "simulate": t1 - t0, "read_out": 0.0})
+        if self.units is not None:
+            readout.q = self.units(readout.q)
+        return readout
 
     def close(self) -> None:
         """Nothing to release."""

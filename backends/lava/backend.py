@@ -33,11 +33,12 @@ import torch
 from backends.base import Readout, check_batch
 from backends.lava.lowering import Layout, Population, lower
 from backends.lava.quantize import BIAS_SOURCE, FixedPop, check_weight_bits, quantize_layout
-from backends.reference.ops import per_step
 from exporters.canonical import Plan, build_plan
-from pipeline.encoding import encode
+from exporters.plan.ops import per_step
+from pipeline.backend_api import greedy_action
+from pipeline.encoding import encode_seeded
 from pipeline.errors import UserError, check_choice
-from pipeline.models import greedy_action
+from pipeline.graph_meta import GraphMeta
 
 PRECISIONS = {"floating_pt": "lava", "fixed_pt": "lava-fixed"}
 PIPE_BYTES = 256 * 2**20  # shared memory allowed for one chunk of input currents
@@ -50,10 +51,10 @@ def default_input_bound(plan: Plan) -> float:
     beyond it can saturate the first layer's state (counted in ``LavaBackend.saturated``)."""
     if plan.semantics.encoding != "current":
         return 1.0
-    meta = plan.metadata
-    if str(meta.get("env_id", "")).startswith("ALE/"):
-        off = np.abs(np.asarray(meta.get("preprocessing_offset", [0.0]), dtype=np.float64))
-        scale = np.abs(np.asarray(meta.get("preprocessing_scale", [1.0]), dtype=np.float64))
+    meta = GraphMeta.read(plan.metadata)
+    if (meta.env_id or "").startswith("ALE/"):
+        off = np.abs(np.asarray(meta.preprocessing.offset, dtype=np.float64))
+        scale = np.abs(np.asarray(meta.preprocessing.scale, dtype=np.float64))
         return float(np.max((255.0 + off) * scale))
     return CLASSIC_INPUT_BOUND
 
@@ -381,8 +382,8 @@ class LavaBackend:
             return Readout(q=np.zeros((0, a)), action=np.zeros(0, np.int64), spikes=spk,
                            timings={"set_input": 0.0, "simulate": 0.0, "read_out": 0.0})
         if self.series and input_spikes is None:  # as the reference: one seeded stream per call
-            gen = torch.Generator().manual_seed(self.sem.encoding_seed)
-            input_spikes = encode(torch.as_tensor(obs), self.T, self.sem.encoding, gen).numpy()
+            input_spikes = encode_seeded(torch.as_tensor(obs), self.T, self.sem.encoding,
+                                         self.sem.encoding_seed).numpy()
         timings = {"set_input": 0.0, "simulate": 0.0, "read_out": 0.0}
         records: dict[str, list[np.ndarray]] = {name: [] for name in self.layout.pops}
         for lo in range(0, N, self.batch):
