@@ -23,12 +23,8 @@ FLOORS = {"pipeline": 1, "exporters": 2, "backends": 3, "benchmarks": 4}
 
 # "file:line" of an import that is still known to point upward, and why. Empty when the layout is done.
 ALLOWED_UPWARD: dict[str, str] = {
-    "pipeline/bridge.py:31": "Readout/Backend still live in backends/base.py (moving to pipeline/backend_api.py)",
-    "pipeline/policy.py:18": "Readout still lives in backends/base.py (moving to pipeline/backend_api.py)",
-    "exporters/inspect_nir.py:167": "inspect-nir's main still in exporters/ (moving to backends/inspect_cli.py)",
-    "exporters/inspect_nir.py:168": "inspect-nir's main still in exporters/ (moving to backends/inspect_cli.py)",
-    "exporters/inspect_nir.py:177": "inspect-nir's main still in exporters/ (moving to backends/inspect_cli.py)",
-    "exporters/inspect_nir.py:185": "inspect-nir's main still in exporters/ (moving to backends/inspect_cli.py)",
+    "exporters/inspect_nir.py:114": "exporters.inspect_nir.main forwards to backends.inspect_cli.main for console "
+                                   "scripts installed before the entry point moved (pip install -e . rewrites them)",
 }
 
 
@@ -230,3 +226,10 @@ def test_allowed_upward_imports_still_exist() -> None:
 def test_no_import_cycle_at_load_time() -> None:
     found = cycles(all_imports())
     assert not found, "module import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+def test_error_vocabulary_is_a_leaf() -> None:
+    """Every module may raise UserError, so pipeline.errors must import nothing of ours when loaded."""
+    ours = [imp for imp in all_imports()
+            if imp.source == "pipeline.errors" and imp.at_load and floor(imp.target) is not None]
+    assert not ours, ours

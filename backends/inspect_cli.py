@@ -1,0 +1,102 @@
+"""``inspect-nir model.nir``: nodes, shapes, neuron and synapse counts, metadata, and
+estimated synaptic operations (SOPs) per observation.
+
+SOPs (DESIGN.md "Metrics") are sum over spiking nodes of spikes x fan-out, where a node's
+fan-out is the connections of the synaptic maps it feeds divided by their input size (a
+Flatten passes through). With ``--inputs obs.npy`` the spikes are those the reference
+records on those observations; without, they are estimated as neurons x T x ``--rate``
+(default 0.1 spikes per neuron per step). Maps fed by a non-spiking value (the input layer
+with the ``current`` encoding) cost MACs instead: connections, once per observation when
+the value is constant over time, else T times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from backends.cli import load_array
+from exporters.canonical import build_plan
+from exporters.conventions import CONVENTIONS
+from exporters.inspect_nir import summarize
+from exporters.nirio import read_graph
+from pipeline.cli import cli_entry
+from pipeline.errors import UserError
+
+
+def print_tables(info: dict[str, Any], path: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{path}")
+    for col in ("node", "type", "in", "out", "neurons", "synapses", "spikes/obs", "SOPs/obs"):
+        table.add_column(col, justify="right" if col not in ("node", "type") else "left")
+    for r in info["nodes"]:
+        spikes = r.get("spikes_per_obs", r.get("spikes_per_obs_est"))
+        table.add_row(r["name"], r["type"], "x".join(map(str, r["in_shape"])), "x".join(map(str, r["out_shape"])),
+                      str(r["neurons"] or ""), str(r["synapses"] or ""),
+                      "" if spikes is None else f"{spikes:.1f}", "" if "sops" not in r else f"{r['sops']:.3g}")
+    console.print(table)
+    tot = info["totals"]
+    console.print(f"neurons {tot['neurons']}  synapses {tot['synapses']}  weights {tot['weights']}  "
+                  f"SOPs/obs {tot['sops_per_obs']:.4g} ({tot['sops_source']})  MACs/obs {tot['macs_per_obs']:.4g}")
+    sem = Table(title="semantics and metadata", show_header=False)
+    sem.add_column("key")
+    sem.add_column("value")
+    for k, v in info["semantics"].items():
+        sem.add_row(k, str(v))
+    for k, v in info["metadata"].items():
+        text = str(v)
+        sem.add_row(k, text if len(text) <= 100 else text[:97] + "...")
+    console.print(sem)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="inspect-nir", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("graph", type=Path)
+    ap.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    ap.add_argument("--inputs", type=Path, help="observations .npy: count spikes on them with the reference")
+    ap.add_argument("--rate", type=float, default=0.1, help="assumed spikes per neuron per step (no --inputs)")
+    ap.add_argument("--time-steps", type=int, help="T for graphs without metadata (default 1 for inspection)")
+    ap.add_argument("--dt", type=float)
+    ap.add_argument("--convention", choices=sorted(CONVENTIONS))
+    ap.add_argument("--target", choices=("lava",),
+                    help="also report the Lava / Loihi 2 mapping (backends.lava.report)")
+    return ap.parse_args(argv)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    graph = read_graph(args.graph)
+    T = args.time_steps
+    if T is None and "time_steps" not in (graph.metadata or {}):
+        T = 1
+    plan = build_plan(graph, convention=args.convention, time_steps=T, dt=args.dt)
+    spikes = None
+    if args.inputs is not None:
+        from backends.reference import ReferenceBackend
+
+        obs = load_array(args.inputs, "inputs")
+        readout = ReferenceBackend(plan).run(obs)
+        spikes = {k: float(v.mean()) for k, v in readout.spikes_per_layer().items()}
+    if not 0 <= args.rate <= 1:
+        raise UserError(f"--rate must be in [0, 1], got {args.rate}")
+    info = summarize(plan, spikes, args.rate)
+    if args.target == "lava":
+        from backends.lava.report import lava_report
+
+        info["lava"] = lava_report(plan)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        print_tables(info, args.graph)
+        if "lava" in info:
+            from backends.lava.report import print_lava_report
+
+            print_lava_report(info["lava"])
+    return 0
