@@ -207,7 +207,8 @@ def closed_loop(args: argparse.Namespace) -> int:
             else:
                 check_choice("comparison target", args.compare, TARGETS)
                 compare = make_backend(args.compare, plan, **backend_options(args.compare, args, comparing=True))
-        loop = ClosedLoop(backend, io, settings, compare, compare_preprocessing=compare_preprocessing, env=env)
+        loop = ClosedLoop(backend, io, settings, compare, compare_preprocessing=compare_preprocessing,
+                          env=env)
         records = run_episodes(loop, results, resume=args.resume, progress=not args.no_progress)
     finally:
         env.close()

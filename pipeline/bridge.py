@@ -82,8 +82,8 @@ class GraphIO:
     def from_metadata(cls, meta: dict[str, Any], obs_shape: tuple[int, ...], n_out: int) -> GraphIO:
         """From the graph's metadata (:class:`GraphMeta`); ``n_out`` when it names no action count."""
         gm = GraphMeta.read(meta)
-        return cls(obs_shape=tuple(obs_shape), n_actions=gm.n_actions if gm.n_actions is not None else int(n_out),
-                   preprocessing=gm.preprocessing)
+        n_actions = gm.n_actions if gm.n_actions is not None else int(n_out)
+        return cls(obs_shape=tuple(obs_shape), n_actions=n_actions, preprocessing=gm.preprocessing)
 
 
 def check_fit(env, io: GraphIO, env_id: str) -> None:

@@ -221,5 +221,6 @@ def write(what: list[str]) -> None:
 if __name__ == "__main__":
     args = sys.argv[1:]
     if not args or args[0] != "--write":
-        raise SystemExit("usage: PYTHONPATH=$PWD python tests/test_golden.py --write [help] [readouts] [loop]")
+        raise SystemExit("usage: PYTHONPATH=$PWD python tests/test_golden.py --write "
+                         "[help] [readouts] [loop]")
     write(args[1:] or ["help", "readouts", "loop"])
