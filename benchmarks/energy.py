@@ -604,6 +604,7 @@ def record_observations(source: Path, n: int, seed: int) -> np.ndarray:
     """``n`` preprocessed observations met by the model's own greedy policy in its environment
     (episode i reset with seed ``seed + i``, as pipeline.evaluate does)."""
     from pipeline.envs import make_env, preprocess
+    from pipeline.graph_meta import GraphMeta
     from pipeline.spec import Preprocessing
 
     if source.suffix == ".pt":
@@ -617,12 +618,11 @@ def record_observations(source: Path, n: int, seed: int) -> np.ndarray:
         from backends.reference import ReferenceBackend
 
         plan = load_plan(source)
-        meta = plan.metadata
-        if "env_id" not in meta:
+        meta = GraphMeta.read(plan.metadata)
+        if meta.env_id is None:
             raise SystemExit(f"{source}: the graph names no env_id; cannot record observations")
-        env_id, atari = str(meta["env_id"]), None
-        pre = Preprocessing(offset=tuple(np.ravel(meta.get("preprocessing_offset", [0.0])).tolist()),
-                            scale=tuple(np.ravel(meta.get("preprocessing_scale", [1.0])).tolist()))
+        env_id, atari = meta.env_id, None  # offset and scale only, as the graph's Input sees them
+        pre = Preprocessing(offset=meta.preprocessing.offset, scale=meta.preprocessing.scale)
         policy = ReferenceBackend(plan)
     env = make_env(env_id, atari)
     out: list[np.ndarray] = []
