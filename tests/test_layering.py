@@ -234,3 +234,20 @@ def test_error_vocabulary_is_a_leaf() -> None:
     ours = [imp for imp in all_imports()
             if imp.source == "pipeline.errors" and imp.at_load and floor(imp.target) is not None]
     assert not ours, ours
+
+
+def test_no_dynamic_import_below_the_adapters() -> None:
+    """``importlib.import_module(name)`` with a computed name cannot be read; on the floors that must
+    not reach the adapters (pipeline, exporters) every import is written out."""
+    hidden = []
+    for module, path in our_files().items():
+        if floor(module) > FLOORS["exporters"]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                literal = node.args and isinstance(node.args[0], ast.Constant)
+                if called in ("import_module", "__import__") and not literal:
+                    hidden.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not hidden, f"imports by computed name: {hidden}"
