@@ -35,7 +35,7 @@ from backends.lava.lowering import Layout, Population, lower
 from backends.lava.quantize import BIAS_SOURCE, FixedPop, check_weight_bits, quantize_layout
 from exporters.canonical import Plan, build_plan
 from exporters.plan.ops import per_step
-from pipeline.backend_api import greedy_action
+from exporters.plan.readout import finish_q, q_and_action, summed, tensor_params
 from pipeline.encoding import encode_seeded
 from pipeline.errors import UserError, check_choice
 from pipeline.graph_meta import GraphMeta
@@ -159,10 +159,8 @@ class LavaBackend:
             quantize_layout(self.layout, self.input_bound, host_weights, self.weight_bits)
             if self.fixed else None)
         self.by_name = {op.name: op for op in self.plan.ops}
-        self.host_params = {
-            name: {k: (torch.as_tensor(v, dtype=torch.float64) if isinstance(v, np.ndarray) else v)
-                   for k, v in self.by_name[name].params.items()}
-            for name in self.layout.host_ops if self.by_name[name].kind != "input"}
+        self.host_params = {name: tensor_params(self.by_name[name])
+                            for name in self.layout.host_ops if self.by_name[name].kind != "input"}
         self.host_pops = [p for p in self.layout.pops.values() if p.host]
         self.series = self.sem.encoding != "current"
         if batch_size is not None and batch_size < 1:
@@ -319,18 +317,9 @@ class LavaBackend:
             op = self.by_name[name]
             if op.kind == "input":
                 continue
-            x = values[op.inputs[0]]
-            for other in op.inputs[1:]:  # as the reference sums several inputs
-                y = values[other]
-                x = x + y if x.shape[0] == y.shape[0] else (
-                    x.expand(T, *x.shape[1:]) + y.expand(T, *y.shape[1:]))
-            values[name] = per_step(op, x, self.host_params[name])
+            values[name] = per_step(op, summed(op.inputs, values, T), self.host_params[name])
         for pop in self.host_pops:
-            cur = values[pop.host[0]]
-            for other in pop.host[1:]:
-                y = values[other]
-                cur = cur + y if cur.shape[0] == y.shape[0] else cur.expand(T, *cur.shape[1:]) + y.expand(
-                    T, *y.shape[1:])
+            cur = summed(pop.host, values, T)
             cur = cur.reshape(cur.shape[0], B, pop.n).numpy()
             out[pop.name] = self._payload(cur, B)
         return out
@@ -436,22 +425,12 @@ class LavaBackend:
                 stat = stat * q_unit
             if membrane is not None:
                 membrane = membrane * q_unit
+        # the window's reduction was done on the chip (sum, max or last; mean = sum / T here)
         y = stat / self.T if sem.reduce == "mean" else stat
         q = y / sem.divisor if sem.divisor != 1.0 else y
-        q = q.reshape(N, -1)
-        if sem.membrane_divisor:
-            if membrane is None:
-                raise UserError(f"the readout adds a membrane term, but {rp.name!r} has no membrane")
-            q = q + membrane.reshape(q.shape) / sem.membrane_divisor
-        if sem.offset != 0.0:
-            q = q + sem.offset
-        tiebreak = None
-        if sem.tiebreak == "membrane":
-            if membrane is None:
-                raise UserError(f"readout {sem.readout} breaks ties by membrane, but {rp.name!r} has none")
-            tiebreak = torch.as_tensor(membrane.reshape(q.shape))
-        q = np.asarray(q, dtype=np.float64)
-        action = greedy_action(torch.as_tensor(q), tiebreak).numpy().astype(np.int64)
+        q, tiebreak = finish_q(sem, torch.as_tensor(np.asarray(q, dtype=np.float64).reshape(N, -1)),
+                               None if membrane is None else torch.as_tensor(membrane), rp.name)
+        q, action = q_and_action(q, tiebreak)
         for name in self.spiking_ops:
             spikes.setdefault(name, np.zeros((N, *self.by_name[name].out_shape), np.int64))
         return Readout(q=q, action=action, spikes={k: spikes[k] for k in self.spiking_ops})

@@ -17,8 +17,8 @@ import torch
 
 from backends.base import Readout, check_batch
 from exporters.canonical import SYNAPSES, Op, Plan, build_plan
-from exporters.plan.ops import per_step, reduce_time, run_neuron, spike
-from pipeline.backend_api import greedy_action
+from exporters.plan.ops import per_step, run_neuron, spike
+from exporters.plan.readout import finish_q, head_q, pushes_mean_through_head, q_and_action, summed, tensor_params
 from pipeline.encoding import encode_seeded
 from pipeline.errors import UserError
 
@@ -33,13 +33,6 @@ class RunResult:
     q: torch.Tensor
     tiebreak: torch.Tensor | None
     spikes: dict[str, torch.Tensor]
-
-
-def _tensor_params(op: Op, dtype: torch.dtype) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in op.params.items():
-        out[k] = torch.as_tensor(v, dtype=dtype) if isinstance(v, np.ndarray) else v
-    return out
 
 
 def _neuron_params(op: Op, dtype: torch.dtype) -> dict[str, Any]:
@@ -68,13 +61,9 @@ class ReferenceBackend:
         self.sem = self.plan.semantics
         self.T = self.sem.time_steps
         self.params = {op.name: (_neuron_params(op, self.dtype) if op.neuron is not None
-                                 else _tensor_params(op, self.dtype)) for op in self.plan.ops}
+                                 else tensor_params(op, self.dtype)) for op in self.plan.ops}
         self.obs_shape = self.plan.op(self.plan.input).out_shape
-        src = self.plan.readout_source
-        # q = W mean_t(x) + b equals mean_t(W x + b) exactly in real numbers, and is what the
-        # torch model computes for the rate readout: average first, then the head.
-        self.pushdown = (self.sem.reduce == "mean" and src.kind in ("affine", "linear")
-                         and self.sem.membrane_divisor == 0.0)
+        self.pushdown = pushes_mean_through_head(self.plan)
         self.batch_size = batch_size or self._auto_batch()
         self.spiking_ops = [op.name for op in self.plan.ops if op.spiking]
 
@@ -95,11 +84,10 @@ class ReferenceBackend:
     def run_batch(self, obs: torch.Tensor, input_spikes: torch.Tensor | None = None,
                   record: bool = True) -> RunResult:
         """Run ``obs`` ``[N, *obs_shape]`` (already in the working dtype); torch in, torch out."""
-        T, sem = self.T, self.sem
+        T = self.T
         values: dict[str, torch.Tensor] = {}
         final_v: dict[str, torch.Tensor] = {}
         counts: dict[str, torch.Tensor] = {}
-        out_name = self.plan.output
         src = self.plan.readout_source
         for op in self.plan.ops:
             p = self.params[op.name]
@@ -110,10 +98,7 @@ class ReferenceBackend:
                 break
             if self.pushdown and op.name == src.name:
                 continue
-            x = values[op.inputs[0]]
-            for other in op.inputs[1:]:  # several inputs to a node are summed
-                y = values[other]
-                x = x + y if x.shape[0] == y.shape[0] else x.expand(T, *x.shape[1:]) + y.expand(T, *y.shape[1:])
+            x = summed(op.inputs, values, T)
             if op.kind in SYNAPSES:
                 values[op.name] = per_step(op, x, p)
             elif op.kind == "relu":
@@ -126,28 +111,8 @@ class ReferenceBackend:
             if record and op.spiking:
                 s = values[op.name]
                 counts[op.name] = (s.expand(T, *s.shape[1:]) if s.shape[0] == 1 else s).sum(dim=0)
-        if self.pushdown:
-            x = values[src.inputs[0]]
-            for other in src.inputs[1:]:
-                x = x + values[other]
-            mean = x[0] if x.shape[0] == 1 else x.mean(dim=0)
-            q = per_step(src, mean.unsqueeze(0), self.params[src.name])[0]
-        else:
-            q = reduce_time(values[self.plan.op(out_name).inputs[0]], sem.reduce, T)
-            if sem.divisor != 1.0:
-                q = q / sem.divisor
-        q = q.reshape(q.shape[0], -1)
-        membrane = final_v.get(src.name)
-        if sem.membrane_divisor:
-            assert membrane is not None
-            q = q + membrane.reshape(q.shape) / sem.membrane_divisor
-        if sem.offset != 0.0:
-            q = q + sem.offset
-        tiebreak = None
-        if sem.tiebreak == "membrane":
-            if membrane is None:
-                raise UserError(f"readout {sem.readout} breaks ties by membrane, but {src.name!r} has none")
-            tiebreak = membrane.reshape(q.shape)
+        q = head_q(self.plan, values, params=self.params)
+        q, tiebreak = finish_q(self.sem, q, final_v.get(src.name), src.name)
         return RunResult(q=q, tiebreak=tiebreak, spikes=counts)
 
     def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Readout:
@@ -165,8 +130,9 @@ class ReferenceBackend:
                 t1 = time.perf_counter()
                 res = self.run_batch(x, s_in)
                 t2 = time.perf_counter()
-                qs.append(res.q.to(torch.float64).numpy())
-                acts.append(greedy_action(res.q, res.tiebreak).numpy().astype(np.int64))
+                q, action = q_and_action(res.q, res.tiebreak)
+                qs.append(q)
+                acts.append(action)
                 for k, v in res.spikes.items():
                     spikes[k].append(v.round().to(torch.int64).numpy())
                 t3 = time.perf_counter()
