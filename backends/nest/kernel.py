@@ -6,9 +6,8 @@ retired backend is a clear error instead of silently running someone else's netw
 
 The three per-observation status calls go to PyNEST's low-level ``nestkernel_api``: the
 public ``NodeCollection.set``/``SynapseCollection.set`` first fetch the complete status of
-an element (for a spike recorder, all its events) and query ``local`` for every node, which
-measured 12-16 us per node and ~50 ms per recorder clear with 340k events on this machine,
-against 1 us per synapse weight and 0.06 ms per clear here.
+an element (for a spike recorder, all its events) and query ``local`` for every node, an
+order of magnitude slower per node and per recorder clear (docs/NEST.md section 3).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A population's :class:`~exporters.canonical.NeuronStep` as a NEST 3.10 model and parameters.
 
 Pure numpy (no NEST import): what each population needs to follow DESIGN.md's step
-exactly. The evidence for the two models is in the package docstring; in short:
+exactly. The measurements behind the two models are in docs/NEST.md section 1; in short:
 
 * ``iaf_psc_delta`` (hard reset, non-spiking LI/I readouts, bare Threshold nodes):
   ``y = P30 (y0 + I_e) + P33 y + sum(w of spikes arriving)``, clamp at ``V_min``, spike on
@@ -10,8 +10,8 @@ exactly. The evidence for the two models is in the package docstring; in short:
   synaptic weights carry ``gain/tau``, which is DESIGN's ``U = V + (gain I - (V - V_leak))/tau``
   relative to E_L = V_leak.
 * ``eprop_iaf`` (soft reset): ``v = P_i i_in + z_in + P_v v``, clamp at ``V_min``, spike on
-  ``v >= V_th`` and then ``v -= V_th`` in the same step (measured on NEST 3.10; the
-  release's code differs from the documentation's "next step"). That is DESIGN's
+  ``v >= V_th`` and then ``v -= V_th`` in the same step (NEST 3.10.0's code; its
+  documentation says "next step"). That is DESIGN's
   ``V = U - V_th S`` with ``U = d V + in``. A reset amount other than the threshold, and
   snnTorch's delayed subtraction, add a one-step autapse of weight :func:`autapse`.
 """
@@ -33,7 +33,7 @@ Param = Union[float, np.ndarray]
 # Between observations every membrane is clamped to V_MIN by a pulse of CLAMP_WEIGHT, then
 # brought back to exactly 0 (relative to E_L) by a pulse of d * 2**VMIN_EXP: in double
 # arithmetic  (small + d 2**k) + d (-2**k) == 0  whenever |small| is below half an ulp of
-# d 2**k, i.e. for any membrane value a network can reach (see backend.py).
+# d 2**k, i.e. for any membrane value a network can reach (see devices.py).
 VMIN_EXP = 1000
 V_MIN = -(2.0 ** VMIN_EXP)
 CLAMP_WEIGHT = -(2.0 ** 1020)

@@ -30,13 +30,12 @@ import nir
 import numpy as np
 import torch
 
-from backends.base import Readout
-from backends.pynn.layout import NetLayout, layout
-from backends.pynn.readout import Recorded, q_values
+from backends.base import Readout, check_batch
+from backends.common.layout import NetLayout, layout
+from backends.common.readout import Recorded, readout_arrays, spike_counts
 from backends.pynn.spinnaker import SpinNet, SpinPop, describe
 from exporters.canonical import Plan, build_plan
 from pipeline.encoding import encode
-from pipeline.errors import UserError
 
 FRAC = 15
 ONE = 1 << FRAC
@@ -79,6 +78,7 @@ class FixedPointSpiNNaker:
         self.sem = self.plan.semantics
         self.T = self.sem.time_steps
         self.obs_shape = self.plan.op(self.plan.input).out_shape
+        self.n_out = int(np.prod(self.plan.op(self.plan.output).out_shape))
         self.net: NetLayout = layout(self.plan, "SpiNNaker")
         self.drives = self.net.drives()
         self.spin: SpinNet = describe(self.net, drives=self.drives)
@@ -182,11 +182,7 @@ class FixedPointSpiNNaker:
 
     def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Readout:
         """backends.base.Backend.run: the fixed-point network on ``[N, *obs_shape]``."""
-        obs = np.asarray(obs)
-        if obs.ndim == len(self.obs_shape):
-            obs = obs[None]
-        if tuple(obs.shape[1:]) != tuple(self.obs_shape):
-            raise UserError(f"observations have shape {tuple(obs.shape[1:])}, expected {tuple(self.obs_shape)}")
+        obs = check_batch(obs, self.obs_shape, self.plan.input, self.T, input_spikes)
         n = obs.shape[0]
         x = torch.as_tensor(obs).to(torch.float64)
         s_in = None
@@ -196,9 +192,8 @@ class FixedPointSpiNNaker:
         t0 = time.perf_counter()
         recs = [self._run_one(obs[i], None if s_in is None else s_in[:, i].numpy()) for i in range(n)]
         t1 = time.perf_counter()
-        spikes = {p.op.name: np.stack([r.counts[p.op.name] for r in recs]).reshape(n, *p.op.out_shape)
-                  for p in self.net.spiking}
-        q, action = q_values(self.net, recs, x, s_in)
+        spikes = spike_counts(self.net, recs)
+        q, action = readout_arrays(self.net, recs, x, s_in, self.n_out)
         return Readout(q=q, action=action, spikes=spikes,
                        timings={"set_input": 0.0, "simulate": t1 - t0, "read_out": time.perf_counter() - t1})
 

@@ -15,7 +15,7 @@ only from that file, holds one simulation per process, and must not touch the us
   (``i_offset`` of input-fed populations for the ``current`` encoding, spike sources otherwise),
   runs ``T + depth - 1`` steps (one more for spike input), reads the spikes, and resets the machine (``sim.reset()``) so no
   state or spike carries over. Q is computed on the host from the window spikes exactly as for
-  pyNN.nest (:mod:`backends.pynn.readout`).
+  pyNN.nest (:mod:`backends.common.readout`).
 
 Timing on SpiNNaker (a spike of step t with delay d arrives at t+d; ``i_offset`` acts from step
 0): population k (layout depth k) integrates steps k-1 .. k-2+T, so connections of one depth
@@ -50,9 +50,9 @@ import nir
 import numpy as np
 import torch
 
-from backends.base import Readout, plan_for_env
-from backends.pynn.layout import Drive, NetLayout, layout
-from backends.pynn.readout import Recorded, q_values
+from backends.base import Readout, check_batch, plan_for_env
+from backends.common.layout import Drive, NetLayout, layout
+from backends.common.readout import Recorded, readout_arrays, spike_counts
 from backends.pynn.spinnaker_config import MachineConfig, resolve
 from exporters.canonical import Plan
 from pipeline.encoding import encode
@@ -387,12 +387,7 @@ class PyNNSpiNNakerBackend:
                             "SPINNAKER_MACHINE or SPALLOC_SERVER to run it")
         if self._proc is None:
             raise UserError("this SpiNNaker backend was closed; build it again")
-        obs = np.asarray(obs)
-        if obs.ndim == len(self.obs_shape):
-            obs = obs[None]
-        if tuple(obs.shape[1:]) != tuple(self.obs_shape):
-            raise UserError(f"observations have shape {tuple(obs.shape[1:])}, the graph's Input node "
-                            f"{self.plan.input!r} expects {tuple(self.obs_shape)}")
+        obs = check_batch(obs, self.obs_shape, self.plan.input, self.T, input_spikes)
         n = obs.shape[0]
         x = torch.as_tensor(obs).to(torch.float64)
         s_in = None
@@ -411,10 +406,8 @@ class PyNNSpiNNakerBackend:
             timings["set_input"] += t1 - t0
             timings["simulate"] += t2 - t1
             timings["read_out"] += time.perf_counter() - t2
-        spikes = {p.op.name: np.stack([r.counts[p.op.name] for r in recs]).reshape(n, *p.op.out_shape)
-                  for p in self.net.spiking} if n else {}
-        q, action = q_values(self.net, recs, x, s_in) if n else (np.zeros((0, self.n_out)), np.zeros(0, np.int64))
-        return Readout(q=q, action=action, spikes=spikes, timings=timings)
+        q, action = readout_arrays(self.net, recs, x, s_in, self.n_out)
+        return Readout(q=q, action=action, spikes=spike_counts(self.net, recs), timings=timings)
 
     def _recorded(self, path: Path) -> Recorded:
         """Window spikes (times in steps from the run's start) and membranes from the worker's file."""

@@ -1,0 +1,213 @@
+"""Simulator-independent layout of a Plan as populations with delays (no simulator imported here).
+
+Both PyNN targets build the same network: one population per neuron (or bare Threshold) op,
+one projection per (source population, target population) pair, the synaptic ops between
+them composed into one sparse matrix (:mod:`backends.nest.connectivity`), and the ops after
+the last population (the readout head) evaluated on the host with the reference's own
+functions. What differs between NEST and SpiNNaker is only how a population is parameterised
+and how the per-observation reset is done.
+
+Delay compensation (DESIGN.md "Time-step semantics"): every simulated connection has a delay
+of at least one step, so a population at depth k (k neurons on the longest path from the
+input) sees its inputs k steps after the input. Connections get delay = depth difference
+(skip connections included), population k integrates the window of steps k+1 .. k+T of
+each cycle, and spike counts are taken inside that window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from backends.base import spiking_populations
+from backends.common.sparse import Form, add_forms, apply_op, estimate_add, estimate_apply
+from exporters.canonical import SYNAPSES, Op, Plan
+from exporters.plan.readout import pushes_mean_through_head
+from pipeline.errors import UserError
+
+
+@dataclass
+class PopLayout:
+    """One population: its op, depth (pipeline stage) and the populations/input feeding it."""
+
+    op: Op
+    depth: int
+    sources: set[str]
+    size: int
+    spiking: bool
+
+    @property
+    def window_start(self) -> int:
+        """First step of the population's window, relative to the cycle's start."""
+        return self.depth + 1
+
+
+@dataclass
+class Drive:
+    """What one population receives: ``sum_src terms[src] @ s_src + const`` (flattened, C order)."""
+
+    terms: dict[str, sp.csr_matrix] = field(default_factory=dict)
+    const: np.ndarray | None = None
+
+
+@dataclass
+class SynapseCount:
+    """Upper bounds from shapes alone: synapses from populations, from the input, and the
+    largest single drive matrix (what building holds on the host at once)."""
+
+    between: int
+    from_input: int
+    largest: int
+
+
+@dataclass
+class NetLayout:
+    """Populations in topological order, the host-side head, and what must be recorded."""
+
+    plan: Plan
+    pops: dict[str, PopLayout]
+    upstream: list[str]  # synaptic ops that feed populations (become projections)
+    tail: list[Op]  # ops after the populations, run on the host
+    leaf_pops: list[str]  # populations the tail reads
+    traced: list[str]  # populations whose membrane must be recorded
+    src: Op  # the op feeding Output
+    pushdown: bool  # rate readout: W mean_t(s) + b, as the reference computes it
+    need_membrane: bool
+
+    @property
+    def depth(self) -> int:
+        return max(p.depth for p in self.pops.values())
+
+    @property
+    def spiking(self) -> list[PopLayout]:
+        return [p for p in self.pops.values() if p.spiking]
+
+    @property
+    def tail_reads_input(self) -> bool:
+        plan = self.plan
+        return self.src.name == plan.input or any(plan.input in op.inputs for op in self.tail)
+
+    @property
+    def mean_from_counts(self) -> bool:
+        """A rate readout of one spiking population: its time mean is count / T, bit for bit the
+        mean of the 0/1 train (an exact integer sum, one correctly rounded division), so its
+        per-step trains need not be recorded."""
+        if not self.pushdown or len(self.src.inputs) != 1:
+            return False
+        p = self.pops.get(self.src.inputs[0])
+        return p is not None and p.spiking
+
+    @property
+    def train_pops(self) -> list[str]:
+        """Spiking populations whose per-step trains the head or the final membrane needs."""
+        keep = [] if self.mean_from_counts else self.leaf_pops
+        return [n for n in self.pops if self.pops[n].spiking and (n in keep or n in self.traced)]
+
+    def synapse_counts(self) -> SynapseCount:
+        """Synapse counts from shapes alone, before anything is built (upper bounds)."""
+        plan = self.plan
+        sizes = {plan.input: int(np.prod(plan.op(plan.input).out_shape))}
+        sizes.update({n: p.size for n, p in self.pops.items()})
+        est: dict[str, dict[str, tuple[int, int]]] = {plan.input: {plan.input: (sizes[plan.input], 1)}}
+        upstream = set(self.upstream)
+        count = SynapseCount(0, 0, 0)
+        for op in plan.ops:
+            if op.name in self.pops:
+                drive = estimate_add([est[i] for i in op.inputs])
+                est[op.name] = {op.name: (sizes[op.name], 1)}
+                for src, (nnz, _) in drive.items():
+                    if src == plan.input:
+                        count.from_input += nnz
+                    else:
+                        count.between += nnz
+                    count.largest = max(count.largest, nnz)
+            elif op.name in upstream:
+                est[op.name] = estimate_apply(op, estimate_add([est[i] for i in op.inputs]), sizes)
+                count.largest = max(count.largest, *(v[0] for v in est[op.name].values()))
+        return count
+
+    def drives(self) -> dict[str, Drive]:
+        """Every population's drive as sparse matrices per source (built on demand: it is the
+        expensive part, and a refused network must fail before it)."""
+        return dict(self.iter_drives())
+
+    def iter_drives(self) -> Iterator[tuple[str, Drive]]:
+        """:meth:`drives` one population at a time, in plan order (a builder that connects each
+        drive at once never holds all of them)."""
+        plan = self.plan
+        forms: dict[str, Form] = {plan.input: Form({plan.input: None})}
+        upstream = set(self.upstream)
+        for op in plan.ops:
+            if op.name in upstream:
+                forms[op.name] = apply_op(op, add_forms([forms[i] for i in op.inputs], int(np.prod(op.in_shape))))
+            elif op.name in self.pops:
+                n = self.pops[op.name].size
+                drive = add_forms([forms[i] for i in op.inputs], n)
+                forms[op.name] = Form({op.name: None})
+                terms = {}
+                for src, m in drive.terms.items():
+                    mat = sp.identity(n, format="csr", dtype=np.float64) if m is None else m.tocsr()
+                    mat.eliminate_zeros()
+                    terms[src] = mat
+                const = None if drive.const is None else np.broadcast_to(drive.const, (n,)).astype(np.float64)
+                yield op.name, Drive(terms, const)
+
+
+def layout(plan: Plan, target: str) -> NetLayout:
+    """Populations, depths and the host-side readout of ``plan``; UserError naming what a
+    spike-passing simulator cannot run."""
+    byname = {op.name: op for op in plan.ops}
+    pop_ops = spiking_populations(plan, target)
+    upstream: set[str] = set()
+    stack = [i for op in pop_ops for i in op.inputs]
+    while stack:
+        name = stack.pop()
+        if name in upstream:
+            continue
+        if byname[name].kind in SYNAPSES:
+            upstream.add(name)
+            stack.extend(byname[name].inputs)
+    sources: dict[str, set[str]] = {plan.input: {plan.input}}
+    depth: dict[str, int] = {plan.input: 0}
+    pops: dict[str, PopLayout] = {}
+    for op in plan.ops:
+        if op.kind in SYNAPSES and op.name in upstream:
+            sources[op.name] = set().union(*(sources[i] for i in op.inputs))
+        if op.kind not in ("neuron", "threshold"):
+            continue
+        src = set().union(*(sources[i] for i in op.inputs))
+        for s in src:
+            if s in pops and not pops[s].spiking:
+                raise UserError(f"node {op.name!r}: its input comes from the membrane of the non-spiking node "
+                                f"{s!r}; {target} neurons pass on spikes only")
+        d = 1 + max(depth[s] for s in src)
+        pops[op.name] = PopLayout(op, d, src, int(np.prod(op.out_shape)), op.spiking)
+        sources[op.name] = {op.name}
+        depth[op.name] = d
+    sem = plan.semantics
+    src_op = plan.readout_source
+    pushdown = pushes_mean_through_head(plan)
+    tail: list[str] = []
+    leaves: set[str] = set()
+    stack = [src_op.name]
+    while stack:
+        name = stack.pop()
+        if name in pops or name == plan.input:
+            leaves.add(name)
+            continue
+        if name not in tail:
+            tail.append(name)
+            stack.extend(byname[name].inputs)
+    need_membrane = bool(sem.membrane_divisor) or sem.tiebreak == "membrane"
+    if sem.tiebreak == "membrane" and src_op.name not in pops:
+        raise UserError(f"readout {sem.readout} breaks ties by membrane, but {src_op.name!r} has none")
+    leaf_pops = [n for n in pops if n in leaves]
+    traced = [n for n in leaf_pops if not pops[n].spiking]
+    if need_membrane and src_op.name in pops and src_op.name not in traced:
+        traced.append(src_op.name)
+    return NetLayout(plan=plan, pops=pops, upstream=[op.name for op in plan.ops if op.name in upstream],
+                     tail=[op for op in plan.ops if op.name in tail], leaf_pops=leaf_pops, traced=traced,
+                     src=src_op, pushdown=pushdown, need_membrane=need_membrane)

@@ -1,0 +1,40 @@
+"""How much memory a build may use, and what a NEST network costs per synapse and neuron.
+
+A network that does not fit is refused from its shapes, before anything is built, with a
+clear error instead of the OOM killer. The byte costs are NEST 3.10's, measured (docs/NEST.md,
+``benchmarks/bench_nest.py`` reports the real peak); the direct NEST backend and PyNN on NEST
+build the same network, so both use them.
+"""
+
+from __future__ import annotations
+
+import os
+
+MEMORY_FRACTION = 0.85  # of MemAvailable a build may take
+
+BYTES_PER_SYNAPSE = 72  # static_synapse after Connect, plus what the first Simulate adds
+BYTES_PER_NEURON = 2048
+BYTES_PER_RECORDED_NEURON = 32 * 1024  # NEST's connector for a neuron's device connections
+BUILD_BYTES_PER_SYNAPSE = 48  # host arrays while building: COO indices, weights, CSR copies
+
+
+def available_memory() -> int:
+    """Bytes the build may use: MemAvailable (Linux), else physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def fits(need: int, available: int) -> bool:
+    """Whether ``need`` bytes stay within :data:`MEMORY_FRACTION` of ``available``."""
+    return need <= MEMORY_FRACTION * available
+
+
+def gib(n: float) -> str:
+    """Bytes as GiB with one decimal, for error lines."""
+    return f"{n / 2.0**30:.1f} GiB"

@@ -1,0 +1,317 @@
+"""One Plan on one NEST kernel: the devices, the cycle and ``run`` that NEST and PyNN-NEST share.
+
+:class:`NestNetwork` is the common part of :class:`backends.nest.NestBackend` (NEST's own API)
+and :class:`backends.pynn.nest_sim.PyNNNestBackend` (PyNN populations and projections): both
+build the same network, so the layout (:mod:`backends.common.layout`), the population
+parameters (:func:`backends.nest.neurons.population_spec`), the devices, the per-observation
+input, the reading of the recorders and the readout are written once here. A shell creates
+the populations, the projections between them and the recorders, and says how to simulate
+one cycle and where the recorders' events are.
+
+The cycle (steps relative to its start, L steps per observation): a population at depth
+``k`` (k neurons on the longest path from the input; every connection has delay = depth
+difference, at least one step) is clamped to V_min at step k-1, restored to exactly its rest
+at step k, and integrates steps k+1 .. k+T, its aligned window, which receives exactly the
+window spikes of the populations feeding it. The clamp and restore pulses come from two spike
+generators that fire at the end of the previous cycle, through connections whose delay is
+the depth, so the layers are reset one after the other just before their windows; whatever a
+layer does after its window lands on the next layer's clamp/restore steps or later and is
+absorbed there. ``L = T + depth``, one more when a multimeter records (its data reaches
+Python one step late), and at least ``T + 2`` (layer 1 is clamped at step L, after its
+window). No state is written through the API between observations: only the new input and
+the generators' time origin.
+
+Devices (NEST ``spike_generator``s, ``precise_times`` off):
+
+* ``clock_in``: fires every step; its synapse onto an input-fed neuron carries that
+  observation's constant current ``W x + b`` (``current`` encoding; one weight write per
+  input-fed neuron and observation).
+* ``clock_bias``: fires every step; carries the biases of the other populations.
+* ``clamp`` / ``restore``: the reset pulses above; ``init``: a start away from rest, a pulse
+  ``d (v_init - v_leak)`` at the window's first step.
+* ``inputs`` (``poisson``/``regular``): one generator per input element with that
+  observation's spike times and signed weights, wired through the first synaptic layer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import nir
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from backends.base import Readout, check_batch, plan_for_env
+from backends.common.layout import Drive, NetLayout, layout
+from backends.common.readout import Recorded, readout_arrays, spike_counts
+from backends.nest import kernel
+from backends.nest.neurons import CLAMP_WEIGHT, PopSpec, population_spec
+from exporters.canonical import Plan
+from pipeline.encoding import encode
+from pipeline.errors import UserError
+
+Events = Mapping[str, Any]  # a recorder's events: senders, times (in steps), V_m
+Project = Callable[[str, str, np.ndarray, np.ndarray, np.ndarray, int], None]
+
+
+@dataclass
+class Generators:
+    """The spike generators of one network (see the module docstring)."""
+
+    clock_in: Any
+    clock_bias: Any
+    clamp: Any
+    restore: Any
+    init: Any
+    inputs: Any | None  # one per input element for spike encodings, else None
+    all: Any  # every generator: their time origin moves to each cycle's start
+
+    @classmethod
+    def create(cls, nest: Any, h: float, cycle: int, n_inputs: int | None) -> Generators:
+        every = {"spike_times": [h * j for j in range(1, cycle + 1)], "precise_times": False}
+        clock_in = nest.Create("spike_generator", params=every)
+        clock_bias = nest.Create("spike_generator", params=every)
+        clamp = nest.Create("spike_generator", params={"spike_times": [h * (cycle - 1)], "precise_times": False})
+        restore = nest.Create("spike_generator", params={"spike_times": [h * cycle], "precise_times": False})
+        init = nest.Create("spike_generator", params={"spike_times": [h], "precise_times": False})
+        gens = clock_in + clock_bias + clamp + restore + init
+        inputs = None
+        if n_inputs is not None:
+            inputs = nest.Create("spike_generator", n_inputs, params={"precise_times": False})
+            gens = gens + inputs
+        return cls(clock_in, clock_bias, clamp, restore, init, inputs, gens)
+
+
+def connect_arrays(nest: Any, pre: np.ndarray, post: np.ndarray, weight: np.ndarray, delay_ms: float) -> None:
+    """``post[i] <- pre[i]`` with ``weight[i]`` (NEST units) in one ``one_to_one`` Connect."""
+    if pre.size == 0:
+        return
+    nest.Connect(np.ascontiguousarray(pre, dtype=np.int64), np.ascontiguousarray(post, dtype=np.int64),
+                 "one_to_one", syn_spec={"weight": np.ascontiguousarray(weight, dtype=np.float64),
+                                         "delay": np.full(pre.size, delay_ms)})
+
+
+def window_events(ev: Events, first: int, size: int, start: int, T: int,
+                  key: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(neuron index, window step, value of ``key``) of the events of neurons ``first ..
+    first + size - 1`` inside their window ``start .. start + T - 1`` (steps since the
+    recorders' origin)."""
+    senders = np.asarray(ev["senders"], dtype=np.int64)
+    t = np.asarray(ev["times"], dtype=np.int64) - start
+    ok = (senders >= first) & (senders < first + size) & (t >= 0) & (t < T)
+    value = None if key is None else np.asarray(ev[key], dtype=np.float64)[ok]
+    return senders[ok] - first, t[ok], value
+
+
+class NestNetwork:
+    """A Plan laid out for NEST with its devices; subclasses are the NEST and PyNN-NEST shells.
+
+    A shell sets ``name``, ``target`` (how error lines name the simulator) and
+    ``closed_message``, and implements :meth:`_build` (populations into ``self.first``,
+    :meth:`_connect`, recorders, then :meth:`_warm_up`), :meth:`_simulate`,
+    :meth:`_spike_events`, :meth:`_v_events` and ``close``.
+    """
+
+    name = ""
+    target = "NEST"
+    closed_message = ""
+
+    def __init__(self, graph: nir.NIRGraph | Plan, *, threads: int = 1, time_steps: int | None = None,
+                 dt: float | None = None, readout: str | None = None, convention: str | None = None,
+                 obs_shape: tuple[int, ...] | None = None, n_actions: int | None = None):
+        if int(threads) < 1:
+            raise UserError(f"threads must be >= 1, got {threads}")
+        self.threads = int(threads)
+        self.plan, self.obs_shape, self.n_out = plan_for_env(
+            graph, time_steps=time_steps, dt=dt, readout=readout, convention=convention, obs_shape=obs_shape,
+            n_actions=n_actions)
+        self.sem = self.plan.semantics
+        self.T = self.sem.time_steps
+        self.net: NetLayout = layout(self.plan, self.target)
+        self.h = self.sem.dt * 1000.0  # ms; the kernel's own value once built
+        self.specs: dict[str, PopSpec] = self._specs(self.h)
+        self.depth = self.net.depth
+        self.cycle = max(self.T + self.depth + (1 if self.net.traced else 0), self.T + 2)
+        self.first: dict[str, int] = {}  # NEST global id of each population's neuron 0
+        self._valid = False
+        self._origin = 0  # absolute step at which the next cycle starts
+
+    def _specs(self, h: float) -> dict[str, PopSpec]:
+        return {n: population_spec(p.op, h) for n, p in self.net.pops.items()}
+
+    def _use_resolution(self, h: float) -> None:
+        """The kernel's resolution (ms); the decays are calibrated for it."""
+        if h != self.h:
+            self.specs = self._specs(h)
+        self.h = h
+
+    # ------------------------------------------------------------------ shell hooks
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def _simulate(self, first: bool) -> None:
+        """Simulate one cycle (``first``: the warm-up cycle right after building)."""
+        raise NotImplementedError
+
+    def _spike_events(self) -> dict[str, Events]:
+        """Events of each spiking population's spike recorder since the last call (then cleared)."""
+        raise NotImplementedError
+
+    def _v_events(self) -> dict[str, Events]:
+        """Events of each traced population's V_m multimeter since the last call (then cleared)."""
+        raise NotImplementedError
+
+    def _retire(self) -> None:
+        self._valid = False
+
+    # ------------------------------------------------------------------ build
+
+    def _connect(self, project: Project) -> None:
+        """Every population's drive: ``project(src, dst, pre, post, weight, delay_steps)`` for
+        the synapses between populations, devices for the input, biases and resets."""
+        nest = self._nest
+        self.gens = Generators.create(nest, self.h, self.cycle,
+                                      None if self.sem.encoding == "current" else int(np.prod(self.obs_shape)))
+        self.host_matrix: dict[str, sp.csr_matrix] = {}  # input-fed population -> scaled input matrix
+        self.host_const: dict[str, np.ndarray] = {}
+        for name, drive in self.net.iter_drives():
+            self._connect_drive(name, drive, project)
+        self.in_conns = None  # the input synapses whose weights change with every observation
+        if self.host_matrix:
+            self.in_conns = nest.GetConnections(source=self.gens.clock_in)
+            self._in_targets = np.asarray(self.in_conns.get("target"), dtype=np.int64).reshape(-1)
+
+    def _connect_drive(self, name: str, drive: Drive, project: Project) -> None:
+        nest, h, gens, plan = self._nest, self.h, self.gens, self.plan
+        p, spec = self.net.pops[name], self.specs[name]
+        n, scale = spec.size, spec.scale
+        ids = self.first[name] + np.arange(n)
+        const = np.zeros(n) if drive.const is None else drive.const * scale
+        for src, mat in drive.terms.items():
+            coo = mat.tocoo()
+            w = coo.data * scale[coo.row]
+            if src != plan.input:
+                project(src, name, coo.col, coo.row, w, p.depth - self.net.pops[src].depth)
+            elif gens.inputs is None:  # constant current: W x + b per observation, on the host
+                self.host_matrix[name] = sp.csr_matrix((w, (coo.row, coo.col)), shape=(n, int(np.prod(self.obs_shape))))
+            else:
+                connect_arrays(nest, gens.inputs[0].global_id + coo.col, ids[coo.row], w, h * p.depth)
+            del coo, w
+        if name in self.host_matrix:
+            self.host_const[name] = const
+            connect_arrays(nest, np.full(n, gens.clock_in.global_id), ids, const, h)
+        else:
+            nz = np.nonzero(const)[0]
+            connect_arrays(nest, np.full(nz.size, gens.clock_bias.global_id), ids[nz], const[nz], h)
+        connect_arrays(nest, np.full(n, gens.clamp.global_id), ids, np.full(n, CLAMP_WEIGHT), h * p.depth)
+        connect_arrays(nest, np.full(n, gens.restore.global_id), ids, spec.restore, h * p.depth)
+        if spec.init is not None:
+            nz = np.nonzero(spec.init)[0]
+            connect_arrays(nest, np.full(nz.size, gens.init.global_id), ids[nz], spec.init[nz], h * p.depth)
+        if spec.autapse is not None:
+            nz = np.nonzero(spec.autapse)[0]
+            connect_arrays(nest, ids[nz], ids[nz], spec.autapse[nz], h)
+
+    def _warm_up(self) -> None:
+        """Cycle 0, without input: its clamp/restore pulses put every population at rest right
+        before its window in the first real cycle."""
+        self._cycle(np.zeros(self.obs_shape, np.float64), None, first=True)
+
+    # ------------------------------------------------------------------ one observation
+
+    def _set_input(self, obs: np.ndarray, s_in: np.ndarray | None, origin: int) -> None:
+        kernel.set_nodes(self.gens.all, [{"origin": origin * self.h}])
+        if self.in_conns is not None:
+            x = obs.reshape(-1).astype(np.float64)
+            w = np.zeros(int(self._in_targets.max()) + 1)
+            for name, mat in self.host_matrix.items():
+                first = self.first[name]
+                w[first:first + mat.shape[0]] = mat @ x + self.host_const[name]
+            kernel.set_weights(self.in_conns, w[self._in_targets].tolist())
+        if self.gens.inputs is not None:
+            flat = np.zeros((self.T, int(np.prod(self.obs_shape)))) if s_in is None else s_in.reshape(self.T, -1)
+            steps = np.arange(1, self.T + 1) * self.h
+            params = []
+            for i in range(flat.shape[1]):
+                col = flat[:, i]
+                nz = np.nonzero(col)[0]
+                params.append({"spike_times": steps[nz].tolist(), "spike_weights": col[nz].tolist()})
+            kernel.set_nodes(self.gens.inputs, params)
+
+    def _read(self, origin: int) -> Recorded:
+        """Window counts, trains (where the readout needs them), traces and final membranes."""
+        T, net = self.T, self.net
+        rec = Recorded(counts={})
+        trains = set(net.train_pops)
+        for name, ev in self._spike_events().items():
+            p = net.pops[name]
+            ids, t, _ = window_events(ev, self.first[name], p.size, origin + p.window_start, T)
+            rec.counts[name] = np.bincount(ids, minlength=p.size).astype(np.int64)
+            if name in trains:
+                train = np.zeros((T, p.size))
+                train[t, ids] = 1.0
+                rec.trains[name] = train
+        for name, ev in self._v_events().items():
+            p = net.pops[name]
+            ids, t, v = window_events(ev, self.first[name], p.size, origin + p.window_start, T, "V_m")
+            trace = np.full((T, p.size), np.nan)
+            trace[t, ids] = v
+            if np.isnan(trace).any():
+                raise AssertionError(f"the multimeter missed steps of {name!r}")
+            rec.traces[name] = trace
+            final = trace[-1].copy()
+            corr = self.specs[name].v_correction
+            if corr is not None:  # eprop_iaf records V after its own reset: the plan's V(T)
+                final = final + corr * rec.trains[name][-1]
+            rec.final_v[name] = final
+        return rec
+
+    def _cycle(self, obs: np.ndarray, s_in: np.ndarray | None, timings: dict[str, float] | None = None,
+               first: bool = False) -> Recorded:
+        """One observation: input, one cycle of simulation, the windows read (timed apart)."""
+        origin = self._origin
+        t0 = time.perf_counter()
+        self._set_input(obs, s_in, origin)
+        t1 = time.perf_counter()
+        self._simulate(first)
+        t2 = time.perf_counter()
+        rec = self._read(origin)
+        t3 = time.perf_counter()
+        self._origin = origin + self.cycle
+        if timings is not None:
+            timings["set_input"] += t1 - t0
+            timings["simulate"] += t2 - t1
+            timings["read_out"] += t3 - t2
+        return rec
+
+    # ------------------------------------------------------------------ public interface
+
+    def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Readout:
+        """backends.base.Backend.run: ``obs`` ``[N, *obs_shape]`` -> Readout; one cycle per observation."""
+        if not self._valid:
+            raise UserError(self.closed_message)
+        if input_spikes is not None and self.sem.encoding == "current":
+            raise UserError("input spikes were given, but the graph's input encoding is 'current'")
+        obs = check_batch(obs, self.obs_shape, self.plan.input, self.T, input_spikes)
+        if not np.all(np.isfinite(obs)):
+            raise UserError("observations contain NaN or infinite values")
+        x = torch.as_tensor(obs).to(torch.float64)
+        s_in = None
+        if input_spikes is not None:
+            s_in = torch.as_tensor(np.asarray(input_spikes)).to(torch.float64)
+        elif self.sem.encoding != "current":  # the whole batch with the graph's seed, like the reference
+            s_in = encode(x, self.T, self.sem.encoding, torch.Generator().manual_seed(self.sem.encoding_seed))
+        timings = {"set_input": 0.0, "simulate": 0.0, "read_out": 0.0}
+        x_np = x.numpy()
+        s_np = None if s_in is None else s_in.numpy()
+        recs = [self._cycle(x_np[i], None if s_np is None else s_np[:, i], timings) for i in range(obs.shape[0])]
+        t0 = time.perf_counter()
+        spikes = spike_counts(self.net, recs)
+        q, action = readout_arrays(self.net, recs, x, s_in, self.n_out)
+        timings["read_out"] += time.perf_counter() - t0
+        return Readout(q=q, action=action, spikes=spikes, timings=timings)
