@@ -1,14 +1,15 @@
-"""Synaptic ops of a :class:`~exporters.canonical.Plan` as sparse matrices (no NEST here).
+"""Synaptic ops of a :class:`~exporters.canonical.Plan` as sparse matrices (no simulator here).
 
-NEST only has point-to-point synapses, so every dense, convolutional, pooling and scaling
-op becomes an explicit ``(post, pre, weight)`` list. Index lists are made with numpy
-broadcasting, never a Python loop over synapses. Consecutive synaptic ops without a neuron
-in between (conv -> pool, flatten -> affine) are composed into one matrix, so what NEST
-sees is, for every neuron population, ``drive = sum_src M_src @ s_src + const`` over its
+NEST, SpiNNaker and Loihi only have point-to-point synapses, so every dense, convolutional,
+pooling and scaling op becomes an explicit ``(post, pre, weight)`` list. Index lists are made
+with numpy broadcasting, never a Python loop over synapses; Lava's lowering builds its maps
+from the same :func:`conv_matrix`, :func:`pool_matrix` and :func:`dense_matrix`. Consecutive
+synaptic ops without a neuron in between (conv -> pool, flatten -> affine) are composed into
+one matrix (:class:`Form`), so what NEST sees is, for every neuron population, ``drive = sum_src M_src @ s_src + const`` over its
 sources (other populations, or the observation).
 
 The memory check must run *before* any of this is materialised (a too-large network must
-fail with a clear error, not with the OOM killer), so :func:`estimate_nnz` counts synapses
+fail with a clear error, not with the OOM killer), so :func:`op_nnz` counts synapses
 analytically from the shapes.
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from exporters.canonical import Op
+from pipeline.errors import UserError
 
 INDEX = np.int64
 
@@ -30,10 +32,13 @@ def _pair(v: object) -> tuple[int, int]:
 
 
 def _conv_padding(op: Op, kernel: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
+    """Padding before the first row/column (torch's ``same`` puts an odd extra one after the last)."""
     pad = op.params["padding"]
     if isinstance(pad, str):  # torch's string paddings, as the reference passes them to F.conv2d
         if pad == "valid":
             return 0, 0
+        if pad != "same":
+            raise UserError(f"unknown conv padding {pad!r}")
         return tuple((d * (k - 1)) // 2 for k, d in zip(kernel, dilation))  # type: ignore[return-value]
     return _pair(pad)
 
@@ -95,30 +100,63 @@ def pool_coo(op: Op) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return post, pre, np.full(post.shape, value)
 
 
+def _coo_matrix(op: Op, post: np.ndarray, pre: np.ndarray, w: np.ndarray) -> sp.csr_matrix:
+    """Canonical CSR (rows sorted, no duplicates, no stored zeros) ``[prod(out), prod(in)]``."""
+    keep = w != 0
+    m = sp.csr_matrix((w[keep], (post[keep], pre[keep])), shape=(int(np.prod(op.out_shape)), int(np.prod(op.in_shape))))
+    m.sum_duplicates()
+    return m
+
+
+def conv_matrix(op: Op) -> sp.csr_matrix:
+    """A Conv2d's weights as a sparse matrix on flattened C-order tensors (no bias)."""
+    return _coo_matrix(op, *conv_coo(op))
+
+
+def pool_matrix(op: Op) -> sp.csr_matrix:
+    """SumPool2d / AvgPool2d as a sparse matrix on flattened C-order tensors."""
+    return _coo_matrix(op, *pool_coo(op))
+
+
+def dense_matrix(op: Op) -> sp.csr_matrix:
+    """An Affine/Linear weight as a sparse matrix; torch applies it to the last dimension of
+    every leading index, so a leading shape makes it block-diagonal."""
+    w = np.asarray(op.params["weight"], dtype=np.float64)
+    lead = int(np.prod(op.in_shape)) // w.shape[1]
+    m = sp.csr_matrix(w)
+    if lead > 1:
+        m = sp.kron(sp.identity(lead, format="csr"), m, format="csr")
+    m.eliminate_zeros()
+    return m
+
+
+def dense_bias(op: Op) -> np.ndarray:
+    """An Affine's bias for every leading index of its input (see :func:`dense_matrix`)."""
+    w_in = np.shape(op.params["weight"])[1]
+    return np.tile(np.asarray(op.params["bias"], dtype=np.float64).reshape(-1), int(np.prod(op.in_shape)) // w_in)
+
+
 def synapse_matrix(op: Op) -> tuple[sp.csr_matrix | None, np.ndarray | None]:
     """The op as ``y = A x + b`` on flattened tensors; A None means identity, b None no bias."""
-    n_in = int(np.prod(op.in_shape))
     n_out = int(np.prod(op.out_shape))
     kind = op.kind
     if kind == "flatten":
         return None, None
     if kind in ("affine", "linear"):
-        a = sp.csr_matrix(np.asarray(op.params["weight"], dtype=np.float64))
-        b = np.asarray(op.params["bias"], dtype=np.float64).reshape(-1) if kind == "affine" else None
+        a = dense_matrix(op)
+        b = dense_bias(op) if kind == "affine" else None
     elif kind == "scale":
         s = np.broadcast_to(np.asarray(op.params["scale"], dtype=np.float64), op.in_shape).reshape(-1)
         a, b = sp.diags(s, format="csr"), None
+        a.eliminate_zeros()
     elif kind == "conv2d":
-        post, pre, w = conv_coo(op)
-        a = sp.csr_matrix((w, (post, pre)), shape=(n_out, n_in))
+        a = conv_matrix(op)
         bias = np.asarray(op.params["bias"], dtype=np.float64).reshape(-1)
         b = np.repeat(bias, n_out // bias.size) if np.any(bias != 0) else None
     elif kind in ("sumpool2d", "avgpool2d"):
-        post, pre, w = pool_coo(op)
-        a, b = sp.csr_matrix((w, (post, pre)), shape=(n_out, n_in)), None
+        a, b = pool_matrix(op), None
     else:
         raise AssertionError(kind)
-    a.eliminate_zeros()
     return a, b
 
 

@@ -10,8 +10,8 @@ No Lava import here (so ``inspect-nir`` and the quantiser can use it without sta
   flatten -> affine``, ``affine -> scale`` ...) becomes one sparse matrix ``[n_dst, n_src]``
   (the product of the chain, C-order flattening, so ``flatten`` is the identity) and one bias
   vector added by the destination population. Conv and pooling layers are explicit sparse
-  matrices built with ``unfold`` on an index image (a Loihi core also stores them as explicit
-  synapses; docs/LAVA.md compares Lava's own ``Conv``).
+  matrices (:mod:`backends.common.sparse`, the index arithmetic NEST's synapses use; a Loihi
+  core also stores them as explicit synapses; docs/LAVA.md compares Lava's own ``Conv``).
 * **The host region** — the Input node and the synaptic ops computed from it alone — runs on
   the host once per observation with the reference's own torch calls (``current``: one
   constant current per observation; ``poisson``/``regular``: one current per step), and the
@@ -34,9 +34,8 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-import torch
-import torch.nn.functional as F
 
+from backends.common.sparse import conv_matrix, dense_bias, dense_matrix, pool_matrix
 from exporters.canonical import SYNAPSES, NeuronStep, Op, Plan
 from pipeline.errors import UserError
 
@@ -123,97 +122,18 @@ class Layout:
 # ---------------------------------------------------------------- synaptic ops as sparse matrices
 
 
-def _pair(v: Any) -> tuple[int, int]:
-    a, b = np.broadcast_to(np.asarray(v).reshape(-1), (2,))
-    return int(a), int(b)
-
-
-def _unfold_indices(in_shape: tuple[int, int, int], kernel: tuple[int, int], stride: tuple[int, int],
-                    padding: Any, dilation: tuple[int, int]) -> tuple[np.ndarray, int, int]:
-    """Input index (or -1 for padding) of every (channel, ky, kx, output position):
-    ``[C, kh*kw, L]`` plus the output height and width."""
-    C, H, W = in_shape
-    idx = torch.arange(1, C * H * W + 1, dtype=torch.float64).reshape(C, 1, H, W)
-    if isinstance(padding, str):
-        if padding == "valid":
-            pads = (0, 0, 0, 0)
-        elif padding == "same":  # torch pads the extra element on the right/bottom
-            th = dilation[0] * (kernel[0] - 1)
-            tw = dilation[1] * (kernel[1] - 1)
-            pads = (tw // 2, tw - tw // 2, th // 2, th - th // 2)
-        else:
-            raise UserError(f"unknown conv padding {padding!r}")
-    else:
-        ph, pw = _pair(padding)
-        pads = (pw, pw, ph, ph)
-    idx = F.pad(idx, pads)
-    cols = F.unfold(idx, kernel, dilation=dilation, stride=stride)  # [C, kh*kw, L]
-    Hp, Wp = H + pads[2] + pads[3], W + pads[0] + pads[1]
-    oh = (Hp - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
-    ow = (Wp - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
-    return cols.numpy().astype(np.int64) - 1, oh, ow
-
-
-def _conv_matrix(op: Op) -> Matrix:
-    p = op.params
-    w = np.asarray(p["weight"], dtype=np.float64)  # [C_out, C_in/g, kh, kw]
-    c_out, c_in_g, kh, kw = w.shape
-    C, H, W = op.in_shape
-    groups = p["groups"]
-    cols, oh, ow = _unfold_indices((C, H, W), (kh, kw), p["stride"], p["padding"], p["dilation"])
-    L = oh * ow
-    k = kh * kw
-    rows_all, cols_all, vals_all = [], [], []
-    per_group_out = c_out // groups
-    for g in range(groups):
-        chans = np.arange(g * c_in_g, (g + 1) * c_in_g)
-        src = cols[chans].reshape(c_in_g * k, L)  # [(ci, ky, kx), L]
-        outs = np.arange(g * per_group_out, (g + 1) * per_group_out)
-        wg = w[outs].reshape(per_group_out, c_in_g * k)  # [co, (ci, ky, kx)]
-        r = outs[:, None, None] * L + np.arange(L)[None, None, :]
-        r = np.broadcast_to(r, (per_group_out, c_in_g * k, L))
-        c = np.broadcast_to(src[None], r.shape)
-        v = np.broadcast_to(wg[:, :, None], r.shape)
-        keep = (c >= 0) & (v != 0)
-        rows_all.append(r[keep])
-        cols_all.append(c[keep])
-        vals_all.append(v[keep])
-    m = sp.csr_matrix((np.concatenate(vals_all), (np.concatenate(rows_all), np.concatenate(cols_all))),
-                      shape=(c_out * L, C * H * W))
-    m.sum_duplicates()
-    return m
-
-
-def _pool_matrix(op: Op) -> Matrix:
-    p = op.params
-    kh, kw = p["kernel_size"]
-    C, H, W = op.in_shape
-    cols, oh, ow = _unfold_indices((C, H, W), (kh, kw), p["stride"], p["padding"], (1, 1))
-    L = oh * ow
-    value = 1.0 if op.kind == "sumpool2d" else 1.0 / (kh * kw)  # avg_pool2d counts padding (torch default)
-    r = np.broadcast_to((np.arange(C)[:, None, None] * L + np.arange(L)[None, None, :]), cols.shape)
-    keep = cols >= 0
-    m = sp.csr_matrix((np.full(int(keep.sum()), value), (r[keep], cols[keep])), shape=(C * L, C * H * W))
-    m.sum_duplicates()
-    return m
-
-
 def synapse_matrix(op: Op) -> tuple[Matrix, np.ndarray | None]:
-    """A synaptic op as a sparse matrix ``[prod(out_shape), prod(in_shape)]`` and bias (or None)."""
+    """A synaptic op as a sparse matrix ``[prod(out_shape), prod(in_shape)]`` and bias (or None).
+
+    Unlike :func:`backends.common.sparse.synapse_matrix` (NEST's composition, where None is
+    the identity and an all-zero bias is no bias), every op has an explicit matrix here, and a
+    conv keeps its bias vector even when it is all zero.
+    """
     n_in = int(np.prod(op.in_shape))
     n_out = int(np.prod(op.out_shape))
     kind = op.kind
     if kind in ("affine", "linear"):
-        w = np.asarray(op.params["weight"], dtype=np.float64)
-        lead = n_in // w.shape[1]
-        m = sp.csr_matrix(w)
-        if lead > 1:  # torch applies the map to the last dimension of every leading index
-            m = sp.kron(sp.identity(lead, format="csr"), m, format="csr")
-        bias = None
-        if kind == "affine":
-            bias = np.tile(np.asarray(op.params["bias"], dtype=np.float64).reshape(-1), lead)
-        m.eliminate_zeros()
-        return m, bias
+        return dense_matrix(op), (dense_bias(op) if kind == "affine" else None)
     if kind == "scale":
         s = np.broadcast_to(np.asarray(op.params["scale"], dtype=np.float64), op.in_shape).reshape(-1)
         return sp.diags(s, format="csr"), None
@@ -221,9 +141,9 @@ def synapse_matrix(op: Op) -> tuple[Matrix, np.ndarray | None]:
         return sp.identity(n_in, format="csr"), None
     if kind == "conv2d":
         bias = np.repeat(np.asarray(op.params["bias"], dtype=np.float64), n_out // op.out_shape[0])
-        return _conv_matrix(op), bias
+        return conv_matrix(op), bias
     if kind in ("sumpool2d", "avgpool2d"):
-        return _pool_matrix(op), None
+        return pool_matrix(op), None
     raise AssertionError(kind)
 
 
