@@ -30,6 +30,17 @@ class Recorded:
     final_v: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def add_spikes(rec: Recorded, name: str, ids: np.ndarray, steps: np.ndarray, size: int, T: int,
+               train: bool) -> None:
+    """Window count (and, with ``train``, the ``[T, size]`` 0/1 train) of one population from
+    its spike events inside the window: neuron index ``ids``, window step ``steps``."""
+    rec.counts[name] = np.bincount(ids, minlength=size).astype(np.int64)
+    if train:
+        spikes = np.zeros((T, size))
+        spikes[steps, ids] = 1.0
+        rec.trains[name] = spikes
+
+
 def q_values(net: NetLayout, recs: list[Recorded], obs: torch.Tensor,
              s_in: torch.Tensor | None) -> tuple[np.ndarray, np.ndarray]:
     """(q ``[N, A]`` float64, action ``[N]`` int64) for the recorded observations (N >= 1).

@@ -47,7 +47,7 @@ import torch
 
 from backends.base import Readout, check_batch, plan_for_env
 from backends.common.layout import Drive, NetLayout, layout
-from backends.common.readout import Recorded, readout_arrays, spike_counts
+from backends.common.readout import Recorded, add_spikes, readout_arrays, spike_counts
 from backends.nest import kernel
 from backends.nest.neurons import CLAMP_WEIGHT, PopSpec, population_spec
 from exporters.canonical import Plan
@@ -251,11 +251,7 @@ class NestNetwork:
         for name, ev in self._spike_events().items():
             p = net.pops[name]
             ids, t, _ = window_events(ev, self.first[name], p.size, origin + p.window_start, T)
-            rec.counts[name] = np.bincount(ids, minlength=p.size).astype(np.int64)
-            if name in trains:
-                train = np.zeros((T, p.size))
-                train[t, ids] = 1.0
-                rec.trains[name] = train
+            add_spikes(rec, name, ids, t, p.size, T, name in trains)
         for name, ev in self._v_events().items():
             p = net.pops[name]
             ids, t, v = window_events(ev, self.first[name], p.size, origin + p.window_start, T, "V_m")

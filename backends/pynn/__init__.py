@@ -1,8 +1,10 @@
 """PyNN 0.13 backends: ``--target pynn-nest`` (pyNN.nest) and ``--target pynn-spinnaker`` (sPyNNaker).
 
-* :mod:`backends.pynn.layout` — the simulator-independent network: populations, depths (delay
-  compensation), per-population drives as sparse matrices, the host-side readout head.
-* :mod:`backends.pynn.nest_sim` — :class:`PyNNNestBackend`, exact (DESIGN.md) on pyNN.nest.
+The simulator-independent network (populations, depths for delay compensation, drives as
+sparse matrices, the host-side readout head) is :mod:`backends.common`, shared with ``--target nest``.
+
+* :mod:`backends.pynn.nest_sim` — :class:`PyNNNestBackend`, exact (DESIGN.md) on pyNN.nest: a
+  shell over :class:`backends.nest.devices.NestNetwork`, like the direct NEST backend.
 * :mod:`backends.pynn.spinnaker` — :class:`PyNNSpiNNakerBackend`: the same network on a SpiNNaker
   machine through sPyNNaker, run in a worker process (virtual board: mapping only).
 * :mod:`backends.pynn.fixedpoint` — sPyNNaker's neuron update in s16.15 fixed point (numpy), to

@@ -52,7 +52,7 @@ import torch
 
 from backends.base import Readout, check_batch, plan_for_env
 from backends.common.layout import Drive, NetLayout, layout
-from backends.common.readout import Recorded, readout_arrays, spike_counts
+from backends.common.readout import Recorded, add_spikes, readout_arrays, spike_counts
 from backends.pynn.spinnaker_config import MachineConfig, resolve
 from exporters.canonical import Plan
 from pipeline.encoding import encode
@@ -420,10 +420,7 @@ class PyNNSpiNNakerBackend:
                     ids = data[f"spikes/{p.name}/neuron"].astype(np.int64)
                     t = np.rint(data[f"spikes/{p.name}/time"] / self.spin.timestep_ms).astype(np.int64) - p.window_start
                     ok = (t >= 0) & (t < T)
-                    rec.counts[p.name] = np.bincount(ids[ok], minlength=p.size).astype(np.int64)
-                    train = np.zeros((T, p.size))
-                    train[t[ok], ids[ok]] = 1.0
-                    rec.trains[p.name] = train
+                    add_spikes(rec, p.name, ids[ok], t[ok], p.size, T, train=True)
                 if p.record_v:
                     v = data[f"v/{p.name}"]  # [steps, n]
                     trace = v[p.window_start:p.window_start + T]
