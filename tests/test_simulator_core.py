@@ -16,7 +16,8 @@ from backends.common.sparse import synapse_matrix
 from backends.lava import lowering
 from backends.reference import ReferenceBackend
 from backends.reference.ops import apply_synapse, per_step, run_neuron
-from exporters.canonical import Op, build_plan
+from exporters.plan.build import build_plan
+from exporters.plan.ir import Op
 from exporters.plan.readout import summed, tensor_params
 from exporters.to_nir import model_to_nir
 from exporters.zoo import cartpole_obs, make_checkpoint

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from backends.base import spiking_populations
 from backends.common.sparse import Form, add_forms, apply_op, estimate_add, estimate_apply
-from exporters.canonical import SYNAPSES, Op, Plan
+from exporters.plan.ir import SYNAPSES, Op, Plan
 from exporters.plan.readout import pushes_mean_through_head
 from pipeline.errors import UserError
 

@@ -1,4 +1,4 @@
-"""Synaptic ops of a :class:`~exporters.canonical.Plan` as sparse matrices (no simulator here).
+"""Synaptic ops of a :class:`~exporters.plan.ir.Plan` as sparse matrices (no simulator here).
 
 NEST, SpiNNaker and Loihi only have point-to-point synapses, so every dense, convolutional,
 pooling and scaling op becomes an explicit ``(post, pre, weight)`` list. Index lists are made
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from exporters.canonical import Op
+from exporters.plan.ir import Op
 from pipeline.errors import UserError
 
 INDEX = np.int64

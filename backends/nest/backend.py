@@ -21,7 +21,7 @@ from backends.common.memory import (BUILD_BYTES_PER_SYNAPSE, BYTES_PER_NEURON, B
                                     BYTES_PER_SYNAPSE, available_memory, fits)
 from backends.nest import kernel
 from backends.nest.devices import Events, NestNetwork, connect_arrays
-from exporters.canonical import Plan
+from exporters.plan.ir import Plan
 from pipeline.errors import UserError
 
 DEVICE_SYNAPSES_PER_NEURON = 5  # clamp, restore, clock, autapse/init, multimeter

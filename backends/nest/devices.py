@@ -50,7 +50,7 @@ from backends.common.layout import Drive, NetLayout, layout
 from backends.common.readout import Recorded, add_spikes, readout_arrays, spike_counts
 from backends.nest import kernel
 from backends.nest.neurons import CLAMP_WEIGHT, PopSpec, population_spec
-from exporters.canonical import Plan
+from exporters.plan.ir import Plan
 from pipeline.encoding import encode
 from pipeline.errors import UserError
 

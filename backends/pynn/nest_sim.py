@@ -49,7 +49,7 @@ from backends.common.memory import (BUILD_BYTES_PER_SYNAPSE, BYTES_PER_NEURON, B
                                     fits)
 from backends.nest import kernel
 from backends.nest.devices import Events, NestNetwork
-from exporters.canonical import Plan
+from exporters.plan.ir import Plan
 from pipeline.errors import UserError
 
 

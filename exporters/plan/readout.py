@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from exporters.canonical import Op, Plan, Semantics
+from exporters.plan.ir import Op, Plan, Semantics
 from pipeline.errors import UserError
 from pipeline.models import greedy_action
 
