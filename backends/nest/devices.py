@@ -51,7 +51,7 @@ from backends.common.readout import Recorded, add_spikes, readout_arrays, spike_
 from backends.nest import kernel
 from backends.nest.neurons import CLAMP_WEIGHT, PopSpec, population_spec
 from exporters.plan.ir import Plan
-from pipeline.encoding import encode
+from pipeline.encoding import encode_seeded
 from pipeline.errors import UserError
 
 Events = Mapping[str, Any]  # a recorder's events: senders, times (in steps), V_m
@@ -301,7 +301,7 @@ class NestNetwork:
         if input_spikes is not None:
             s_in = torch.as_tensor(np.asarray(input_spikes)).to(torch.float64)
         elif self.sem.encoding != "current":  # the whole batch with the graph's seed, like the reference
-            s_in = encode(x, self.T, self.sem.encoding, torch.Generator().manual_seed(self.sem.encoding_seed))
+            s_in = encode_seeded(x, self.T, self.sem.encoding, self.sem.encoding_seed)
         timings = {"set_input": 0.0, "simulate": 0.0, "read_out": 0.0}
         x_np = x.numpy()
         s_np = None if s_in is None else s_in.numpy()

@@ -35,7 +35,7 @@ from backends.common.layout import NetLayout, layout
 from backends.common.readout import Recorded, readout_arrays, spike_counts
 from backends.pynn.spinnaker import SpinNet, SpinPop, describe
 from exporters.canonical import Plan, build_plan
-from pipeline.encoding import encode
+from pipeline.encoding import encode_seeded
 
 FRAC = 15
 ONE = 1 << FRAC
@@ -188,7 +188,7 @@ class FixedPointSpiNNaker:
         s_in = None
         if self.sem.encoding != "current":
             s_in = (torch.as_tensor(np.asarray(input_spikes)).to(torch.float64) if input_spikes is not None
-                    else encode(x, self.T, self.sem.encoding, torch.Generator().manual_seed(self.sem.encoding_seed)))
+                    else encode_seeded(x, self.T, self.sem.encoding, self.sem.encoding_seed))
         t0 = time.perf_counter()
         recs = [self._run_one(obs[i], None if s_in is None else s_in[:, i].numpy()) for i in range(n)]
         t1 = time.perf_counter()

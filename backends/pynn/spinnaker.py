@@ -55,7 +55,7 @@ from backends.common.layout import Drive, NetLayout, layout
 from backends.common.readout import Recorded, add_spikes, readout_arrays, spike_counts
 from backends.pynn.spinnaker_config import MachineConfig, resolve
 from exporters.canonical import Plan
-from pipeline.encoding import encode
+from pipeline.encoding import encode_seeded
 from pipeline.errors import UserError
 
 MAX_ROW = 256  # synapses of one presynaptic neuron onto one core (sPyNNaker's static synapse row limit)
@@ -393,7 +393,7 @@ class PyNNSpiNNakerBackend:
         s_in = None
         if self.sem.encoding != "current":
             s_in = (torch.as_tensor(np.asarray(input_spikes)).to(torch.float64) if input_spikes is not None
-                    else encode(x, self.T, self.sem.encoding, torch.Generator().manual_seed(self.sem.encoding_seed)))
+                    else encode_seeded(x, self.T, self.sem.encoding, self.sem.encoding_seed))
         timings = {"set_input": 0.0, "simulate": 0.0, "read_out": 0.0}
         recs = []
         for i in range(n):

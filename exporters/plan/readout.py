@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from exporters.plan.ir import Op, Plan, Semantics
+from exporters.plan.ops import per_step, reduce_time
+from pipeline.backend_api import greedy_action
 from pipeline.errors import UserError
-from pipeline.models import greedy_action
 
 Tensor = torch.Tensor
 
@@ -62,8 +63,6 @@ def head_q(plan: Plan, values: dict[str, Tensor], *, head: Iterable[Op] = (),
     ``mean``: the time mean of the readout source's input when the caller has it exactly
     (a spike count / T equals the mean of the 0/1 train bit for bit).
     """
-    from backends.reference.ops import per_step, reduce_time  # until the ops move to exporters.plan.ops
-
     T, src = plan.semantics.time_steps, plan.readout_source
     pushdown = pushes_mean_through_head(plan)
 

@@ -17,6 +17,7 @@ import torch
 from exporters.plan.ir import Op
 from exporters.plan.neurons import read_param
 from exporters.plan.ops import apply_synapse
+from exporters.plan.readout import tensor_params
 from pipeline.errors import UserError
 
 
@@ -86,8 +87,7 @@ def synapse_output_shape(op: Op) -> tuple[int, ...]:
     (exporters.plan.ops: one implementation of the maps)."""
     x = torch.zeros((1, *op.in_shape), dtype=torch.float64)
     try:
-        y = apply_synapse(op, x, {k: (torch.as_tensor(v, dtype=torch.float64) if isinstance(v, np.ndarray) else v)
-                                  for k, v in op.params.items()})
+        y = apply_synapse(op, x, tensor_params(op))
     except (RuntimeError, ValueError, IndexError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise UserError(f"node {op.name!r} ({op.nir_type}): input of shape {op.in_shape} does not fit "
