@@ -1,11 +1,12 @@
 """Simulator-independent layout of a Plan as populations with delays (no simulator imported here).
 
-Both PyNN targets build the same network: one population per neuron (or bare Threshold) op,
-one projection per (source population, target population) pair, the synaptic ops between
-them composed into one sparse matrix (:mod:`backends.nest.connectivity`), and the ops after
-the last population (the readout head) evaluated on the host with the reference's own
-functions. What differs between NEST and SpiNNaker is only how a population is parameterised
-and how the per-observation reset is done.
+Every delayed-spike target (NEST, PyNN-NEST, SpiNNaker and its fixed-point model) builds the
+same network: one population per neuron (or bare Threshold) op, one projection per (source
+population, target population) pair, the synaptic ops between them composed into one sparse
+matrix (:mod:`backends.common.sparse`), and the ops after the last population (the readout
+head) evaluated on the host by the Plan's readout tail (:mod:`exporters.plan.readout`). What
+differs between simulators is only how a population is parameterised and how the
+per-observation reset is done.
 
 Delay compensation (DESIGN.md "Time-step semantics"): every simulated connection has a delay
 of at least one step, so a population at depth k (k neurons on the longest path from the

@@ -6,7 +6,7 @@ T steps), or, where the simulator already reduced over time (Lava), the reduced 
 these functions finish it exactly as :class:`backends.reference.ReferenceBackend` does:
 
 * several inputs into one node are summed, a constant input broadcast over T (:func:`summed`);
-* the ops after the last population (the *head*) run with the reference's own torch calls;
+* the ops after the last population (the *head*) run with the Plan's ops (the reference's torch calls);
 * ``rate``-style readouts (time mean into a linear head, no membrane term) push the mean
   through the head, ``Q = W mean_t(s) + b`` (:func:`pushes_mean_through_head`), which is what
   the torch model computes; otherwise the series is reduced over time and divided;
