@@ -3,7 +3,7 @@
 A NIR graph carries no ``dt``, and each exporter leaves out part of what its own simulator
 does (snnTorch writes a hard-reset LIF for a subtract-reset neuron, Norse an IF with r=1 for
 an integrator that adds its input without dt, Sinabs a leak that it integrates exactly). A
-:class:`Convention` names those differences so :mod:`exporters.canonical` can turn any
+:class:`Convention` names those differences so :mod:`exporters.plan.build` can turn any
 graph into the discrete step of DESIGN.md. docs/NIR.md has the table with the evidence.
 """
 

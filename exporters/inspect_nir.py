@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from exporters.canonical import Op, Plan
+from exporters.plan.ir import Op, Plan
 
 
 def connections(op: Op) -> int:

@@ -63,7 +63,7 @@ def read_graph(path: str | os.PathLike) -> nir.NIRGraph:
             if "type mismatch" not in str(exc):
                 raise
             # nirtorch 2.x exporters (Norse, Sinabs) keep the sample's batch dimension in the
-            # Input node; exporters.canonical drops it, and checks every shape itself
+            # Input node; exporters.plan.build drops it, and checks every shape itself
             graph = nir.read(path, type_check=False)
     except UserError:
         raise

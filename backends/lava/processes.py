@@ -20,7 +20,7 @@ bit-accurate models use Loihi 1's weight convention; so the backend brings two p
   exponent) from the same source into the same ``a_in`` port, which sums them.
 
 The float population model performs DESIGN.md's arithmetic literally in float64, operation
-for operation as ``backends/reference/ops.py`` does. Run configurations pick the model by tag
+for operation as ``exporters/plan/ops.py`` does. Run configurations pick the model by tag
 (``floating_pt`` / ``fixed_pt``); the backend passes the choice explicitly per process
 instance (see backends.lava.backend).
 """
@@ -164,7 +164,7 @@ class _PopulationBase(PyLoihiProcessModel):
             self.rec_out.send(self.make_record())
 
     def track(self, y: np.ndarray, t: int) -> None:
-        """The readout statistic of the output series, as reference.ops.reduce_time computes it."""
+        """The readout statistic of the output series, as exporters.plan.ops.reduce_time computes it."""
         if t == 0 or self.stat is None:
             self.stat = y.copy()
         elif self.reduce in ("sum", "mean"):
@@ -192,7 +192,7 @@ class _PopulationBase(PyLoihiProcessModel):
 @requires(CPU)
 @tag("floating_pt")
 class PyPopulationFloat(_PopulationBase):
-    """DESIGN.md's step in float64, literally (mirrors backends/reference/ops.py::run_neuron)."""
+    """DESIGN.md's step in float64, literally (mirrors exporters/plan/ops.py::run_neuron)."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     host_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
@@ -267,7 +267,7 @@ class PyPopulationFloat(_PopulationBase):
 
 
 def _spike(u: np.ndarray, v_th: Any, compare: str, multi: bool) -> np.ndarray:
-    """reference.ops.spike in numpy (same float64 operations)."""
+    """exporters.plan.ops.spike in numpy (same float64 operations)."""
     if multi:
         return np.where(u > 0, np.trunc(u / v_th), 0.0)
     return (u >= v_th).astype(np.float64) if compare == ">=" else (u > v_th).astype(np.float64)

@@ -16,7 +16,7 @@ from typing import Any
 
 from backends.lava.lowering import lower
 from backends.lava.quantize import BIAS_SOURCE, STATE_MAX, FixedPop, check_weight_bits, loihi2_resources, quantize_layout
-from exporters.canonical import Plan
+from exporters.plan.ir import Plan
 from pipeline.errors import UserError
 
 
