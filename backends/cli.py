@@ -107,6 +107,20 @@ def backend_options(target: str, args: argparse.Namespace, comparing: bool = Fal
     return options
 
 
+#: options that change speed, not results: not recorded, and --resume may change them
+PERFORMANCE_OPTIONS = ("batch_size", "threads")
+#: what a target does when an option is not given, so that giving the default records the same
+OPTION_DEFAULTS = {"lava-fixed": {"weight_bits": 8}}
+
+
+def recorded_options(target: str, options: dict) -> dict:
+    """The options of ``target`` that can change its results, with their defaults filled in:
+    written to the results header, JSON and plot title, and compared by ``--resume``."""
+    out = {k: v for k, v in OPTION_DEFAULTS.get(target, {}).items()}
+    out.update({k: v for k, v in options.items() if v is not None and k not in PERFORMANCE_OPTIONS})
+    return dict(sorted(out.items()))
+
+
 def check_args(args: argparse.Namespace) -> None:
     if args.time_steps is not None and args.time_steps < 1:
         raise UserError(f"--time-steps must be >= 1, got {args.time_steps}")
@@ -186,6 +200,9 @@ def closed_loop(args: argparse.Namespace) -> int:
         env_id=args.env, target=args.target, graph=str(args.graph), graph_sha256=file_sha256(args.graph),
         compare=args.compare, episodes=args.episodes, seed=args.seed, epsilon=epsilon, max_steps=args.max_steps,
         encoding=plan.semantics.encoding, time_steps=plan.semantics.time_steps,
+        backend_options=recorded_options(args.target, backend_options(args.target, args)),
+        compare_options=(recorded_options(args.compare, backend_options(args.compare, args, comparing=True))
+                         if args.compare in TARGETS else {}),
     ).validate()
     results = args.results or Path("out") / f"{args.graph.stem}.{args.target}.{args.env.replace('/', '_')}.jsonl"
     if meta.env_id and meta.env_id != args.env:
@@ -217,12 +234,15 @@ def closed_loop(args: argparse.Namespace) -> int:
         if compare is not None:
             compare.close()
     summary = {"target": args.target, "compare": args.compare, "env": args.env, "graph": str(args.graph),
+               "backend_options": settings.backend_options, "compare_options": settings.compare_options,
                "results": str(results), "build_s": t_build, **summarize(records)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
     if args.plot:
-        plot_results(records, args.plot, f"{args.graph.name} on {args.target}, {args.env}")
+        opts = settings.describe_options()
+        plot_results(records, args.plot,
+                     f"{args.graph.name} on {args.target}{f' ({opts})' if opts else ''}, {args.env}")
     print_closed_loop_table(summary)
     return 0
 

@@ -56,9 +56,17 @@ class LoopSettings:
     max_steps: int | None = None  # agent steps per episode (Atari: the wrapper's 18,000)
     encoding: str = "current"
     time_steps: int = 1
+    # the backend options that can change results (e.g. lava-fixed's weight_bits), of the target
+    # and of the comparison; run-backend fills them (backends.cli.recorded_options)
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    compare_options: dict[str, Any] = field(default_factory=dict)
 
     # settings that may change between an interrupted run and its resumption
     RESUMABLE_CHANGES = ("episodes",)
+
+    def describe_options(self) -> str:
+        """The backend options for a title, e.g. ``weight_bits=16`` ('' when there are none)."""
+        return ", ".join(f"{k}={v}" for k, v in sorted(self.backend_options.items()))
 
     def validate(self) -> LoopSettings:
         if self.episodes < 1:
@@ -160,6 +168,7 @@ def open_results(path: Path, settings: LoopSettings, resume: bool) -> list[dict[
                         "or choose another --results file")
     old = header["settings"]
     new = asdict(settings)
+    # a header written before backend options were recorded has None: resuming it is refused
     diff = [k for k in new if k not in LoopSettings.RESUMABLE_CHANGES and old.get(k) != new[k]]
     if diff:
         listed = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in diff)
