@@ -11,6 +11,7 @@ import os
 import pickle
 import platform
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,10 +75,23 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> None:
     os.replace(tmp, path)  # never leave a half-written checkpoint behind
 
 
+def is_sb3_zip(path: str | os.PathLike) -> bool:
+    """True for a zip holding SB3's ``data`` and ``policy.pth`` (a torch checkpoint is a zip too)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return "data" in names and "policy.pth" in names
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
+    if is_sb3_zip(path):
+        raise UserError(f"{path}: this is a Stable-Baselines3 zip, not a dsqn-deploy checkpoint; use "
+                        f"import-agent {path} -o model.pt (docs/IMPORT.md)")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -86,6 +100,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     except Exception as exc:  # torch.load raises many types on garbage (KeyError, EOFError, ...)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"{path}: corrupt or not a torch checkpoint ({reason[:200]})") from None
+    if isinstance(data, dict) and data and "format" not in data and \
+            all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise UserError(f"{path}: a plain torch state_dict, not a dsqn-deploy checkpoint; use "
+                        f"import-agent {path} --arch ARCH --env ENV -o model.pt (docs/IMPORT.md)")
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         raise UserError(f"{path}: not a dsqn-deploy checkpoint (no '{FORMAT_NAME}' marker)")
     version = data.get("format_version")
