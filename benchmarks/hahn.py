@@ -1,0 +1,263 @@
+"""Hahn 2020's comparison in one table: DQN, DSQN, direct conversion, classifier (indirect)
+conversion and policy-gradient conversion on CartPole-v1 and MountainCar-v0.
+
+For each task:
+
+* **DQN** — ``examples/cartpole_dqn.pt``; MountainCar has no bundled DQN, so one is trained
+  with ``train-agent --model dqn`` (the MountainCar DSQN's settings: ``--scale-obs``,
+  ``--reward-shaping mountaincar-energy``) unless ``--mc-dqn`` names one.
+* **DSQN** — ``examples/cartpole_dsqn.pt`` and ``examples/mountaincar_dsqn.pt`` (trained directly).
+* **direct conversion** — ``convert-dqn`` on the DQN (Tan/Hahn: IF, soft reset).
+* **classifier conversion** — ``train-classifier`` on the DQN's greedy actions, then ``convert-dqn``.
+* **PG conversion** — a PPO (ReLU MLP) trained here by Stable-Baselines3, read with
+  ``import-agent`` (MountainCar: with ``VecNormalize`` statistics and the energy shaping used
+  for the DSQN), then ``convert-dqn``.
+
+Torch rows are played by ``evaluate-agent``'s code; spiking rows are exported to NIR and run
+closed loop on the reference backend (``run-backend --env ... --compare SOURCE``), which gives the
+return, the step agreement with the source network on the SNN's own trajectory, and the
+spikes per step. SOPs per observation = sum over hidden layers of spikes x fan-out (the next
+layer's width; these are MLPs), the input current and the readout excluded.
+
+Returns are mean ± std over all episodes of all seeds (episode i of seed s is reset with
+seed ``1000 s + i``).
+
+    nice -n 5 .venv/bin/python benchmarks/hahn.py --out out/hahn [--episodes 10 --seeds 0 1 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+HAHN = {  # Hahn 2020's reported returns (DSQN trained directly vs DQN)
+    "CartPole-v1": {"DQN": 226.31, "DSQN": 454.84},
+    "MountainCar-v0": {"DQN": -175.4, "DSQN": -130.92},
+}
+PPO_SETTINGS = {
+    # RL-Zoo's CartPole PPO, ReLU instead of Tanh so the actor converts
+    "CartPole-v1": dict(n_envs=8, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
+                        ent_coef=0.0, learning_rate=1e-3, clip_range=0.2),
+    # MountainCar: VecNormalize and the potential-based energy shaping (as for the DSQN)
+    "MountainCar-v0": dict(n_envs=8, n_steps=128, batch_size=256, gae_lambda=0.95, gamma=0.99, n_epochs=10,
+                           ent_coef=0.0, learning_rate=1e-3, clip_range=0.2),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[hahn {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run_cli(module: str, args: list[str]) -> None:
+    """Run one of our console scripts as a subprocess (its own torch state, one thread)."""
+    cmd = [sys.executable, "-m", module, *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+
+
+def train_ppo(env_id: str, steps: int, seed: int, out: Path) -> dict[str, Any]:
+    """A ReLU PPO trained by SB3; returns where its zip (and VecNormalize stats) are, and the time."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from pipeline.envs import shape_reward
+
+    hp = dict(PPO_SETTINGS[env_id])
+    n_envs = hp.pop("n_envs")
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    vecnorm = None
+    if env_id == "MountainCar-v0":
+        wrap = lambda env: shape_reward(env, env_id, "mountaincar-energy", hp["gamma"])  # noqa: E731
+        venv = VecNormalize(make_vec_env(env_id, n_envs=n_envs, seed=seed, wrapper_class=wrap),
+                            norm_obs=True, norm_reward=False)
+    else:
+        venv = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    model = PPO("MlpPolicy", venv, seed=seed, verbose=0,
+                policy_kwargs=dict(activation_fn=torch.nn.ReLU, net_arch=[64, 64]), **hp)
+    model.learn(steps)
+    zip_path = out / f"ppo_{env_id.split('-')[0].lower()}.zip"
+    model.save(zip_path)
+    if isinstance(venv, VecNormalize):
+        vecnorm = out / f"ppo_{env_id.split('-')[0].lower()}.vecnormalize.pkl"
+        venv.save(str(vecnorm))
+    venv.close()
+    return {"zip": zip_path, "vecnormalize": vecnorm, "train_s": time.perf_counter() - t0, "steps": steps}
+
+
+def fanouts(ckpt_path: Path) -> dict[str, int]:
+    """NIR spike node ``l{i}_spike`` -> width of the layer it drives (MLP)."""
+    from pipeline.checkpoint import load_checkpoint
+
+    spec = load_checkpoint(ckpt_path).spec
+    widths = [*spec.hidden[1:], spec.n_actions]
+    return {f"l{i}_spike": w for i, w in enumerate(widths)}
+
+
+def run_snn(ckpt: Path, env_id: str, compare: Path, seeds: list[int], episodes: int, out: Path) -> dict[str, Any]:
+    """Closed loop on the reference backend, per seed; pooled returns, agreement, spikes, SOPs."""
+    from exporters.nirio import write_graph
+    from exporters.to_nir import model_to_nir
+    from pipeline.bridge import read_results, summarize
+    from pipeline.checkpoint import load_checkpoint
+
+    snn = load_checkpoint(ckpt)
+    nir_path = out / (ckpt.stem + ".nir")
+    write_graph(model_to_nir(snn), nir_path)
+    records = []
+    t0 = time.perf_counter()
+    for s in seeds:
+        res = out / f"{ckpt.stem}.seed{s}.jsonl"
+        res.unlink(missing_ok=True)
+        run_cli("backends.cli", [str(nir_path), "--target", "reference", "--env", env_id, "--episodes",
+                                 str(episodes), "--seed", str(1000 * s), "--compare", str(compare),
+                                 "--results", str(res), "--no-progress"])
+        records += read_results(res)[1]
+    summ = summarize(records)
+    fan = fanouts(ckpt)
+    sops = sum(v * fan.get(k, 0) for k, v in summ["spikes_per_step"].items())
+    return {"returns": summ["returns"], "return_mean": summ["return_mean"], "return_std": summ["return_std"],
+            "agreement": summ["agreement"], "T": snn.spec.time_steps, "sops": sops,
+            "spikes_per_step": summ["spikes_per_step"], "wall_s": time.perf_counter() - t0}
+
+
+def run_torch(ckpt: Path, seeds: list[int], episodes: int) -> dict[str, Any]:
+    from pipeline.evaluate import evaluate_checkpoint
+
+    t0 = time.perf_counter()
+    returns: list[float] = []
+    for s in seeds:
+        returns += evaluate_checkpoint(ckpt, episodes=episodes, seed=1000 * s, progress=False)["returns"]
+    return {"returns": returns, "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
+            "agreement": 1.0, "T": None, "sops": None, "wall_s": time.perf_counter() - t0}
+
+
+def convert(src: Path, dst: Path, T: int, seed: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    rep = dst.with_suffix(".json")
+    run_cli("pipeline.convert", [str(src), "-o", str(dst), "-T", str(T), "--norm", "data", "--readout",
+                                 "spike_count", "--seed", str(seed), "--no-progress", "--json", str(rep)])
+    ev = json.loads(rep.read_text()).get("evaluation", {})
+    return {"convert_s": time.perf_counter() - t0, "heldout_agreement": ev.get("agreement")}
+
+
+def task(env_id: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    short = env_id.split("-")[0].lower()
+    timings: dict[str, float] = {}
+    seeds, episodes = args.seeds, args.episodes
+    if env_id == "CartPole-v1":
+        dqn, dsqn = EXAMPLES / "cartpole_dqn.pt", EXAMPLES / "cartpole_dsqn.pt"
+    else:
+        dsqn = EXAMPLES / "mountaincar_dsqn.pt"
+        dqn = Path(args.mc_dqn) if args.mc_dqn else out / "mountaincar_dqn.pt"
+        if not dqn.is_file():
+            log(f"training a MountainCar DQN ({args.mc_dqn_steps} steps)")
+            t0 = time.perf_counter()
+            run_cli("pipeline.train", ["--env", env_id, "--model", "dqn", "--scale-obs", "--reward-shaping",
+                                       "mountaincar-energy", "--steps", str(args.mc_dqn_steps), "--seed", "2",
+                                       "--no-progress", "-o", str(dqn)])
+            timings["dqn_train_s"] = time.perf_counter() - t0
+    log(f"{env_id}: PPO ({args.ppo_steps[env_id]} steps)")
+    ppo = train_ppo(env_id, args.ppo_steps[env_id], args.train_seed, out)
+    timings["ppo_train_s"] = ppo["train_s"]
+    actor = out / f"ppo_{short}_actor.pt"
+    imp = ["--env", env_id, "-o", str(actor)] + (["--vecnormalize", str(ppo["vecnormalize"])]
+                                                  if ppo["vecnormalize"] else [])
+    run_cli("pipeline.sb3_import", [str(ppo["zip"]), *imp])
+    log(f"{env_id}: classifier of the DQN")
+    clf = out / f"classifier_{short}.pt"
+    t0 = time.perf_counter()
+    run_cli("pipeline.classifier", [str(dqn), "-o", str(clf), "--observations", str(args.clf_obs),
+                                    "--seed", str(args.train_seed), "--no-progress"])
+    timings["classifier_train_s"] = time.perf_counter() - t0
+    from pipeline.checkpoint import load_checkpoint
+
+    clf_info = load_checkpoint(clf).provenance["classifier"]
+
+    rows: list[dict[str, Any]] = []
+
+    def add(method: str, source: str, res: dict[str, Any], **extra: Any) -> None:
+        rows.append({"method": method, "source": source, **res, **extra})
+        log(f"{env_id}: {method} T={res['T']} return {res['return_mean']:.2f} ± {res['return_std']:.2f}, "
+            f"agreement {res['agreement']:.3f}")
+
+    add("DQN", "-", run_torch(dqn, seeds, episodes), path=str(dqn))
+    add("PPO actor (torch)", "-", run_torch(actor, seeds, episodes), path=str(actor))
+    add("DSQN (trained directly)", "DQN", run_snn(dsqn, env_id, dqn, seeds, episodes, out), path=str(dsqn))
+    for T in args.T:
+        for method, src, name in (("direct conversion", dqn, "direct"), ("classifier conversion", clf, "clf"),
+                                  ("PG conversion", actor, "pg")):
+            dst = out / f"{name}_{short}_T{T}.pt"
+            conv = convert(src, dst, T, args.train_seed)
+            compare = actor if name == "pg" else dqn
+            res = run_snn(dst, env_id, compare, seeds, episodes, out)
+            add(method, "PPO actor" if name == "pg" else "DQN", res, **conv)
+    return {"env_id": env_id, "rows": rows, "timings": timings, "classifier": clf_info,
+            "ppo": {"steps": ppo["steps"], "settings": PPO_SETTINGS[env_id], "train_s": ppo["train_s"],
+                    "vecnormalize": bool(ppo["vecnormalize"])},
+            "hahn": HAHN[env_id], "dqn": str(dqn)}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = []
+    for t in results["tasks"]:
+        h = t["hahn"]
+        lines += [f"**{t['env_id']}** (Hahn 2020: DQN {h['DQN']}, DSQN {h['DSQN']})", "",
+                  "| method | agreement with | T | return (mean ± std) | agreement | SOPs / obs | Hahn 2020 |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in t["rows"]:
+            hahn = h["DQN"] if r["method"] == "DQN" else h["DSQN"] if r["method"].startswith("DSQN") else ""
+            sops = f"{r['sops']:.0f}" if r["sops"] is not None else "(MACs)"
+            agree = f"{100 * r['agreement']:.1f} %" if r["source"] != "-" else "-"
+            lines.append(f"| {r['method']} | {r['source']} | {r['T'] or '-'} | {r['return_mean']:.2f} ± "
+                         f"{r['return_std']:.2f} | {agree} | {sops} | {hahn} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="out/hahn")
+    p.add_argument("--envs", nargs="+", default=["CartPole-v1", "MountainCar-v0"])
+    p.add_argument("--episodes", type=int, default=10, help="episodes per seed (10)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("-T", type=int, nargs="+", default=[50, 200], help="conversion T (50 200)")
+    p.add_argument("--train-seed", type=int, default=0)
+    p.add_argument("--cartpole-ppo-steps", type=int, default=50_000)
+    p.add_argument("--mountaincar-ppo-steps", type=int, default=150_000)
+    p.add_argument("--mc-dqn", help="a MountainCar DQN checkpoint (default: train one)")
+    p.add_argument("--mc-dqn-steps", type=int, default=100_000)
+    p.add_argument("--clf-obs", type=int, default=20_000)
+    args = p.parse_args(argv)
+    args.ppo_steps = {"CartPole-v1": args.cartpole_ppo_steps, "MountainCar-v0": args.mountaincar_ppo_steps}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+                               "seeds": args.seeds, "episodes_per_seed": args.episodes, "T": args.T,
+                               "tasks": []}
+    for env_id in args.envs:
+        results["tasks"].append(task(env_id, args, out))
+        results["wall_s"] = time.perf_counter() - t0
+        (out / "hahn.json").write_text(json.dumps(results, indent=2, default=float))
+    (out / "hahn.md").write_text(markdown(results))
+    print(markdown(results))
+    log(f"wall time {results['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
