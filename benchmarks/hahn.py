@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -98,13 +99,18 @@ def train_ppo(env_id: str, steps: int, seed: int, out: Path) -> dict[str, Any]:
     return {"zip": zip_path, "vecnormalize": vecnorm, "train_s": time.perf_counter() - t0, "steps": steps}
 
 
-def fanouts(ckpt_path: Path) -> dict[str, int]:
-    """NIR spike node ``l{i}_spike`` -> width of the layer it drives (MLP)."""
+def sops_per_step(ckpt_path: Path, spikes_per_step: dict[str, float]) -> float:
+    """Hidden-layer spikes x the width of the layer each drives (NIR nodes ``l{i}_spike``/``l{i}_lif``)."""
     from pipeline.checkpoint import load_checkpoint
 
     spec = load_checkpoint(ckpt_path).spec
     widths = [*spec.hidden[1:], spec.n_actions]
-    return {f"l{i}_spike": w for i, w in enumerate(widths)}
+    total = 0.0
+    for node, spikes in spikes_per_step.items():
+        m = re.match(r"l(\d+)_", node)
+        if m and int(m.group(1)) < len(widths):
+            total += spikes * widths[int(m.group(1))]
+    return total
 
 
 def run_snn(ckpt: Path, env_id: str, compare: Path, seeds: list[int], episodes: int, out: Path) -> dict[str, Any]:
@@ -127,8 +133,7 @@ def run_snn(ckpt: Path, env_id: str, compare: Path, seeds: list[int], episodes: 
                                  "--results", str(res), "--no-progress"])
         records += read_results(res)[1]
     summ = summarize(records)
-    fan = fanouts(ckpt)
-    sops = sum(v * fan.get(k, 0) for k, v in summ["spikes_per_step"].items())
+    sops = sops_per_step(ckpt, summ["spikes_per_step"])
     return {"returns": summ["returns"], "return_mean": summ["return_mean"], "return_std": summ["return_std"],
             "agreement": summ["agreement"], "T": snn.spec.time_steps, "sops": sops,
             "spikes_per_step": summ["spikes_per_step"], "wall_s": time.perf_counter() - t0}
@@ -241,7 +246,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mc-dqn", help="a MountainCar DQN checkpoint (default: train one)")
     p.add_argument("--mc-dqn-steps", type=int, default=100_000)
     p.add_argument("--clf-obs", type=int, default=20_000)
+    p.add_argument("--merge", nargs="+", help="only write one table from these hahn.json files")
     args = p.parse_args(argv)
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        merged = {**parts[0], "tasks": [t for part in parts for t in part["tasks"]],
+                  "wall_s": sum(part["wall_s"] for part in parts)}
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "hahn.json").write_text(json.dumps(merged, indent=2, default=float))
+        (out / "hahn.md").write_text(markdown(merged))
+        print(markdown(merged))
+        return 0
     args.ppo_steps = {"CartPole-v1": args.cartpole_ppo_steps, "MountainCar-v0": args.mountaincar_ppo_steps}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

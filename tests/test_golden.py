@@ -63,7 +63,8 @@ def help_text(script: str) -> str:
 
 def test_the_console_scripts() -> None:
     assert sorted(SCRIPTS) == sorted(["train-agent", "evaluate-agent", "export-nir", "run-backend",
-                                      "inspect-nir", "convert-dqn", "finetune-fixed"])
+                                      "inspect-nir", "convert-dqn", "finetune-fixed", "import-agent",
+                                      "train-classifier"])
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
