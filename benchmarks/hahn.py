@@ -233,6 +233,51 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def rel(path: str) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
+
+
+def section(results: dict[str, Any]) -> str:
+    """The docs/RESULTS.md section: how it was measured, then one table per task."""
+    tasks = results["tasks"]
+    ppo = "; ".join(f"{t['env_id']} {t['ppo']['steps']:,} steps in {t['ppo']['train_s']:.0f} s"
+                    + (" (VecNormalize, energy-shaped reward)" if t["ppo"]["vecnormalize"] else "")
+                    for t in tasks)
+    clf = "; ".join(f"{t['env_id']} held-out accuracy {100 * t['classifier']['heldout_accuracy']:.1f} %"
+                    for t in tasks)
+    dqns = "; ".join(f"{t['env_id']} `{rel(t['dqn'])}`" for t in tasks)
+    head = [
+        "## Hahn 2020's comparison (DQN, DSQN, direct, classifier and policy-gradient conversion)", "",
+        f"`{results['command']}` ({results.get('wall_s', 0):.0f} s wall on the shared 2-core machine; "
+        f"`out/hahn*/hahn.json`). Returns are mean ± std over {len(results['seeds'])} seeds × "
+        f"{results['episodes_per_seed']} episodes (seeds {', '.join(map(str, results['seeds']))}; episode i "
+        "of seed s reset with 1000 s + i). Spiking rows run closed loop on the reference backend; "
+        "agreement is the step agreement with the named source network on the spiking agent's own "
+        "trajectory; SOPs per observation are hidden-layer spikes × the width they drive. Conversions: "
+        "IF, soft reset, `--norm data --readout spike_count`, calibration seed 0. DQNs: "
+        f"{dqns}. PPO (ReLU 64-64, SB3, trained by the script): {ppo}. Classifiers: {clf}. Method and "
+        "caveats: `docs/IMPORT.md`.", ""]
+    return "\n".join(head) + "\n" + markdown(results)
+
+
+def write_docs(results: dict[str, Any]) -> None:
+    """docs/results/hahn.md, and the same section in docs/RESULTS.md (the rest of it untouched)."""
+    text = section(results).strip() + "\n"
+    (ROOT / "docs" / "results").mkdir(parents=True, exist_ok=True)
+    (ROOT / "docs" / "results" / "hahn.md").write_text(text)
+    page_path = ROOT / "docs" / "RESULTS.md"
+    page = page_path.read_text()
+    start = page.find("## Hahn 2020's comparison")
+    if start >= 0:
+        end = page.find("\n## ", start + 3)
+        page = page[:start] + text + ("\n" + page[end + 1:] if end >= 0 else "")
+    else:
+        anchor = page.find("## Robustness")
+        page = page[:anchor] + text + "\n" + page[anchor:] if anchor >= 0 else page + "\n" + text
+    page_path.write_text(page)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="out/hahn")
@@ -247,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mc-dqn-steps", type=int, default=100_000)
     p.add_argument("--clf-obs", type=int, default=20_000)
     p.add_argument("--merge", nargs="+", help="only write one table from these hahn.json files")
+    p.add_argument("--docs", action="store_true", help="write the section of docs/RESULTS.md")
     args = p.parse_args(argv)
     if args.merge:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
@@ -255,8 +301,10 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "hahn.json").write_text(json.dumps(merged, indent=2, default=float))
-        (out / "hahn.md").write_text(markdown(merged))
-        print(markdown(merged))
+        (out / "hahn.md").write_text(section(merged))
+        print(section(merged))
+        if args.docs:
+            write_docs(merged)
         return 0
     args.ppo_steps = {"CartPole-v1": args.cartpole_ppo_steps, "MountainCar-v0": args.mountaincar_ppo_steps}
     out = Path(args.out)
@@ -269,8 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         results["tasks"].append(task(env_id, args, out))
         results["wall_s"] = time.perf_counter() - t0
         (out / "hahn.json").write_text(json.dumps(results, indent=2, default=float))
-    (out / "hahn.md").write_text(markdown(results))
-    print(markdown(results))
+    (out / "hahn.md").write_text(section(results))
+    print(section(results))
+    if args.docs:
+        write_docs(results)
     log(f"wall time {results['wall_s']:.0f} s")
     return 0
 
