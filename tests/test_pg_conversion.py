@@ -63,14 +63,14 @@ def test_closed_loop_on_every_backend(converted, tmp_path, target, module):
     d = converted["dir"]
     res = tmp_path / f"{target}.jsonl"
     assert run_backend([str(d / "snn.nir"), "--target", target, "--env", "CartPole-v1", "--episodes", "1",
-                        "--max-steps", "40", "--compare", str(d / "actor.pt"), "--results", str(res),
+                        "--max-steps", "20", "--compare", str(d / "actor.pt"), "--results", str(res),
                         "--no-progress"]) == 0
     rec = read_results(res)[1][0]
-    assert rec["length"] == 40 or rec["return"] < 40
+    assert rec["length"] == 20 or rec["return"] < 20
     assert rec["agreement"] >= 0.8, rec  # against the PPO actor's greedy action
     ref = tmp_path / "ref.jsonl"
     if target != "reference":  # the float backends act exactly as the reference executor
         assert run_backend([str(d / "snn.nir"), "--target", "reference", "--dtype", "float64",
-                            "--env", "CartPole-v1", "--episodes", "1", "--max-steps", "40",
+                            "--env", "CartPole-v1", "--episodes", "1", "--max-steps", "20",
                             "--results", str(ref), "--no-progress"]) == 0
         assert read_results(ref)[1][0]["return"] == rec["return"]
