@@ -17,6 +17,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -88,37 +89,39 @@ def load_array(path: Path, what: str) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def backend_options(target: str, args: argparse.Namespace, comparing: bool = False) -> dict:
-    """Options of ``target`` from the command line; each backend takes only its own.
+def backend_options(target: str, args: argparse.Namespace, comparing: bool = False) -> dict[str, Any]:
+    """Options of ``target`` from the command line; each backend takes only the ones its registry
+    entry names (backends.TARGETS), plus its ``compare_options`` when it is the comparison for
+    another target and the command line leaves them open (the reference in float64).
 
     ``pynn-spinnaker`` takes its machine from the SPINNAKER_* / SPALLOC_* environment variables
     (backends/pynn/spinnaker_config.py), like the Docker image's entrypoint.
     """
-    options = dict(convention=args.convention, time_steps=args.time_steps, dt=args.dt, readout=args.readout)
-    if target == "reference":
-        dtype = args.dtype or ("float64" if comparing and args.target != "reference" else "float32")
-        options.update(dtype=dtype, batch_size=args.batch_size)
-    elif target in ("nest", "pynn-nest"):
-        options.update(threads=args.threads)
-    elif target in ("lava", "lava-fixed"):
-        options.update(batch_size=args.batch_size)  # observations per RunSteps call (open loop)
-        if target == "lava-fixed" and args.weight_bits is not None:
-            options.update(weight_bits=args.weight_bits)
+    entry = TARGETS[check_choice("target", target, TARGETS)]
+    options: dict[str, Any] = dict(convention=args.convention, time_steps=args.time_steps, dt=args.dt,
+                                   readout=args.readout)
+    options.update({k: getattr(args, k) for k in entry.cli_options if getattr(args, k) is not None})
+    if comparing and target != args.target:
+        for k, v in entry.compare_options.items():
+            options.setdefault(k, v)
     return options
 
 
 #: options that change speed, not results: not recorded, and --resume may change them
 PERFORMANCE_OPTIONS = ("batch_size", "threads")
-#: what a target does when an option is not given, so that giving the default records the same
-OPTION_DEFAULTS = {"lava-fixed": {"weight_bits": 8}}
 
 
 def recorded_options(target: str, options: dict) -> dict:
     """The options of ``target`` that can change its results, with their defaults filled in:
     written to the results header, JSON and plot title, and compared by ``--resume``."""
-    out = {k: v for k, v in OPTION_DEFAULTS.get(target, {}).items()}
+    out = dict(TARGETS[target].defaults) if target in TARGETS else {}  # giving the default records the same
     out.update({k: v for k, v in options.items() if v is not None and k not in PERFORMANCE_OPTIONS})
     return dict(sorted(out.items()))
+
+
+# Backend options refused (rather than ignored) when neither --target nor --compare takes them,
+# unless they carry the value every target assumes: (argparse dest, flag, that value).
+STRICT_OPTIONS = (("weight_bits", "--weight-bits", 8),)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -128,8 +131,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--dt must be positive, got {args.dt}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.weight_bits not in (None, 8) and "lava-fixed" not in (args.target, args.compare):
-        raise UserError("--weight-bits applies to --target lava-fixed only")
+    for dest, flag, assumed in STRICT_OPTIONS:
+        takers = [name for name, t in TARGETS.items() if dest in t.cli_options]
+        if getattr(args, dest) not in (None, assumed) and not {args.target, args.compare} & set(takers):
+            raise UserError(f"{flag} applies to --target {' or '.join(takers)} only")
     if args.env is not None and args.inputs is not None:
         raise UserError("choose one mode: --env (closed loop) or --inputs (open loop)")
     if args.env is None and args.inputs is None:

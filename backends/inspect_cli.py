@@ -13,10 +13,12 @@ the value is constant over time, else T times.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from pathlib import Path
 from typing import Any
 
+from backends import TARGETS
 from backends.cli import load_array
 from exporters.canonical import build_plan
 from exporters.conventions import CONVENTIONS
@@ -64,8 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--time-steps", type=int, help="T for graphs without metadata (default 1 for inspection)")
     ap.add_argument("--dt", type=float)
     ap.add_argument("--convention", choices=sorted(CONVENTIONS))
-    ap.add_argument("--target", choices=("lava",),
-                    help="also report the Lava / Loihi 2 mapping (backends.lava.report)")
+    reports = {name: t.report for name, t in TARGETS.items() if t.report is not None}
+    mappings = " or ".join(f"{r.title} mapping ({r.module})" for r in reports.values())
+    ap.add_argument("--target", choices=tuple(reports), help=f"also report the {mappings}")
     return ap.parse_args(argv)
 
 
@@ -87,16 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.rate <= 1:
         raise UserError(f"--rate must be in [0, 1], got {args.rate}")
     info = summarize(plan, spikes, args.rate)
-    if args.target == "lava":
-        from backends.lava.report import lava_report
-
-        info["lava"] = lava_report(plan)
+    report = None
+    if args.target is not None:  # the target's mapping report, under its name
+        report = importlib.import_module(TARGETS[args.target].report.module)
+        info[args.target] = report.report(plan)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
     else:
         print_tables(info, args.graph)
-        if "lava" in info:
-            from backends.lava.report import print_lava_report
-
-            print_lava_report(info["lava"])
+        if report is not None:
+            report.print_report(info[args.target])
     return 0

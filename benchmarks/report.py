@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
-BACKEND_ORDER = ("reference", "nest", "pynn-nest", "lava", "lava-fixed", "lava-fixed-w16", "spinnaker-fixedpoint")
+from backends import BENCH_COLUMNS
+
+BACKEND_ORDER = BENCH_COLUMNS  # the agreement matrix's columns, in table order (backends.REGISTRY)
 
 
 def rerun_note(sec: dict[str, Any]) -> str:

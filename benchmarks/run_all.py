@@ -43,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from backends import REGISTRY  # noqa: E402
 from backends.base import Readout  # noqa: E402
 from benchmarks.report import BACKEND_ORDER as BACKENDS  # noqa: E402  (matrix columns, in table order)
 from pipeline.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, versions  # noqa: E402
@@ -337,7 +338,7 @@ def section_matrix(prof: Profile, work: Path, missing: dict[str, str],
                 o, r = work / f"{tag}.obs{n}.npy", work / f"{tag}.ref{n}.npz"
             else:
                 o, r = opath, rpath
-            options: dict[str, Any] = {"threads": 1} if target in ("nest", "pynn-nest") else {}
+            options = dict(REGISTRY[target].bench_options)
             out = work / f"cell_{tag}_{target}.json"
             t0 = time.perf_counter()
             cell: dict[str, Any] = {"task": m.task, "model": m.name, "target": target, "note": m.note}

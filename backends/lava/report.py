@@ -156,3 +156,8 @@ def print_lava_report(info: dict[str, Any]) -> None:
             console.print(f"[yellow]{r['name']}: {r['note']}[/yellow]")
     if "fixed_point_error" in info:
         console.print(f"[red]lava-fixed: {info['fixed_point_error']}[/red]")
+
+
+# the names ``inspect-nir --target lava`` calls (backends.Report)
+report = lava_report
+print_report = print_lava_report
