@@ -8,21 +8,17 @@ fails fast.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import nir
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from backends.reference import ReferenceBackend  # noqa: E402
-from benchmarks import backend_cell, report, run_all  # noqa: E402
-from exporters.to_nir import model_to_nir  # noqa: E402
-from exporters.zoo import make_checkpoint  # noqa: E402
-from pipeline.errors import UserError  # noqa: E402
+from backends.reference import ReferenceBackend
+from benchmarks import backend_cell, report, run_all
+from exporters.to_nir import model_to_nir
+from exporters.zoo import make_checkpoint
+from pipeline.errors import UserError
 
 
 def _tiny(tmp_path: Path, kind: str = "liu", n: int = 4) -> tuple[Path, Path, Path, np.ndarray]:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import nir
 import numpy as np
@@ -13,24 +10,12 @@ import pytest
 import torch
 
 from backends.base import Readout
+from benchmarks import energy as E
 from exporters.canonical import build_plan
 from exporters.to_nir import model_to_nir
 from exporters.zoo import make_checkpoint
 from pipeline.checkpoint import save_checkpoint
 from pipeline.encoding import encode
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_energy():
-    spec = importlib.util.spec_from_file_location("bench_energy", ROOT / "benchmarks" / "energy.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_energy"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-E = _load_energy()
 
 
 # ---------------------------------------------------------------- tiny hand-made graphs

@@ -33,8 +33,9 @@ from exporters.to_nir import model_to_nir  # noqa: E402
 from exporters.zoo import cartpole_obs, make_checkpoint  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 
+from conftest import FIXTURES  # noqa: E402
+
 pytestmark = pytest.mark.timeout(120)
-FIXTURES = Path(__file__).parent / "fixtures" / "thirdparty"
 
 
 def small_plan(kind: str, gain: float = 8.0, hidden=(24, 24), T: int = 8, seed: int = 1):

@@ -1,18 +1,14 @@
-"""The NEST backend against the reference executor in float64: equal spike counts per layer,
-equal actions and Q within 1e-6 (relative) for every neuron, reset, readout and encoding; no
-state or in-flight spike carried from one observation to the next; the ``>=`` tie; errors."""
+"""The NEST backend against the reference executor in float64 beyond the zoo conformance test
+(tests/test_backend_conformance.py): seeded encoding, Nature-CNN layers, threads, hand-built
+corner cases; no state or in-flight spike carried from one observation to the next; the ``>=``
+tie; errors."""
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import nir
 import numpy as np
 import pytest
-import torch
 
-os.environ.setdefault("PYNEST_QUIET", "1")  # no banner
 pytest.importorskip("nest")
 
 from backends import TARGETS, make_backend  # noqa: E402
@@ -21,51 +17,14 @@ from backends.nest import backend as nest_backend  # noqa: E402
 from backends.reference import ReferenceBackend  # noqa: E402
 from exporters.nirio import read_graph  # noqa: E402
 from exporters.to_nir import model_to_nir  # noqa: E402
-from exporters.zoo import KINDS, atari_obs, cartpole_obs, make_checkpoint  # noqa: E402
-from pipeline.encoding import encode  # noqa: E402
+from exporters.zoo import atari_obs, cartpole_obs, make_checkpoint  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 
-IF_KINDS = {"hahn", "tan_converted", "converted_spike_count", "if_hard_rate"}
-FIXTURES = Path(__file__).parent / "fixtures" / "thirdparty"
+from conftest import FIXTURES, assert_same, run_target, zoo_graph  # noqa: E402
 
 
-def run_nest(graph, obs, input_spikes=None, **kw):
-    backend = NestBackend(graph, **kw)
-    try:
-        return backend.run(obs, input_spikes)
-    finally:
-        backend.close()
-
-
-def assert_same(r, ref, active: bool = True) -> None:
-    """Spike counts per layer equal, actions equal, |dQ| / max|Q| <= 1e-6; every layer spikes."""
-    assert r.q.dtype == np.float64 and r.action.dtype == np.int64 and r.q.shape == ref.q.shape
-    assert set(r.spikes) == set(ref.spikes)
-    for name, counts in ref.spikes.items():
-        assert r.spikes[name].dtype == np.int64
-        assert np.array_equal(r.spikes[name], counts), name
-        if active:
-            assert counts.sum() > 0, f"{name} never spikes: the comparison would prove little"
-    assert np.abs(r.q - ref.q).max() <= 1e-6 * max(np.abs(ref.q).max(), 1e-12)
-    assert np.array_equal(r.action, ref.action)
-
-
-def zoo_graph(kind: str, **kw) -> nir.NIRGraph:
-    return model_to_nir(make_checkpoint(kind, seed=1, gain=3.0 if kind in IF_KINDS else 6.0, **kw))
-
-
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "dqn"])
-def test_every_zoo_kind_matches_the_reference(kind: str) -> None:
-    graph = zoo_graph(kind)
-    obs = cartpole_obs(40, seed=2).numpy()
-    s_in = None
-    ref_backend = ReferenceBackend(graph, dtype="float64")
-    if ref_backend.sem.encoding != "current":  # both backends get the same recorded trains
-        s_in = encode(torch.as_tensor(obs).double(), ref_backend.T, ref_backend.sem.encoding,
-                      torch.Generator().manual_seed(11)).numpy()
-    ref = ref_backend.run(obs, s_in)
-    assert len(set(ref.action.tolist())) == 2 or kind in ("hahn",), "both actions should occur"
-    assert_same(run_nest(graph, obs, s_in), ref)
+def run_nest(graph, obs, input_spikes=None, **options):
+    return run_target("nest", graph, obs, input_spikes, **options)
 
 
 def test_seeded_encoding_without_passed_trains() -> None:

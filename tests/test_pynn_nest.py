@@ -1,7 +1,7 @@
-"""``--target pynn-nest`` against the reference executor in float64: equal spike counts per layer,
-equal actions, |dQ| / max|Q| <= 1e-6 for hard- and soft-reset neurons, every readout and
-encoding; nothing carried over between observations; the objects built are real PyNN
-populations and projections; user mistakes are one clear error."""
+"""``--target pynn-nest`` against the reference executor in float64 beyond the zoo conformance test
+(tests/test_backend_conformance.py): Nature-CNN layers; nothing carried over between
+observations; the objects built are real PyNN populations and projections; user mistakes are one
+clear error."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import time
 import nir
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("nest")
 pytest.importorskip("pyNN")
@@ -20,52 +19,13 @@ from backends.pynn.nest_sim import PyNNNestBackend  # noqa: E402
 from backends.reference import ReferenceBackend  # noqa: E402
 from exporters.to_nir import model_to_nir  # noqa: E402
 from exporters.zoo import atari_obs, cartpole_obs, make_checkpoint  # noqa: E402
-from pipeline.encoding import encode  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 
-IF_KINDS = {"hahn", "tan_converted", "converted_spike_count", "if_hard_rate"}
+from conftest import assert_same, run_target, zoo_graph  # noqa: E402
 
 
-def run_pynn(graph, obs, input_spikes=None, **kw):
-    backend = PyNNNestBackend(graph, **kw)
-    try:
-        return backend.run(obs, input_spikes)
-    finally:
-        backend.close()
-
-
-def assert_same(r, ref, active: bool = True) -> None:
-    """Spike counts per layer equal, actions equal, |dQ| / max|Q| <= 1e-6; every layer spikes."""
-    assert r.q.dtype == np.float64 and r.action.dtype == np.int64 and r.q.shape == ref.q.shape
-    assert set(r.spikes) == set(ref.spikes)
-    for name, counts in ref.spikes.items():
-        assert r.spikes[name].dtype == np.int64
-        assert np.array_equal(r.spikes[name], counts), name
-        if active:
-            assert counts.sum() > 0, f"{name} never spikes: the comparison would prove little"
-    assert np.abs(r.q - ref.q).max() <= 1e-6 * max(np.abs(ref.q).max(), 1e-12)
-    assert np.array_equal(r.action, ref.action)
-
-
-def zoo_graph(kind: str, **kw) -> nir.NIRGraph:
-    return model_to_nir(make_checkpoint(kind, seed=1, gain=3.0 if kind in IF_KINDS else 6.0, **kw))
-
-
-# LIF hard reset (rate, spike_count with membrane tie-break), IF soft reset (Tan's robust rate:
-# eprop_iaf's subtractive reset), IF hard (voltage), LIF soft, membrane readouts (LI), poisson input
-@pytest.mark.parametrize("kind", ["liu", "spike_count", "tan_converted", "hahn", "lif_soft_rate", "chen",
-                                  "chen_last", "robust_rate_lif", "poisson"])
-def test_zoo_kinds_match_the_reference(kind: str) -> None:
-    graph = zoo_graph(kind)
-    obs = cartpole_obs(24, seed=2).numpy()
-    ref_backend = ReferenceBackend(graph, dtype="float64")
-    s_in = None
-    if ref_backend.sem.encoding != "current":  # both get the same recorded trains
-        s_in = encode(torch.as_tensor(obs).double(), ref_backend.T, ref_backend.sem.encoding,
-                      torch.Generator().manual_seed(11)).numpy()
-    ref = ref_backend.run(obs, s_in)
-    assert len(set(ref.action.tolist())) == 2 or kind == "hahn", "both actions should occur"
-    assert_same(run_pynn(graph, obs, s_in), ref)
+def run_pynn(graph, obs, input_spikes=None, **options):
+    return run_target("pynn-nest", graph, obs, input_spikes, **options)
 
 
 @pytest.mark.parametrize("kind", ["liu", "tan_converted"])

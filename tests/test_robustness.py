@@ -3,16 +3,15 @@ eps = 0 equal to clean behaviour, clipping, FGSM worse than noise, determinism, 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from benchmarks import robustness as R
 from exporters.zoo import atari_obs, cartpole_obs, make_checkpoint
 from pipeline import neurons
 from pipeline.checkpoint import save_checkpoint
@@ -24,20 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DQN_PT = ROOT / "examples" / "cartpole_dqn.pt"
 DSQN_PT = ROOT / "examples" / "cartpole_dsqn.pt"
 
-
-def _load_benchmark():
-    name = "robustness_benchmark"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "robustness.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
-
-
-R = _load_benchmark()
 
 SPIKING_KINDS = ("liu", "chen", "chen_last", "hahn", "spike_count", "robust_rate_lif", "tan_converted",
                  "poisson", "regular")

@@ -1,0 +1,75 @@
+"""Helpers shared by the backend tests: the test zoo's graphs, the comparison with the float64
+reference, and building any registered target (skipped when its simulator is not installed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import nir
+import numpy as np
+import pytest
+
+from backends import REGISTRY, Target, Tolerance
+from backends.base import Readout
+from exporters.to_nir import model_to_nir
+from exporters.zoo import make_checkpoint
+
+os.environ.setdefault("PYNEST_QUIET", "1")  # no NEST banner in the test output
+
+FIXTURES = Path(__file__).parent / "fixtures" / "thirdparty"
+# zoo kinds whose IF neurons (no leak) fire at gain 3 where a tau-2 LIF needs 6
+IF_KINDS = frozenset({"hahn", "tan_converted", "converted_spike_count", "if_hard_rate"})
+
+
+def zoo_graph(kind: str, **kw: Any) -> nir.NIRGraph:
+    """A zoo checkpoint (exporters.zoo) as NIR, at a gain where every layer spikes."""
+    kw.setdefault("gain", 3.0 if kind in IF_KINDS else 6.0)
+    return model_to_nir(make_checkpoint(kind, **{"seed": 1, **kw}))
+
+
+def require(target: str | Target) -> Target:
+    """The registry entry of ``target``; skips the test when a module it needs is not installed.
+
+    Looks the modules up without importing them (Lava must be imported through its compat shim).
+    """
+    t = REGISTRY[target] if isinstance(target, str) else target
+    missing = [m for m in t.requires if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{t.name} needs {', '.join(missing)} (not installed)")
+    return t
+
+
+def run_target(target: str | Target, graph: Any, obs: np.ndarray, input_spikes: np.ndarray | None = None,
+               **options: Any) -> Readout:
+    """Build ``target`` from the registry (skipping when not installed), run ``obs``, close it."""
+    backend = require(target).build(graph, **options)
+    try:
+        return backend.run(obs, input_spikes)
+    finally:
+        backend.close()
+
+
+def assert_same(r: Readout, ref: Readout, active: bool = True, tolerance: Tolerance = Tolerance()) -> None:
+    """``r`` against the float64 reference ``ref`` within ``tolerance`` (default: equal spike counts
+    per layer, equal actions, |dQ| / max|Q| <= 1e-6); with ``active`` every layer must spike, or
+    the comparison would prove little."""
+    assert r.q.dtype == np.float64 and r.action.dtype == np.int64 and r.q.shape == ref.q.shape
+    assert set(r.spikes) == set(ref.spikes)
+    total = diff = 0
+    for name, counts in ref.spikes.items():
+        assert r.spikes[name].dtype == np.int64 and r.spikes[name].shape == counts.shape, name
+        if tolerance.spikes == 0:
+            assert np.array_equal(r.spikes[name], counts), name
+        if active:
+            assert counts.sum() > 0, f"{name} never spikes: the comparison would prove little"
+        total += int(counts.sum())
+        diff += int(np.abs(r.spikes[name] - counts).sum())
+    assert diff <= tolerance.spikes * total, f"{diff} of {total} spikes differ"
+    assert np.abs(r.q - ref.q).max() <= tolerance.q_rel * max(np.abs(ref.q).max(), 1e-12)
+    if tolerance.agreement == 1.0:
+        assert np.array_equal(r.action, ref.action)
+    else:
+        assert np.mean(r.action == ref.action) >= tolerance.agreement
