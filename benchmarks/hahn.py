@@ -248,10 +248,12 @@ def section(results: dict[str, Any]) -> str:
     clf = "; ".join(f"{t['env_id']} held-out accuracy {100 * t['classifier']['heldout_accuracy']:.1f} %"
                     for t in tasks)
     dqns = "; ".join(f"{t['env_id']} `{rel(t['dqn'])}`" for t in tasks)
+    runs = results.get("runs") or [{"command": results["command"], "wall_s": results.get("wall_s", 0)}]
+    how = " and ".join(f"`{r['command']}` ({r['wall_s']:.0f} s wall)" for r in runs)
     head = [
         "## Hahn 2020's comparison (DQN, DSQN, direct, classifier and policy-gradient conversion)", "",
-        f"`{results['command']}` ({results.get('wall_s', 0):.0f} s wall on the shared 2-core machine; "
-        f"`out/hahn*/hahn.json`). Returns are mean ± std over {len(results['seeds'])} seeds × "
+        f"{how}, on the shared 2-core machine (load average 15-19 during the runs); JSON in "
+        f"`out/hahn*/hahn.json`. Returns are mean ± std over {len(results['seeds'])} seeds × "
         f"{results['episodes_per_seed']} episodes (seeds {', '.join(map(str, results['seeds']))}; episode i "
         "of seed s reset with 1000 s + i). Spiking rows run closed loop on the reference backend; "
         "agreement is the step agreement with the named source network on the spiking agent's own "
@@ -298,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
         merged = {**parts[0], "tasks": [t for part in parts for t in part["tasks"]],
-                  "wall_s": sum(part["wall_s"] for part in parts)}
+                  "runs": [{"command": part["command"], "wall_s": part["wall_s"]} for part in parts]}
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "hahn.json").write_text(json.dumps(merged, indent=2, default=float))
