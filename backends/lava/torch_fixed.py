@@ -36,7 +36,7 @@ from backends.lava.backend import default_input_bound
 from backends.lava.lowering import Layout, lower
 from backends.lava.quantize import DECAY_UNITY, STATE_MAX, FixedPop, check_weight_bits, quantize_layout
 from exporters.canonical import Plan, build_plan
-from pipeline.encoding import encode
+from pipeline.encoding import encode_seeded
 from pipeline.models import greedy_action
 from pipeline.neurons import ATanSpike
 
@@ -261,8 +261,8 @@ class LoihiFixedTorch:
         obs = check_batch(obs, self.obs_shape, self.plan.input, self.T, input_spikes)
         N = obs.shape[0]
         if self.sem.encoding != "current" and input_spikes is None:  # one seeded stream per call
-            gen = torch.Generator().manual_seed(self.sem.encoding_seed)
-            input_spikes = encode(torch.as_tensor(obs), self.T, self.sem.encoding, gen).numpy()
+            input_spikes = encode_seeded(torch.as_tensor(obs), self.T, self.sem.encoding,
+                                         self.sem.encoding_seed).numpy()
         t0 = time.perf_counter()
         qs, acts, counts = [], [], {k: [] for k in self.spiking_ops}
         for lo in range(0, max(N, 1), self.batch):

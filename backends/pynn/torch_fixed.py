@@ -21,7 +21,7 @@ import torch
 from backends.base import Readout
 from backends.pynn.fixedpoint import FRAC, ONE, FixedPointSpiNNaker, s1615
 from backends.pynn.readout import Recorded, q_values
-from pipeline.encoding import encode
+from pipeline.encoding import encode_seeded
 from pipeline.errors import UserError
 
 
@@ -86,7 +86,7 @@ class SpiNNakerFixedTorch(FixedPointSpiNNaker):
         s_in = None
         if self.sem.encoding != "current":
             s_in = (torch.as_tensor(np.asarray(input_spikes)).to(torch.float64) if input_spikes is not None
-                    else encode(x, T, self.sem.encoding, torch.Generator().manual_seed(self.sem.encoding_seed)))
+                    else encode_seeded(x, T, self.sem.encoding, self.sem.encoding_seed))
         t0 = time.perf_counter()
         trains: dict[str, torch.Tensor] = {}
         if s_in is not None:
