@@ -1,10 +1,10 @@
 """``train-agent``: DQN and DSQN training on Stable-Baselines3's DQN machinery.
 
 SB3 supplies the replay buffer, target network, epsilon schedule, callbacks and progress bar;
-our network (``pipeline.models``) is plugged in as the Q-network through a small policy
-subclass. Double DQN is a two-line change of SB3's TD target (:class:`DoubleDQN`).
+our network (``pipeline.models``) is plugged in as the Q-network (``pipeline.sb3_glue``).
 Periodic greedy evaluation keeps the best and the last checkpoint, a CSV log, a JSON summary
-and a learning-curve PNG.
+and a learning-curve PNG. Hyperparameters live in ``pipeline.hyperparams``, the resumable
+state in ``pipeline.train_state``; their names stay importable from here.
 """
 
 from __future__ import annotations
@@ -15,25 +15,20 @@ import json
 import math
 import os
 import time
-import warnings
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from stable_baselines3 import DQN as SB3DQN
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv
-from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 
 from pipeline.checkpoint import Checkpoint, provenance, save_checkpoint
 from pipeline.envs import (
-    Preprocessor,
     default_preprocessing,
     is_atari,
     make_env,
@@ -42,9 +37,25 @@ from pipeline.envs import (
     shape_reward,
 )
 from pipeline.cli import cli_entry
-from pipeline.errors import UserError, check_choice, choice_error
-from pipeline.models import SpikingQNetwork, build_model, data_dependent_init
+from pipeline.errors import UserError, check_choice
+from pipeline.hyperparams import (  # noqa: F401  (re-exported: pipeline.train.* keeps working)
+    HP_PRESETS,
+    Hyperparams,
+    check_replay_memory,
+    default_hp_preset,
+    lr_schedule,
+    parse_hp,
+)
+from pipeline.models import SpikingQNetwork, data_dependent_init
 from pipeline.runtime import set_torch_threads
+from pipeline.sb3_glue import (  # noqa: F401  (re-exported; old SB3 state files name pipeline.train.ModelDQNPolicy)
+    DoubleDQN,
+    ModelDQNPolicy,
+    ModelQNetwork,
+    PreprocessExtractor,
+    model_state_dict,
+    new_agent,
+)
 from pipeline.spec import (
     DEFAULT_T_ATARI,
     DEFAULT_T_CLASSIC,
@@ -55,179 +66,14 @@ from pipeline.spec import (
     ENCODINGS,
     ModelSpec,
     NeuronParams,
-    Preprocessing,
     preset_fields,
 )
-
-
-@dataclass(frozen=True)
-class Hyperparams:
-    """DQN hyperparameters (SB3 names where SB3 has them)."""
-
-    total_steps: int = 50_000
-    learning_rate: float = 1e-4
-    learning_rate_end: float | None = None  # linear decay to this value (None: constant)
-    batch_size: int = 32
-    buffer_size: int = 100_000
-    learning_starts: int = 1_000
-    gamma: float = 0.99
-    target_update_interval: int = 10_000
-    train_freq: int = 4
-    gradient_steps: int = 1
-    n_steps: int = 1  # n-step returns (SB3's NStepReplayBuffer) when > 1
-    exploration_fraction: float = 0.1
-    exploration_initial_eps: float = 1.0
-    exploration_final_eps: float = 0.05
-    max_grad_norm: float = 10.0
-    double_dqn: bool = False
-    optimize_memory_usage: bool = False
-    eval_freq: int = 5_000
-    eval_episodes: int = 10
-    final_eval_episodes: int = 100
-    # spiking models: data-dependent init to this mean firing rate per hidden layer on
-    # random-play observations (0: PyTorch's default init, under which deep SNNs start silent)
-    init_rate: float = 0.0
-
-
-# Hyperparameter presets. CartPole and MountainCar follow RL-Zoo's tuned DQN settings;
-# "atari" is RL-Zoo's Atari DQN scaled to a CPU-sized replay buffer; "liu-atari" is the
-# setting of Liu et al. 2022's public code (Adam 1e-4, Huber, replay 1e6, batch 32,
-# target update 1e4, epsilon 1 -> 0.1 over 1e6 steps).
-HP_PRESETS: dict[str, Hyperparams] = {
-    "CartPole-v1": Hyperparams(
-        total_steps=50_000, learning_rate=2.3e-3, batch_size=64, buffer_size=100_000,
-        learning_starts=1_000, gamma=0.99, target_update_interval=10, train_freq=256,
-        gradient_steps=128, exploration_fraction=0.16, exploration_final_eps=0.04,
-        eval_freq=2_500, eval_episodes=10,
-    ),
-    "MountainCar-v0": Hyperparams(
-        total_steps=120_000, learning_rate=4e-3, batch_size=128, buffer_size=10_000,
-        learning_starts=1_000, gamma=0.98, target_update_interval=600, train_freq=16,
-        gradient_steps=8, exploration_fraction=0.2, exploration_final_eps=0.07,
-        eval_freq=5_000, eval_episodes=10,
-    ),
-    "atari": Hyperparams(
-        total_steps=1_000_000, learning_rate=1e-4, batch_size=32, buffer_size=100_000,
-        learning_starts=20_000, gamma=0.99, target_update_interval=1_000, train_freq=4,
-        gradient_steps=1, exploration_fraction=0.1, exploration_final_eps=0.01,
-        optimize_memory_usage=False, eval_freq=50_000, eval_episodes=5, final_eval_episodes=10,
-    ),
-    "liu-atari": Hyperparams(
-        total_steps=10_000_000, learning_rate=1e-4, batch_size=32, buffer_size=1_000_000,
-        learning_starts=50_000, gamma=0.99, target_update_interval=10_000, train_freq=4,
-        gradient_steps=1, exploration_fraction=0.1, exploration_final_eps=0.1,
-        eval_freq=250_000, eval_episodes=10, final_eval_episodes=30,
-    ),
-}
-
-
-def default_hp_preset(env_id: str) -> str:
-    return "atari" if is_atari(env_id) else env_id if env_id in HP_PRESETS else "CartPole-v1"
-
-
-def parse_hp(preset: Hyperparams, overrides: list[str]) -> Hyperparams:
-    """Apply ``key=value`` overrides; an unknown key lists the valid ones."""
-    types = {f.name: f.type for f in fields(Hyperparams)}
-    changes: dict[str, Any] = {}
-    for item in overrides:
-        if "=" not in item:
-            raise UserError(f"hyperparameter override must be key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        if key not in types:
-            raise choice_error("hyperparameter", key, sorted(types))
-        kind = types[key]
-        try:
-            if kind in ("bool", bool):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
-                changes[key] = value.lower() in ("true", "1")
-            elif kind in ("int", int):
-                changes[key] = int(float(value))
-            else:
-                changes[key] = float(value)
-        except ValueError:
-            raise UserError(f"hyperparameter {key} needs a {kind} value, got {value!r}") from None
-    hp = replace(preset, **changes)
-    if hp.total_steps < 1 or hp.batch_size < 1 or hp.buffer_size < 1:
-        raise UserError("total_steps, batch_size and buffer_size must be >= 1")
-    if hp.n_steps < 1:
-        raise UserError(f"n_steps must be >= 1, got {hp.n_steps}")
-    if hp.n_steps > 1 and hp.optimize_memory_usage:
-        raise UserError("n_steps > 1 needs optimize_memory_usage=false (SB3's n-step buffer does not support it)")
-    if not 0 <= hp.exploration_final_eps <= 1 or not 0 <= hp.exploration_initial_eps <= 1:
-        raise UserError("exploration epsilons must lie in [0, 1]")
-    if not 0 <= hp.init_rate < 1:
-        raise UserError(f"init_rate must lie in [0, 1) (0: default init), got {hp.init_rate}")
-    return hp
-
-
-# --- SB3 glue: our network as the Q-network --------------------------------------------------
-
-
-class PreprocessExtractor(BaseFeaturesExtractor):
-    """SB3 'features extractor' that only applies the checkpoint's observation preprocessing."""
-
-    def __init__(self, observation_space, preprocessing: dict[str, Any]):
-        super().__init__(observation_space, features_dim=1)
-        self.pre = Preprocessor(Preprocessing.from_dict(preprocessing))
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.pre(obs)
-
-
-class ModelQNetwork(QNetwork):
-    """SB3 QNetwork whose ``q_net`` is one of our models instead of an MLP."""
-
-    def __init__(self, model: torch.nn.Module, **net_args: Any):
-        super().__init__(**{**net_args, "net_arch": []})
-        self.q_net = model
-
-
-class ModelDQNPolicy(DQNPolicy):
-    def __init__(self, observation_space, action_space, lr_schedule, model_spec: dict[str, Any],
-                 preprocessing: dict[str, Any], **kwargs: Any):
-        self.model_spec = ModelSpec.from_dict(model_spec)
-        kwargs.update(
-            features_extractor_class=PreprocessExtractor,
-            features_extractor_kwargs={"preprocessing": preprocessing},
-            normalize_images=False,  # our preprocessing does the 1/255 itself
-        )
-        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
-
-    def make_q_net(self) -> QNetwork:
-        net_args = self._update_features_extractor(self.net_args, features_extractor=None)
-        return ModelQNetwork(build_model(self.model_spec), **net_args).to(self.device)
-
-
-class DoubleDQN(SB3DQN):
-    """SB3 DQN with the Double-DQN target (van Hasselt 2016): the online net picks a',
-    the target net values it. Everything else is SB3's ``train`` unchanged."""
-
-    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
-        self.policy.set_training_mode(True)
-        self._update_learning_rate(self.policy.optimizer)
-        losses = []
-        for _ in range(gradient_steps):
-            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
-            discounts = data.discounts if data.discounts is not None else self.gamma
-            with torch.no_grad():
-                next_actions = self.q_net(data.next_observations).argmax(dim=1, keepdim=True)
-                next_q = torch.gather(self.q_net_target(data.next_observations), 1, next_actions)
-                target = data.rewards + (1 - data.dones) * discounts * next_q
-            current = torch.gather(self.q_net(data.observations), 1, data.actions.long())
-            loss = F.smooth_l1_loss(current, target)
-            losses.append(loss.item())
-            self.policy.optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            self.policy.optimizer.step()
-        self._n_updates += gradient_steps
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/loss", float(np.mean(losses)))
-
-
-def model_state_dict(agent: SB3DQN) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in agent.q_net.q_net.state_dict().items()}
+from pipeline.train_state import (  # noqa: F401  (re-exported)
+    RESUME_FREE_HP,
+    STATE_FILES,
+    load_training_state,
+    save_training_state,
+)
 
 
 # --- evaluation, checkpoints, logs -------------------------------------------------------------
@@ -284,62 +130,6 @@ class EvalCheckpointCallback(BaseCallback):
             print(f"[eval] step {row['timesteps']}: return {row['mean_return']:.1f} ± {row['std_return']:.1f}")
 
 
-# --- resumable training state (--save-state / --resume) ------------------------------------------
-
-# settings that must match for --resume (total_steps and the evaluation schedule may change)
-RESUME_FREE_HP = ("total_steps", "eval_freq", "eval_episodes", "final_eval_episodes")
-STATE_FILES = ("state_json", "state", "replay")  # keys of ``paths``
-
-
-def save_training_state(agent: SB3DQN, paths: dict[str, Path], settings: dict[str, Any]) -> None:
-    """SB3's own agent file (network, target, optimizer, counters) and replay buffer, plus our
-    settings, each written to a temporary name first so an interruption leaves the last state."""
-    tmp_zip, tmp_pkl = paths["state"].with_suffix(".tmp.zip"), paths["replay"].with_suffix(".tmp.pkl")
-    agent.save(tmp_zip)
-    agent.save_replay_buffer(tmp_pkl)
-    os.replace(tmp_zip, paths["state"])
-    os.replace(tmp_pkl, paths["replay"])
-    paths["state_json"].write_text(json.dumps({**settings, "timesteps": int(agent.num_timesteps)}, indent=2))
-
-
-def load_training_state(algo: type[SB3DQN], paths: dict[str, Path], settings: dict[str, Any], train_env,
-                        hp: Hyperparams) -> tuple[SB3DQN, list[dict[str, float]]]:
-    """The agent and the evaluation rows of a run saved with --save-state; refuses other settings."""
-    missing = [str(paths[k]) for k in STATE_FILES if not paths[k].is_file()]
-    if missing:
-        raise UserError(f"--resume: no saved training state ({', '.join(missing)} missing); "
-                        "train with --save-state to keep one")
-    saved = json.loads(paths["state_json"].read_text())
-
-    def comparable(d: dict[str, Any]) -> dict[str, Any]:
-        """Settings flattened (hyperparameters as ``hp.<name>``), without what may change."""
-        flat = {k: v for k, v in d.items() if k not in ("hyperparams", "timesteps")}
-        flat.update({f"hp.{k}": v for k, v in d["hyperparams"].items() if k not in RESUME_FREE_HP})
-        return flat
-
-    a, b = comparable(saved), comparable(json.loads(json.dumps(settings)))  # JSON: tuples become lists
-    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-    if diff:
-        raise UserError(f"--resume: the saved run used other settings ({', '.join(diff)}); repeat its command")
-    if saved["timesteps"] >= hp.total_steps:
-        raise UserError(f"--resume: the saved run already has {saved['timesteps']} of {hp.total_steps} steps; "
-                        "raise --steps to train on")
-    with warnings.catch_warnings():
-        # SB3 2.x warns that n_steps "is ignored" when a saved n-step agent is loaded, because the
-        # saved replay_buffer_class is passed back in; the saved replay_buffer_kwargs carry n_steps
-        # and gamma, and the replay buffer loaded next is the saved n-step one, so it is not.
-        warnings.filterwarnings("ignore", message=r"`n_steps=\d+` is ignored", category=UserWarning)
-        agent = algo.load(paths["state"], env=train_env, device="cpu",
-                          custom_objects={"learning_rate": lr_schedule(hp), "lr_schedule": lr_schedule(hp)})
-    agent.load_replay_buffer(paths["replay"])
-    rows = []
-    if paths["csv"].is_file():
-        with open(paths["csv"], newline="") as fh:
-            rows = [{k: int(v) if v.lstrip("-").isdigit() else float(v) for k, v in r.items()}
-                    for r in csv.DictReader(fh)]
-        rows = [r for r in rows if r["timesteps"] <= agent.num_timesteps]
-    return agent, rows
-
 
 def plot_curve(rows: list[dict[str, float]], title: str, path: Path) -> None:
     import matplotlib
@@ -365,26 +155,6 @@ def plot_curve(rows: list[dict[str, float]], title: str, path: Path) -> None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
-
-def lr_schedule(hp: Hyperparams):
-    """Constant, or linear from learning_rate to learning_rate_end over the run (SB3 schedule)."""
-    if hp.learning_rate_end is None:
-        return hp.learning_rate
-    start, end = hp.learning_rate, hp.learning_rate_end
-    return lambda progress_remaining: end + progress_remaining * (start - end)
-
-
-def check_replay_memory(hp: Hyperparams, obs_nbytes: int) -> None:
-    """Refuse a replay buffer that cannot fit in this machine's memory, before allocating it."""
-    copies = 1 if hp.optimize_memory_usage else 2
-    need = hp.buffer_size * obs_nbytes * copies
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > 0.8 * total:
-        raise UserError(
-            f"replay buffer of {hp.buffer_size} observations needs ~{need / 2**30:.1f} GiB, more than "
-            f"this machine's {total / 2**30:.1f} GiB allows; lower buffer_size "
-            "(--hp buffer_size=...) or set --hp optimize_memory_usage=true"
-        )
 
 
 # --- the command --------------------------------------------------------------------------------
@@ -457,31 +227,6 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-def new_agent(algo: type[SB3DQN], train_env, hp: Hyperparams, spec: ModelSpec, pre: Any, seed: int) -> SB3DQN:
-    """SB3's DQN (or our DoubleDQN) with ``spec``'s network as the Q-network and ``hp``'s settings."""
-    return algo(
-        ModelDQNPolicy,
-        train_env,
-        learning_rate=lr_schedule(hp),
-        buffer_size=hp.buffer_size,
-        learning_starts=hp.learning_starts,
-        batch_size=hp.batch_size,
-        gamma=hp.gamma,
-        train_freq=hp.train_freq,
-        gradient_steps=hp.gradient_steps,
-        n_steps=hp.n_steps,
-        target_update_interval=hp.target_update_interval,
-        exploration_fraction=hp.exploration_fraction,
-        exploration_initial_eps=hp.exploration_initial_eps,
-        exploration_final_eps=hp.exploration_final_eps,
-        max_grad_norm=hp.max_grad_norm,
-        optimize_memory_usage=hp.optimize_memory_usage,
-        replay_buffer_kwargs={"handle_timeout_termination": not hp.optimize_memory_usage},
-        policy_kwargs={"model_spec": spec.to_dict(), "preprocessing": pre.to_dict()},
-        seed=seed,
-        device="cpu",
-        verbose=0,
-    )
 
 
 INIT_OBSERVATIONS = 64  # random-play observations for the data-dependent init
