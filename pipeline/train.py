@@ -69,10 +69,12 @@ from pipeline.spec import (
     preset_fields,
 )
 from pipeline.train_state import (  # noqa: F401  (re-exported)
+    LEGACY_FILES,
     RESUME_FREE_HP,
     STATE_FILES,
     load_training_state,
     save_training_state,
+    state_paths,
 )
 
 
@@ -218,11 +220,14 @@ def make_parser() -> argparse.ArgumentParser:
                         "what makes a seed reproduce a run bit for bit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--save-state", action="store_true",
-                   help="at every evaluation also keep what --resume needs: model.state.zip (SB3 agent with "
-                        "optimizer) and model.replay.pkl (the replay buffer: GBs for Atari)")
+                   help="at every evaluation also keep what --resume needs: model.state.pt (networks, optimizer, "
+                        "counters) and model.replay.npz (the replay buffer: GBs for Atari); neither can run code")
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved with --save-state next to -o (same command; --steps may grow); "
                         "the continued run is not bit-identical to an uninterrupted one")
+    p.add_argument("--trust-legacy-state", action="store_true",
+                   help="with --resume: load model.state.zip/model.replay.pkl of an earlier version (pickles, which "
+                        "can run code: only files you wrote) once and convert them to the safe files")
     p.add_argument("-o", "--output", required=True, help="best checkpoint path (model.pt)")
     return p
 
@@ -262,6 +267,8 @@ def init_to_rate(agent: SB3DQN, env_id: str, rate: float, seed: int) -> list[flo
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
+    if args.trust_legacy_state and not args.resume:
+        raise UserError("--trust-legacy-state only goes with --resume")
     env_id = args.env
     env = make_env(env_id)  # validates the id, lists choices if unknown
     actions = n_actions(env)
@@ -281,9 +288,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.output)
     stem = out.with_suffix("")
     paths = {"best": out, "last": Path(f"{stem}.last.pt"), "csv": Path(f"{stem}.eval.csv"),
-             "json": Path(f"{stem}.train.json"), "png": Path(f"{stem}.curve.png"),
-             "state": Path(f"{stem}.state.zip"), "replay": Path(f"{stem}.replay.pkl"),
-             "state_json": Path(f"{stem}.state.json")}
+             "json": Path(f"{stem}.train.json"), "png": Path(f"{stem}.curve.png"), **state_paths(stem)}
     out.parent.mkdir(parents=True, exist_ok=True)
 
     if args.reward_shaping != "none":
@@ -299,7 +304,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     settings = {**meta, "seed": args.seed, "preprocessing": pre.to_dict()}
     rows: list[dict[str, float]] = []
     if args.resume:
-        agent, rows = load_training_state(algo, paths, settings, train_env, hp)
+        agent, rows = load_training_state(algo, paths, settings, train_env, hp,
+                                          make_agent=lambda: new_agent(algo, train_env, hp, spec, pre, args.seed),
+                                          trust_legacy=args.trust_legacy_state)
     else:
         agent = new_agent(algo, train_env, hp, spec, pre, args.seed)
         if hp.init_rate > 0 and isinstance(agent.q_net.q_net, SpikingQNetwork):
@@ -323,7 +330,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     summary = {**meta, "seed": args.seed, "train_seconds": round(train_seconds, 1),
                "best_eval": callback.best, "best_step": callback.best_step, "evals": callback.rows,
-               "files": {k: str(v) for k, v in paths.items() if save_state or k not in STATE_FILES}}
+               "files": {k: str(v) for k, v in paths.items()
+                         if k not in LEGACY_FILES and (save_state or k not in STATE_FILES)}}
     if hp.final_eval_episodes > 0:
         from pipeline.evaluate import evaluate_checkpoint
 

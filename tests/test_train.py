@@ -154,7 +154,8 @@ def test_save_state_and_resume(tmp_path: Path, capsys, recwarn):
             "-o", str(out)]
     assert train_main([*base, "--save-state", "--hp", "final_eval_episodes=0"]) == 0
     state = json.loads(out.with_name("m.state.json").read_text())
-    assert state["timesteps"] == 600 and out.with_name("m.state.zip").is_file() and out.with_name("m.replay.pkl").is_file()
+    assert state["timesteps"] == 600 and out.with_name("m.state.pt").is_file() and out.with_name("m.replay.npz").is_file()
+    assert not out.with_name("m.state.zip").exists() and not out.with_name("m.replay.pkl").exists()
     first = list(csv.DictReader(open(out.with_name("m.eval.csv"))))
     assert [int(r["timesteps"]) for r in first] == [300, 600]
     # bad resumes: nothing to resume, other settings, nothing left to do
@@ -165,6 +166,8 @@ def test_save_state_and_resume(tmp_path: Path, capsys, recwarn):
     assert "the saved run used other settings (spec)" in capsys.readouterr().err
     assert train_main([*base, "--resume"]) == 2  # 600 of 600 steps: --steps must grow
     assert "already has 600 of 600 steps" in capsys.readouterr().err
+    assert train_main([*base, "--trust-legacy-state"]) == 2
+    assert "--trust-legacy-state only goes with --resume" in capsys.readouterr().err
     recwarn.clear()
     assert train_main([*base, "--resume", "--steps", "1200"]) == 0
     assert not [w for w in recwarn if "is ignored" in str(w.message)]  # SB3's false n-step warning is silenced
