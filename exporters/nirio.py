@@ -13,6 +13,7 @@ from pathlib import Path
 import h5py
 import nir
 
+from exporters.validate import check_graph, scan_hdf5
 from pipeline.errors import UserError
 
 
@@ -37,7 +38,7 @@ def file_version(path: Path) -> str:
             if "version" not in f:
                 raise UserError(f"{path}: not a NIR file (no 'version' entry)")
             raw = f["version"][()]
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # HDF5 2.x raises RuntimeError for some corrupt files
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"{path}: not a readable HDF5/NIR file ({first[:160]})") from None
     return raw.decode("utf8", "replace") if isinstance(raw, bytes) else str(raw)
@@ -48,6 +49,7 @@ def read_graph(path: str | os.PathLike) -> nir.NIRGraph:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"NIR file not found: {path}")
+    scan_hdf5(path)  # no links, external or virtual data, bombs or endless HDF5 loops
     version = file_version(path)
     if not _version_tuple(version):
         raise UserError(f"{path}: malformed NIR version {version!r}")
@@ -72,6 +74,10 @@ def read_graph(path: str | os.PathLike) -> nir.NIRGraph:
         raise UserError(f"{path}: corrupt or unsupported NIR graph ({type(exc).__name__}: {first[:200]})") from None
     if not isinstance(graph, nir.NIRGraph):
         raise UserError(f"{path}: the file holds a single {type(graph).__name__} node, not a NIR graph")
+    try:
+        check_graph(graph)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
     return graph
 
 
