@@ -27,14 +27,25 @@ from exporters.conventions import CONVENTIONS
 from exporters.metadata import READOUT_REDUCE
 from exporters.nirio import read_graph
 from exporters.to_nir import file_sha256
-from pipeline.graph_meta import GraphMeta
+from pipeline.checks import (
+    PLOT_FORMATS,
+    ArgumentParser,
+    check_int,
+    check_observations,
+    check_output,
+    check_q,
+    check_real,
+    check_seed,
+    load_npy,
+)
 from pipeline.cli import cli_entry
 from pipeline.errors import UserError, check_choice
+from pipeline.graph_meta import GraphMeta
 from pipeline.runtime import set_torch_threads
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="run-backend", description=__doc__,
+    ap = ArgumentParser(prog="run-backend", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("graph", type=Path, help="NIR file (export-nir output or a third-party graph)")
     ap.add_argument("--target", default="reference", help=f"backend: {', '.join(TARGETS)} (default reference)")
@@ -78,14 +89,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_array(path: Path, what: str) -> np.ndarray:
-    if not path.is_file():
-        raise UserError(f"{what} file not found: {path}")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise UserError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
-        raise UserError(f"{path}: expected a numeric .npy array")
+    """A numeric .npy file as float32; NaN, inf or values beyond float32 are refused alike for every target."""
+    arr = load_npy(path, what)
+    check_observations(arr, f"{path}: {what}")
     return arr.astype(np.float32)
 
 
@@ -125,10 +131,14 @@ STRICT_OPTIONS = (("weight_bits", "--weight-bits", 8),)
 
 
 def check_args(args: argparse.Namespace) -> None:
-    if args.time_steps is not None and args.time_steps < 1:
-        raise UserError(f"--time-steps must be >= 1, got {args.time_steps}")
-    if args.dt is not None and not args.dt > 0:
-        raise UserError(f"--dt must be positive, got {args.dt}")
+    from exporters.validate import MAX_TIME_STEPS
+
+    check_int("--time-steps", args.time_steps, 1, MAX_TIME_STEPS)
+    check_real("--dt", args.dt, positive=True)
+    check_seed("--seed", args.seed)
+    check_real("--epsilon", args.epsilon, lo=0.0, hi=1.0)
+    check_int("--episodes", args.episodes, 1)
+    check_int("--max-steps", args.max_steps, 1)
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     for dest, flag, assumed in STRICT_OPTIONS:
@@ -139,6 +149,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError("choose one mode: --env (closed loop) or --inputs (open loop)")
     if args.env is None and args.inputs is None:
         raise UserError("nothing to run: pass --env ENV_ID (closed loop) or --inputs obs.npy (open loop)")
+    check_output("--out", args.out, suffixes=("npz",))  # every output before any work
+    check_output("--json", args.json)
+    check_output("--plot", args.plot, suffixes=PLOT_FORMATS)
+    check_output("--results", args.results)
 
 
 @cli_entry
@@ -164,6 +178,7 @@ def open_loop(args: argparse.Namespace) -> int:
         readout = backend.run(obs, spikes_in)
     finally:
         backend.close()
+    check_q(readout.q, f"--target {args.target}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     readout.save(args.out)
     n = int(readout.q.shape[0])
@@ -210,6 +225,7 @@ def closed_loop(args: argparse.Namespace) -> int:
                          if args.compare in TARGETS else {}),
     ).validate()
     results = args.results or Path("out") / f"{args.graph.stem}.{args.target}.{args.env.replace('/', '_')}.jsonl"
+    check_output("--results", results)
     if meta.env_id and meta.env_id != args.env:
         print(f"note: the graph was made for {meta.env_id}, running it on {args.env}")
 

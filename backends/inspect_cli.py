@@ -24,6 +24,8 @@ from exporters.canonical import build_plan
 from exporters.conventions import CONVENTIONS
 from exporters.inspect_nir import summarize
 from exporters.nirio import read_graph
+from exporters.validate import MAX_TIME_STEPS
+from pipeline.checks import ArgumentParser, check_int, check_real
 from pipeline.cli import cli_entry
 from pipeline.errors import UserError
 
@@ -57,8 +59,8 @@ def print_tables(info: dict[str, Any], path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="inspect-nir", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="inspect-nir", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("graph", type=Path)
     ap.add_argument("--json", action="store_true", help="print JSON instead of tables")
     ap.add_argument("--inputs", type=Path, help="observations .npy: count spikes on them with the reference")
@@ -75,6 +77,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    check_int("--time-steps", args.time_steps, 1, MAX_TIME_STEPS)
+    check_real("--dt", args.dt, positive=True)
+    check_real("--rate", args.rate, lo=0.0, hi=1.0)
     graph = read_graph(args.graph)
     T = args.time_steps
     if T is None and "time_steps" not in (graph.metadata or {}):

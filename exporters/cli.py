@@ -10,12 +10,13 @@ from exporters.metadata import DEFAULT_DT
 from exporters.nirio import read_graph, write_graph
 from exporters.to_nir import model_to_nir
 from pipeline.checkpoint import load_checkpoint
+from pipeline.checks import ArgumentParser, check_output, check_real
 from pipeline.cli import cli_entry
 from pipeline.errors import UserError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="export-nir", description=__doc__)
+    ap = ArgumentParser(prog="export-nir", description=__doc__)
     ap.add_argument("checkpoint", type=Path, help="model.pt written by train-agent or convert-dqn")
     ap.add_argument("-o", "--output", type=Path, required=True, help="the NIR file to write (HDF5)")
     ap.add_argument("--dt", type=float, default=DEFAULT_DT,
@@ -27,8 +28,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not args.dt > 0:
-        raise UserError(f"--dt must be positive, got {args.dt}")
+    check_real("--dt", args.dt, positive=True)
+    if args.output.resolve() == args.checkpoint.resolve():
+        raise UserError(f"-o {args.output} would overwrite the checkpoint")
+    check_output("-o", args.output)
+    check_output("--json", args.json)
     ckpt = load_checkpoint(args.checkpoint)
     graph = model_to_nir(ckpt, dt=args.dt, source=args.checkpoint)
     write_graph(graph, args.output)

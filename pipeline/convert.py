@@ -397,7 +397,9 @@ def file_sha256(path: Path) -> str:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="convert-dqn", description=__doc__.split("\n\n")[0])
+    from pipeline.checks import ArgumentParser
+
+    p = ArgumentParser(prog="convert-dqn", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="DQN checkpoint (train-agent --model dqn)")
     p.add_argument("-o", "--output", required=True, help="converted checkpoint to write (snn.pt)")
     p.add_argument("--norm", "--normalization", dest="normalization", default="robust",
@@ -446,6 +448,10 @@ def check_args(args: argparse.Namespace) -> ConversionSettings:
         raise UserError("--calib-raw describes --calib-obs; pass --calib-obs FILE")
     if Path(args.output).resolve() == Path(args.checkpoint).resolve():
         raise UserError("--output would overwrite the source DQN checkpoint")
+    from pipeline.checks import check_output, check_seed
+
+    check_seed("--seed", args.seed)
+    check_output("-o", args.output)
     return settings
 
 

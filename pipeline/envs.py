@@ -58,8 +58,14 @@ def make_env(env_id: str, atari: dict[str, Any] | None = None, render_mode: str 
              max_episode_steps: int | None = None) -> gym.Env:
     """The raw-observation environment the agent acts in (before scaling)."""
     check_env_id(env_id)
+    if max_episode_steps is not None and max_episode_steps < 1:
+        raise UserError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
     if not is_atari(env_id):
-        env = gym.make(env_id, render_mode=render_mode)
+        try:
+            env = gym.make(env_id, render_mode=render_mode)
+        except gym.error.DependencyNotInstalled as exc:
+            first = str(exc).splitlines()[0] if str(exc) else env_id
+            raise UserError(f"environment {env_id} needs a package that is not installed ({first[:160]})") from None
         if max_episode_steps is not None:
             env = gym.wrappers.TimeLimit(env, max_episode_steps)
         return env

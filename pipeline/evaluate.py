@@ -6,7 +6,6 @@ policies can be compared on exactly the same episodes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -91,7 +90,9 @@ def print_table(results: list[dict[str, Any]]) -> None:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="evaluate-agent", description="Evaluate checkpoints in torch.")
+    from pipeline.checks import ArgumentParser, check_int, check_output, check_real, check_seed
+
+    p = ArgumentParser(prog="evaluate-agent", description="Evaluate checkpoints in torch.")
     p.add_argument("checkpoints", nargs="+")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -102,12 +103,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1; see pipeline.runtime.set_torch_threads)")
     args = p.parse_args(argv)
+    check_int("--episodes", args.episodes, 1)
+    check_seed("--seed", args.seed)
+    check_real("--epsilon", args.epsilon, lo=0.0, hi=1.0)
+    check_int("--max-steps", args.max_steps, 1)
+    check_output("--json", args.json)  # before the evaluation: its results are never lost at the end
+    missing = [c for c in args.checkpoints if not Path(c).is_file()]
+    if missing:
+        raise UserError(f"checkpoint not found: {missing[0]}")
     set_torch_threads(args.threads)
     results = [evaluate_checkpoint(c, args.episodes, args.seed, args.epsilon, args.max_steps,
                                    progress=not args.no_progress) for c in args.checkpoints]
+    print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
-    print_table(results)
     return 0
 
 

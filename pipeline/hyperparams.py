@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -96,7 +97,9 @@ def parse_hp(preset: Hyperparams, overrides: list[str]) -> Hyperparams:
                 changes[key] = int(float(value))
             else:
                 changes[key] = float(value)
-        except ValueError:
+                if not math.isfinite(changes[key]):
+                    raise ValueError(value)
+        except (ValueError, OverflowError):
             raise UserError(f"hyperparameter {key} needs a {kind} value, got {value!r}") from None
     hp = replace(preset, **changes)
     if hp.total_steps < 1 or hp.batch_size < 1 or hp.buffer_size < 1:
@@ -107,6 +110,18 @@ def parse_hp(preset: Hyperparams, overrides: list[str]) -> Hyperparams:
         raise UserError("n_steps > 1 needs optimize_memory_usage=false (SB3's n-step buffer does not support it)")
     if not 0 <= hp.exploration_final_eps <= 1 or not 0 <= hp.exploration_initial_eps <= 1:
         raise UserError("exploration epsilons must lie in [0, 1]")
+    if not hp.learning_rate > 0 or (hp.learning_rate_end is not None and not hp.learning_rate_end >= 0):
+        raise UserError("learning_rate must be > 0 (and learning_rate_end >= 0)")
+    if not 0 < hp.gamma <= 1:
+        raise UserError(f"gamma must lie in (0, 1], got {hp.gamma}")
+    if not 0 <= hp.exploration_fraction <= 1:
+        raise UserError(f"exploration_fraction must lie in [0, 1], got {hp.exploration_fraction}")
+    if min(hp.learning_starts, hp.final_eval_episodes) < 0 or min(
+            hp.target_update_interval, hp.train_freq, hp.gradient_steps, hp.eval_freq, hp.eval_episodes) < 1:
+        raise UserError("learning_starts and final_eval_episodes must be >= 0; target_update_interval, train_freq, "
+                        "gradient_steps, eval_freq and eval_episodes >= 1")
+    if not hp.max_grad_norm > 0:
+        raise UserError(f"max_grad_norm must be > 0, got {hp.max_grad_norm}")
     if not 0 <= hp.init_rate < 1:
         raise UserError(f"init_rate must lie in [0, 1) (0: default init), got {hp.init_rate}")
     return hp

@@ -36,6 +36,7 @@ from pipeline.envs import (
     REWARD_SHAPINGS,
     shape_reward,
 )
+from pipeline.checks import ArgumentParser, check_int, check_output, check_real, check_seed
 from pipeline.cli import cli_entry
 from pipeline.errors import UserError, check_choice
 from pipeline.hyperparams import (  # noqa: F401  (re-exported: pipeline.train.* keeps working)
@@ -188,8 +189,24 @@ def build_spec(args: argparse.Namespace, env_id: str, shape: tuple[int, ...], ac
     return ModelSpec(**fields_).validate()
 
 
+def check_train_args(args: argparse.Namespace) -> None:
+    """Option values the libraries would otherwise reject with a traceback (or accept wrongly)."""
+    check_seed("--seed", args.seed)
+    check_int("--steps", args.steps, 1)
+    for h in args.hidden:
+        check_int("--hidden", h, 1, MAX_HIDDEN)
+    for option, value in (("--tau", args.tau), ("--v-th", args.v_th), ("--alpha", args.alpha),
+                          ("--tau-out", args.tau_out)):
+        check_real(option, value, positive=True)
+    check_int("--time-steps", args.time_steps, 1, MAX_TIME_STEPS_TRAIN)
+    out = Path(args.output)
+    stem = out.with_suffix("")
+    for path in (out, Path(f"{stem}.last.pt"), Path(f"{stem}.eval.csv")):
+        check_output("-o", path)
+
+
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train-agent", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="train-agent", description=__doc__.split("\n\n")[0])
     p.add_argument("--env", required=True, help="CartPole-v1, MountainCar-v0, ALE/<Game>-v5")
     p.add_argument("--model", default="dsqn", help=f"one of {', '.join(MODEL_PRESETS)}")
     p.add_argument("--arch", help="mlp or nature_cnn (default: nature_cnn for Atari, else mlp)")
@@ -234,6 +251,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 
+MAX_HIDDEN = 1 << 20  # units of one hidden layer
+MAX_TIME_STEPS_TRAIN = 10_000  # T while training (each step is a forward and a backward pass)
 INIT_OBSERVATIONS = 64  # random-play observations for the data-dependent init
 INIT_EVERY = 4  # keep one observation in this many steps, so they differ
 
@@ -269,6 +288,7 @@ def init_to_rate(agent: SB3DQN, env_id: str, rate: float, seed: int) -> list[flo
 def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.trust_legacy_state and not args.resume:
         raise UserError("--trust-legacy-state only goes with --resume")
+    check_train_args(args)
     env_id = args.env
     env = make_env(env_id)  # validates the id, lists choices if unknown
     actions = n_actions(env)
@@ -276,7 +296,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     spec = build_spec(args, env_id, shape, actions)
     preset = args.preset or default_hp_preset(env_id)
     check_choice("hyperparameter preset", preset, HP_PRESETS)
-    overrides = list(args.hp) + ([f"total_steps={args.steps}"] if args.steps else [])
+    overrides = list(args.hp) + ([f"total_steps={args.steps}"] if args.steps is not None else [])
     overrides += ["double_dqn=true"] if args.double else []
     hp = parse_hp(HP_PRESETS[preset], overrides)
     pre = default_preprocessing(env_id, args.scale_obs)
