@@ -34,8 +34,10 @@ import torch
 from pipeline.backend_api import Backend, Readout
 from pipeline.encoding import encode_seeded
 from pipeline.envs import make_env, n_actions, preprocess
+from pipeline.checks import check_q
 from pipeline.errors import UserError
 from pipeline.graph_meta import GraphMeta
+from pipeline.results_lock import results_lock
 from pipeline.spec import Preprocessing
 
 RESULTS_FORMAT = "dsqn-deploy/closed-loop"
@@ -62,7 +64,8 @@ class LoopSettings:
     compare_options: dict[str, Any] = field(default_factory=dict)
 
     # settings that may change between an interrupted run and its resumption
-    RESUMABLE_CHANGES = ("episodes",)
+    # (the graph is compared by content, graph_sha256; its path may be spelled another way)
+    RESUMABLE_CHANGES = ("episodes", "graph")
 
     def describe_options(self) -> str:
         """The backend options for a title, e.g. ``weight_bits=16`` ('' when there are none)."""
@@ -114,10 +117,15 @@ def step_seed(seed: int, episode: int, step: int) -> int:
 
 def read_results(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """Header and finished episodes of a results file; a torn last line (killed mid-write) is dropped."""
-    if not path.exists():
+    if not path.exists() or path.stat().st_size == 0:  # empty: a run that stopped before its header
         return None, []
+    if not path.is_file():
+        raise UserError(f"{path} is not a regular file; not a closed-loop results file")
     header, episodes = None, []
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text().splitlines()
+    except (UnicodeDecodeError, OSError) as exc:
+        raise UserError(f"{path}: not a closed-loop results file ({type(exc).__name__})") from None
     for i, line in enumerate(lines):
         try:
             rec = json.loads(line)
@@ -125,13 +133,29 @@ def read_results(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]
             if i == len(lines) - 1:
                 break  # interrupted while writing: drop_torn_tail removes it, the episode is redone
             raise UserError(f"{path}: line {i + 1} is not JSON; not a closed-loop results file") from None
+        if not isinstance(rec, dict):
+            raise UserError(f"{path}: line {i + 1} is not a JSON object; not a closed-loop results file")
         if rec.get("type") == "header":
             header = rec
         elif rec.get("type") == "episode":
             episodes.append(rec)
-    if header is None or header.get("format") != RESULTS_FORMAT:
+    if header is None or header.get("format") != RESULTS_FORMAT or not isinstance(header.get("settings"), dict):
         raise UserError(f"{path}: not a dsqn-deploy closed-loop results file")
-    return header, episodes
+    return header, unique_episodes(path, episodes)
+
+
+def unique_episodes(path: Path, episodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first record of each episode: a file written by two runs at once (before the results
+    lock) holds some twice, and a summary must not count them twice."""
+    first: dict[Any, dict[str, Any]] = {}
+    for rec in episodes:
+        if not isinstance(rec.get("episode"), int):
+            raise UserError(f"{path}: an episode record without an episode number; not a closed-loop results file")
+        first.setdefault(rec["episode"], rec)
+    if len(first) < len(episodes):
+        print(f"note: {path} holds {len(episodes) - len(first)} duplicate episode record(s); each episode "
+              "counts once (its first record)")
+    return list(first.values())
 
 
 def drop_torn_tail(path: Path) -> None:
@@ -216,6 +240,7 @@ class ClosedLoop:
             spikes = encode_seeded(torch.as_tensor(x), self.settings.time_steps, self.settings.encoding,
                                    seed).numpy()
         main = self.backend.run(x, spikes)
+        check_q(main.q, f"--target {self.settings.target}")
         other = None
         if self.compare is not None and self.compare_preprocessing is None:  # same input, same spikes
             other = self.compare.run(x, spikes)
@@ -282,19 +307,21 @@ def run_episodes(loop: ClosedLoop, results: Path, resume: bool = False, progress
     """Run the episodes not yet in ``results``; every finished episode is on disk at once."""
     from tqdm import tqdm
 
-    done = open_results(results, loop.settings, resume)
-    finished = {rec["episode"] for rec in done}
-    todo = [i for i in range(loop.settings.episodes) if i not in finished]
-    records = list(done)
-    bar = tqdm(total=loop.settings.episodes, initial=len(finished), disable=not progress, unit="ep",
-               desc=f"{loop.settings.target} {loop.settings.env_id}")
-    for i in todo:
-        rec = loop.run_episode(i)
-        append_record(results, rec)
-        records.append(rec)
-        bar.update(1)
-        bar.set_postfix(ret=f"{rec['return']:.0f}", **({"agree": f"{rec['agreement']:.3f}"} if "agreement" in rec else {}))
-    bar.close()
+    with results_lock(results):  # a second run on the same file stops here
+        done = open_results(results, loop.settings, resume)
+        finished = {rec["episode"] for rec in done}
+        todo = [i for i in range(loop.settings.episodes) if i not in finished]
+        records = list(done)
+        bar = tqdm(total=loop.settings.episodes, initial=len(finished), disable=not progress, unit="ep",
+                   desc=f"{loop.settings.target} {loop.settings.env_id}")
+        for i in todo:
+            rec = loop.run_episode(i)
+            append_record(results, rec)
+            records.append(rec)
+            bar.update(1)
+            bar.set_postfix(ret=f"{rec['return']:.0f}",
+                            **({"agree": f"{rec['agreement']:.3f}"} if "agreement" in rec else {}))
+        bar.close()
     return sorted(records, key=lambda r: r["episode"])[: loop.settings.episodes]
 
 
