@@ -10,6 +10,7 @@ from typing import Any
 
 from pipeline.envs import is_atari
 from pipeline.errors import UserError, choice_error
+from pipeline.limits import cgroup_available, rlimit_available
 
 
 @dataclass(frozen=True)
@@ -140,11 +141,13 @@ def check_replay_memory(hp: Hyperparams, obs_nbytes: int) -> None:
     """Refuse a replay buffer that cannot fit in this machine's memory, before allocating it."""
     copies = 1 if hp.optimize_memory_usage else 2
     need = hp.buffer_size * obs_nbytes * copies
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limits = [v for v in (cgroup_available(), rlimit_available()) if v is not None]
+    total = min([physical, *limits])  # host memory, or the container / ulimit cap below it
     if need > 0.8 * total:
         raise UserError(
             f"replay buffer of {hp.buffer_size} observations needs ~{need / 2**30:.1f} GiB, more than "
-            f"this machine's {total / 2**30:.1f} GiB allows; lower buffer_size "
+            f"this process's {total / 2**30:.1f} GiB allows; lower buffer_size "
             "(--hp buffer_size=...) or set --hp optimize_memory_usage=true"
         )
 

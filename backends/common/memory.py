@@ -8,9 +8,7 @@ build the same network, so both use them.
 
 from __future__ import annotations
 
-import os
-
-MEMORY_FRACTION = 0.85  # of MemAvailable a build may take
+MEMORY_FRACTION = 0.85  # of the available memory a build may take
 
 BYTES_PER_SYNAPSE = 72  # static_synapse after Connect, plus what the first Simulate adds
 BYTES_PER_NEURON = 2048
@@ -19,15 +17,11 @@ BUILD_BYTES_PER_SYNAPSE = 48  # host arrays while building: COO indices, weights
 
 
 def available_memory() -> int:
-    """Bytes the build may use: MemAvailable (Linux), else physical memory."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    """Bytes the build may use: the least of MemAvailable, the cgroup's and the rlimit's headroom
+    (pipeline.limits), so a container or ``ulimit -v`` cap is respected."""
+    from pipeline.limits import available_memory as headroom
+
+    return headroom()
 
 
 def fits(need: int, available: int) -> bool:
