@@ -7,7 +7,14 @@
 #   docker run IMAGE inspect-nir model.nir      docker run -it IMAGE bash
 set -euo pipefail
 PY=${DSQN_PYTHON:-python}
-"$PY" -m backends.pynn.spinnaker_config --write "${HOME}/.spynnaker.cfg"
+# Only a SpiNNaker run needs the cfg: a bad SpiNNaker variable stops that run, and is only a note
+# for every other command (inspect-nir, the NEST and Lava targets, a shell).
+if ! "$PY" -m backends.pynn.spinnaker_config --write "${HOME}/.spynnaker.cfg"; then
+  case " $* " in
+    *spinnaker*) exit 2 ;;
+  esac
+  echo "note: no SpiNNaker cfg written (see above); only --target pynn-spinnaker needs one" >&2
+fi
 if [ "$#" -gt 0 ] && [ "${1#-}" = "$1" ] && [ ! -e "$1" ] && command -v "$1" >/dev/null 2>&1; then
   exec "$@"
 fi

@@ -70,11 +70,15 @@ def test_entrypoint_without_variables_keeps_an_existing_cfg(tmp_path: Path) -> N
 
 
 def test_entrypoint_refuses_bad_settings_and_runs_other_commands(tmp_path: Path) -> None:
-    proc = entrypoint(tmp_path, "true", SPINNAKER_MACHINE="10.0.0.2", SPINNAKER_BOARD_VERSION="7")
+    # a bad SpiNNaker variable stops a SpiNNaker run; any other command runs (with the error as a note)
+    proc = entrypoint(tmp_path, "--target", "pynn-spinnaker", "--help", SPINNAKER_MACHINE="10.0.0.2",
+                      SPINNAKER_BOARD_VERSION="7")
     assert proc.returncode == 2 and "SPINNAKER_BOARD_VERSION must be 3" in proc.stderr
+    proc = entrypoint(tmp_path, "true", SPINNAKER_MACHINE="10.0.0.2", SPINNAKER_BOARD_VERSION="7")
+    assert proc.returncode == 0 and "SPINNAKER_BOARD_VERSION must be 3" in proc.stderr
     assert not (tmp_path / ".spynnaker.cfg").exists()
     proc = entrypoint(tmp_path, "true", SPINNAKER_MACHINE="10.0.0.2", SPALLOC_SERVER="https://x/")
-    assert proc.returncode == 2 and "not both" in proc.stderr
+    assert proc.returncode == 0 and "not both" in proc.stderr
     proc = entrypoint(tmp_path, "sh", "-c", "echo other command", SPINNAKER_MACHINE="10.0.0.2")
     assert proc.returncode == 0 and proc.stdout.strip() == "other command"
     assert machine_section(tmp_path)["machine_name"] == "10.0.0.2"
@@ -105,3 +109,19 @@ def test_dockerfiles_pass_hadolint() -> None:
     exe = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     proc = subprocess.run([exe, *map(str, DOCKERFILES)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_bad_spinnaker_variable_stops_only_spinnaker_runs(tmp_path: Path) -> None:
+    """A newline in SPINNAKER_MACHINE would add lines to sPyNNaker's cfg; it is refused, and only
+    a SpiNNaker run stops for it."""
+    inject = "10.0.0.1\nvirtual_board = True\n[Reports]\ndefault_report_file_path = /tmp/x"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    proc = entrypoint(tmp_path / "a", "true", SPINNAKER_MACHINE=inject)
+    assert proc.returncode == 0 and "error: SPINNAKER_MACHINE must be a host name" in proc.stderr
+    proc = entrypoint(tmp_path / "b", "--target", "pynn-spinnaker", "--help", SPINNAKER_MACHINE=inject)
+    assert proc.returncode == 2
+    for home in (tmp_path / "a", tmp_path / "b"):
+        assert not (home / ".spynnaker.cfg").exists()
+    proc = entrypoint(tmp_path / "a", "true", SPINNAKER_MACHINE="10.0.0.1", SPINNAKER_TIME_SCALE="2\n[x]")
+    assert "SPINNAKER_TIME_SCALE must be a positive number" in proc.stderr

@@ -38,6 +38,34 @@ MISSING = ("no SpiNNaker machine is configured: set SPINNAKER_MACHINE=<board hos
            "SPINNAKER_BOARD_VERSION, default 5), or SPALLOC_SERVER=<url> (and SPALLOC_USER), or "
            "SPINNAKER_VIRTUAL=1 to map onto a virtual board without running")
 TRUE = ("1", "true", "yes", "on")
+# what each variable may hold before it is written into the cfg (no newlines, sections, comments
+# or interpolation: a crafted value must not add lines to sPyNNaker's configuration)
+HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,252})|\[?[0-9A-Fa-f:.]{2,45}\]?"
+PATTERNS = {
+    "SPINNAKER_MACHINE": (HOST, "a host name or IP address"),
+    "SPALLOC_SERVER": (rf"(?:https?://)?(?:{HOST})(?::[0-9]{{1,5}})?(?:/[A-Za-z0-9._~/\-]*)?",
+                       "a URL (http[s]://host[:port][/path]) or a host name"),
+    "SPALLOC_USER": (r"[A-Za-z0-9._@+\-]{1,128}", "a user name (letters, digits, . _ @ + -)"),
+    "SPALLOC_MACHINE": (r"[A-Za-z0-9._\-]{1,128}", "a machine name (letters, digits, . _ -)"),
+    "SPALLOC_GROUP": (r"[A-Za-z0-9._\-]{1,128}", "a group name (letters, digits, . _ -)"),
+    "SPINNAKER_TIME_SCALE": (r"[0-9]{1,6}(?:\.[0-9]{1,6})?", "a positive number"),
+}
+
+
+def _checked(env: Mapping[str, str], name: str) -> str:
+    """The variable's value if it has the form PATTERNS names; one error line otherwise."""
+    import re
+
+    raw = env.get(name, "")
+    value = raw.strip()
+    if not value:
+        return ""
+    pattern, what = PATTERNS[name]
+    if not re.fullmatch(pattern, value):
+        raise UserError(f"{name} must be {what}, got {raw[:80]!r}")
+    if name == "SPINNAKER_TIME_SCALE" and not float(value) > 0:
+        raise UserError(f"{name} must be a positive number, got {raw[:80]!r}")
+    return value
 
 
 @dataclass
@@ -89,7 +117,7 @@ def from_env(env: Mapping[str, str] | None = None, *, virtual: bool | None = Non
     version = _int(env, "SPINNAKER_BOARD_VERSION", None)
     if version is not None and version not in (3, 5):
         raise UserError(f"SPINNAKER_BOARD_VERSION must be 3 (SpiNN-3) or 5 (SpiNN-5), got {version}")
-    scale = env.get("SPINNAKER_TIME_SCALE", "").strip()
+    scale = _checked(env, "SPINNAKER_TIME_SCALE")
     extra = {"time_scale_factor": scale} if scale else {}
     if virtual is None:
         virtual = env.get("SPINNAKER_VIRTUAL", "").strip().lower() in TRUE
@@ -101,8 +129,8 @@ def from_env(env: Mapping[str, str] | None = None, *, virtual: bool | None = Non
         if width is not None:
             machine.update(width=str(width), height=str(height))
         return MachineConfig("virtual", machine)
-    host = env.get("SPINNAKER_MACHINE", "").strip()
-    server = env.get("SPALLOC_SERVER", "").strip()
+    host = _checked(env, "SPINNAKER_MACHINE")
+    server = _checked(env, "SPALLOC_SERVER")
     if host and server:
         raise UserError("set either SPINNAKER_MACHINE (a board) or SPALLOC_SERVER (an allocation server), not both")
     if host:
@@ -111,11 +139,11 @@ def from_env(env: Mapping[str, str] | None = None, *, virtual: bool | None = Non
         machine = {"spalloc_server": server, **extra}
         for var, key in (("SPALLOC_USER", "spalloc_user"), ("SPALLOC_PORT", "spalloc_port"),
                          ("SPALLOC_MACHINE", "spalloc_machine"), ("SPALLOC_GROUP", "spalloc_group")):
-            value = env.get(var, "").strip()
+            value = _int(env, var) if var == "SPALLOC_PORT" else _checked(env, var)
             if value:
-                machine[key] = value
-        if "spalloc_port" in machine:
-            _int(env, "SPALLOC_PORT")
+                machine[key] = str(value)
+        if "spalloc_port" in machine and not int(machine["spalloc_port"]) <= 65535:
+            raise UserError(f"SPALLOC_PORT must be a port number (1-65535), got {machine['spalloc_port']}")
         return MachineConfig("spalloc", machine)
     return None
 
