@@ -144,3 +144,20 @@ def test_graph_fields_are_checked_where_the_graph_enters(tmp_path, change, words
 
 def test_the_good_graph_passes(good):
     assert read_graph(good).nodes
+
+
+def test_readout_divisor_applies_to_the_rate_readout_too(tmp_path):
+    """docs/NIR.md: q = reduce_t(y) / readout_divisor + ...; the rate readout's pushdown
+    (mean_t(W s + b) = W mean_t(s) + b) used to skip the divisor."""
+    from backends.reference import ReferenceBackend
+    from exporters.zoo import cartpole_obs
+
+    graph = model_to_nir(make_checkpoint("liu", hidden=(16, 8), seed=2))
+    assert graph.metadata["readout"] == "rate"
+    obs = cartpole_obs(16).numpy()
+    q1 = ReferenceBackend(graph, dtype="float64").run(obs).q
+    graph.metadata["readout_divisor"] = 2.0
+    path = tmp_path / "div2.nir"
+    write_graph(graph, path)
+    q2 = ReferenceBackend(read_graph(path), dtype="float64").run(obs).q
+    assert np.abs(q1).max() > 0 and np.array_equal(q2, q1 / 2)

@@ -78,10 +78,9 @@ def head_q(plan: Plan, values: dict[str, Tensor], *, head: Iterable[Op] = (),
             mean = x[0] if x.shape[0] == 1 else x.mean(dim=0)
         q = per_step(src, mean.unsqueeze(0), par(src))[0]
     else:
-        sem = plan.semantics
-        q = reduce_time(values[src.name], sem.reduce, T)
-        if sem.divisor != 1.0:
-            q = q / sem.divisor
+        q = reduce_time(values[src.name], plan.semantics.reduce, T)
+    if plan.semantics.divisor != 1.0:  # after the pushdown too: mean_t(W s + b) / divisor (docs/NIR.md)
+        q = q / plan.semantics.divisor
     return q.reshape(q.shape[0], -1)
 
 
