@@ -7,6 +7,7 @@ code. Anything that is not ours (wrong marker), from a newer format, or damaged 
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import platform
@@ -40,8 +41,8 @@ class Checkpoint:
         try:
             model.load_state_dict(self.state_dict)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise UserError(f"checkpoint weights do not match its architecture: {first}") from None
+            detail = " ".join(line.strip() for line in str(exc).strip().splitlines()[1:3])
+            raise UserError(f"checkpoint weights do not match its architecture: {detail[:300]}") from None
         return model.eval()
 
 
@@ -95,8 +96,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else "unsafe or corrupt pickle"
-        raise UserError(f"{path}: not a safe dsqn-deploy checkpoint ({reason[:200]})") from None
+        raise UserError(f"{path}: not a safe dsqn-deploy checkpoint ({unsafe_reason(exc)})") from None
     except Exception as exc:  # torch.load raises many types on garbage (KeyError, EOFError, ...)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"{path}: corrupt or not a torch checkpoint ({reason[:200]})") from None
@@ -107,11 +107,14 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         raise UserError(f"{path}: not a dsqn-deploy checkpoint (no '{FORMAT_NAME}' marker)")
     version = data.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise UserError(f"{path}: checkpoint has no valid format_version (got {version!r})")
+    if version > FORMAT_VERSION:
         raise UserError(
             f"{path}: checkpoint format version {version!r} is newer than this dsqn-deploy "
             f"reads ({FORMAT_VERSION}); upgrade dsqn-deploy"
         )
+    check_fields(data, path)
     try:
         spec = ModelSpec.from_dict(data["spec"])
         ckpt = Checkpoint(
@@ -121,9 +124,84 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             preprocessing=Preprocessing.from_dict(data.get("preprocessing", {})),
             provenance=dict(data.get("provenance", {})),
         )
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{path}: checkpoint is missing or has a malformed field ({exc})") from None
     return ckpt
+
+
+def unsafe_reason(exc: BaseException) -> str:
+    """The global torch refused to load (it names it deep in a long message), without ANSI codes."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    found = re.search(r"(?:Unsupported global|Unsupported operand|GLOBAL)[^\n.]*", text)
+    if found:
+        return f"refused to load {found.group(0).strip()[:160]}: loading it could run code"
+    first = text.strip().splitlines()[0] if text.strip() else "unsafe or corrupt pickle"
+    return f"{first[:160]}; loading it could run code"
+
+
+MAX_PARAMETERS = 1 << 28  # weights of one model: 1 GiB in float32
+
+
+def check_fields(data: dict[str, Any], path: Path) -> None:
+    """Types and ranges of the checkpoint's fields, before a model is built from them."""
+    def bad(what: str) -> UserError:
+        return UserError(f"{path}: checkpoint field {what}")
+
+    spec = data.get("spec")
+    if not isinstance(spec, dict):
+        raise bad(f"'spec' must be a dict, got {type(spec).__name__}")
+    for key in ("kind", "arch"):
+        if not isinstance(spec.get(key), str):
+            raise bad(f"'spec.{key}' must be a string")
+    shape, hidden, actions = spec.get("obs_shape"), spec.get("hidden", ()), spec.get("n_actions")
+    if not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 8 or not all(
+            isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 1 << 20 for x in shape):
+        raise bad(f"'spec.obs_shape' must be 1 to 8 positive integers, got {shape!r}")
+    if not isinstance(hidden, (list, tuple)) or not all(
+            isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 1 << 24 for x in hidden):
+        raise bad(f"'spec.hidden' must be positive integers, got {hidden!r}")
+    if not isinstance(actions, int) or isinstance(actions, bool) or not 1 <= actions <= 1 << 20:
+        raise bad(f"'spec.n_actions' must be a positive integer, got {actions!r}")
+    T = spec.get("time_steps", 1)
+    if not isinstance(T, int) or isinstance(T, bool) or not 1 <= T <= 100_000:
+        raise bad(f"'spec.time_steps' must be an integer in [1, 100000], got {T!r}")
+    if spec.get("arch") == "mlp":
+        sizes = [math.prod(shape), *hidden, actions]
+        if sum(a * b for a, b in zip(sizes, sizes[1:])) > MAX_PARAMETERS:
+            raise bad(f"'spec' describes more than {MAX_PARAMETERS:,} weights")
+    for key in ("tau_out",):
+        if key in spec and not (isinstance(spec[key], (int, float)) and math.isfinite(spec[key])):
+            raise bad(f"'spec.{key}' must be a finite number")
+    neuron = spec.get("neuron")
+    if neuron is not None and (not isinstance(neuron, dict) or not all(
+            isinstance(v, str) or (isinstance(v, (int, float)) and math.isfinite(v)) for v in neuron.values())):
+        raise bad("'spec.neuron' must map names to finite numbers or strings")
+    sd = data.get("state_dict")
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise bad("'state_dict' must map names to tensors")
+    for name, t in sd.items():
+        if t.is_complex() or not (t.is_floating_point() or t.dtype in (torch.int64, torch.int32, torch.bool)):
+            raise bad(f"'state_dict.{name}' must hold real numbers (got {t.dtype})")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise bad(f"'state_dict.{name}' holds NaN or infinite values")
+    if not isinstance(data.get("env_id"), str):
+        raise bad("'env_id' must be a string")
+    pre = data.get("preprocessing", {})
+    if not isinstance(pre, dict):
+        raise bad("'preprocessing' must be a dict")
+    for key in ("offset", "scale"):
+        values = pre.get(key, (0.0,))
+        if not isinstance(values, (list, tuple)) or not values or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+            raise bad(f"'preprocessing.{key}' must be finite numbers")
+        if len(values) not in (1, shape[-1]):
+            raise bad(f"'preprocessing.{key}' has {len(values)} values for {shape[-1]} features")
+    if not isinstance(pre.get("atari", {}), dict):
+        raise bad("'preprocessing.atari' must be a dict")
+    if not isinstance(data.get("provenance", {}), dict):
+        raise bad("'provenance' must be a dict")
 
 
 def provenance(seed: int | None, **extra: Any) -> dict[str, Any]:
