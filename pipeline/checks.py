@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**31 - 1  # SB3 and numpy legacy seeding take 32-bit seeds; train-agent adds offsets
 MAX_ARRAY_BYTES = 8 << 30  # an observation file larger than this is not one we made
 # what matplotlib's Agg canvas writes (savefig picks the format from the suffix)
 PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff", "webp", "pgf", "raw",
