@@ -171,6 +171,14 @@ def check_fields(data: dict[str, Any], path: Path) -> None:
         sizes = [math.prod(shape), *hidden, actions]
         if sum(a * b for a, b in zip(sizes, sizes[1:])) > MAX_PARAMETERS:
             raise bad(f"'spec' describes more than {MAX_PARAMETERS:,} weights")
+    if not isinstance(spec.get("bias", True), (bool, int)) or spec.get("bias", True) not in (0, 1):
+        raise bad(f"'spec.bias' must be true or false, got {spec.get('bias')!r}")
+    for key in ("variant", "encoding", "readout"):
+        if key in spec and not isinstance(spec[key], str):
+            raise bad(f"'spec.{key}' must be a string, got {spec[key]!r}")
+    seed = spec.get("encoding_seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise bad(f"'spec.encoding_seed' must be a non-negative integer, got {seed!r}")
     for key in ("tau_out",):
         if key in spec and not (isinstance(spec[key], (int, float)) and math.isfinite(spec[key])):
             raise bad(f"'spec.{key}' must be a finite number")

@@ -66,7 +66,7 @@ def check_output(option: str, path: str | os.PathLike | None, *, suffixes: tuple
     if suffixes is not None and path.suffix.lower().lstrip(".") not in suffixes:
         raise UserError(f"{option} {path}: the file name must end in "
                         f"{' or '.join('.' + s for s in suffixes[:6])}{' ...' if len(suffixes) > 6 else ''}")
-    if path.is_dir():
+    if path.is_dir() or path.name in ("", ".", ".."):
         raise UserError(f"{option} {path} is a directory; name a file")
     if path.exists() and not path.is_file():
         raise UserError(f"{option} {path} is not a regular file")

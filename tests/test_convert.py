@@ -314,7 +314,7 @@ def _nan_layer0(sd: dict) -> None:
     ("ok", ["--readout", "rate"], "unknown conversion readout 'rate'"),
     ("ok", ["--v-init", "0.5", "--reset", "hard"], "--v-init needs --reset soft"),
     ("dead", [], "layer layers.1 cannot be normalised"),
-    ("nan", [], "layer layers.0.0 cannot be converted"),
+    ("nan", [], "'state_dict.layers.0.0.weight' holds NaN or infinite values"),  # refused on load
 ])
 def test_bad_input_one_line_error(tmp_path: Path, capsys, case: str, extra: list[str], needle: str) -> None:
     obs = tmp_path / "obs.npy"
