@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from pipeline.backend_api import Backend, Readout
+from pipeline.checks import check_q
 from pipeline.encoding import encode_seeded
 from pipeline.envs import make_env, n_actions, preprocess
-from pipeline.checks import check_q
 from pipeline.errors import UserError
 from pipeline.graph_meta import GraphMeta
 from pipeline.results_lock import results_lock
