@@ -1,7 +1,7 @@
 """``inspect-nir model.nir``: nodes, shapes, neuron and synapse counts, metadata, and
 estimated synaptic operations (SOPs) per observation.
 
-SOPs (DESIGN.md "Metrics") are sum over spiking nodes of spikes x fan-out, where a node's
+SOPs (docs/DESIGN.md "Metrics") are sum over spiking nodes of spikes x fan-out, where a node's
 fan-out is the connections of the synaptic maps it feeds divided by their input size (a
 Flatten passes through). With ``--inputs obs.npy`` the spikes are those the reference
 records on those observations; without, they are estimated as neurons x T x ``--rate``

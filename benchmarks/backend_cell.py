@@ -132,7 +132,7 @@ def run_cell(target: str, graph_path: Path, obs: np.ndarray, ref: Readout,
     work = sops_per_observation(plan, readout, obs=obs)
     ann = ann_macs(plan)
     out["work"] = work.to_dict()
-    # DESIGN.md "Metrics" names, beside the detailed figures above
+    # docs/DESIGN.md "Metrics" names, beside the detailed figures above
     out["sops"] = work.total_sops
     out["wall_per_step"] = statistics.fmean(walls)  # seconds, as the bridge records it
     out["sim_per_step"] = sim / len(rows)

@@ -1,4 +1,4 @@
-"""Synaptic operations and an energy estimate per observation (DESIGN.md "Metrics": ``sops``,
+"""Synaptic operations and an energy estimate per observation (docs/DESIGN.md "Metrics": ``sops``,
 the ANN's MACs, ``energy_est``).
 
 Why counts first and joules second: the counts (spikes, synaptic operations, MACs) are exact

@@ -4,7 +4,7 @@ A NIR graph carries no ``dt``, and each exporter leaves out part of what its own
 does (snnTorch writes a hard-reset LIF for a subtract-reset neuron, Norse an IF with r=1 for
 an integrator that adds its input without dt, Sinabs a leak that it integrates exactly). A
 :class:`Convention` names those differences so :mod:`exporters.plan.build` can turn any
-graph into the discrete step of DESIGN.md. docs/NIR.md has the table with the evidence.
+graph into the discrete step of docs/DESIGN.md. docs/NIR.md has the table with the evidence.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Convention:
 
 CONVENTIONS: dict[str, Convention] = {
     "nir": Convention(
-        "nir", None, description="NIR spec, forward Euler at the graph's dt, spike on >= (DESIGN.md)"),
+        "nir", None, description="NIR spec, forward Euler at the graph's dt, spike on >= (docs/DESIGN.md)"),
     "dsqn": Convention("dsqn", None, description="graphs written by dsqn-deploy's export-nir"),
     "spikingjelly": Convention(
         "spikingjelly", 1e-4, description="SpikingJelly 2.0: same step as ours; dt 1e-4 unless given"),

@@ -1,7 +1,7 @@
 """What ``inspect-nir`` reports about a Plan, computed from the Plan alone: connections and weights
 per map, fan-out, and synaptic operations (SOPs) and MACs per observation.
 
-SOPs (DESIGN.md "Metrics") are sum over spiking nodes of spikes x fan-out, where a node's
+SOPs (docs/DESIGN.md "Metrics") are sum over spiking nodes of spikes x fan-out, where a node's
 fan-out is the connections of the synaptic maps it feeds divided by their input size (a
 Flatten passes through). Given recorded spikes per node, those are used; without, they are
 estimated as neurons x T x ``rate``. Maps fed by a non-spiking value (the input layer with the

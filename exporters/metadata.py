@@ -2,7 +2,7 @@
 
 NIR 1.0.8 metadata values may only be strings, numbers or arrays (``nir.write`` stores them
 as HDF5 datasets), so nested checkpoint fields (preprocessing, provenance, Atari settings)
-are flattened to ``prefix_key`` entries here. DESIGN.md ("NIR encoding") lists the keys;
+are flattened to ``prefix_key`` entries here. docs/DESIGN.md ("NIR encoding") lists the keys;
 :class:`GraphMeta` reads back the ones that describe the environment and the source model.
 """
 

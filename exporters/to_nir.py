@@ -230,7 +230,7 @@ def graph_metadata(ckpt: Checkpoint, dt: float, source: Path | None) -> dict[str
 
 
 def model_to_nir(ckpt: Checkpoint, dt: float = DEFAULT_DT, source: Path | None = None) -> nir.NIRGraph:
-    """The NIR graph of a checkpoint's model (DESIGN.md "NIR encoding")."""
+    """The NIR graph of a checkpoint's model (docs/DESIGN.md "NIR encoding")."""
     if not dt > 0:
         raise UserError(f"dt must be positive, got {dt}")
     spec = ckpt.spec

@@ -2,7 +2,7 @@
 the batch check every ``run`` applies, and the greedy action rule.
 
 A backend is built once from a graph, then runs observations: each observation is presented
-for T steps with all neuron state reset before it (DESIGN.md, "Time-step semantics"). ``run``
+for T steps with all neuron state reset before it (docs/DESIGN.md, "Time-step semantics"). ``run``
 takes a batch of *preprocessed* observations ``[N, *obs_shape]`` (float32) and returns a
 :class:`Readout`, the common currency that ``run-backend --inputs obs.npy --out readouts.npz``
 writes for every backend.

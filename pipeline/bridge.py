@@ -9,7 +9,7 @@ One runner for every backend (anything with ``pipeline.backend_api.Backend``'s `
 3. the backend returns Q-values; the action is their argmax (ties to the lowest index),
    or a random action with probability epsilon (a per-episode seeded RNG);
 4. with a comparison backend (``--compare reference``) the same observation and spikes run
-   there too, and the step records action agreement and |ΔQ| (DESIGN.md "Metrics"). A
+   there too, and the step records action agreement and |ΔQ| (docs/DESIGN.md "Metrics"). A
    comparison with its own preprocessing (a torch checkpoint, ``--compare dqn.pt``) gets the raw
    observation through that preprocessing instead.
 

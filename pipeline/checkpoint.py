@@ -1,4 +1,4 @@
-"""The ``model.pt`` checkpoint: a plain dict of tensors and primitives (DESIGN.md).
+"""The ``model.pt`` checkpoint: a plain dict of tensors and primitives (docs/DESIGN.md).
 
 Loaded with ``torch.load(..., weights_only=True)``: a checkpoint from a stranger cannot run
 code. Anything that is not ours (wrong marker), from a newer format, or damaged gets one

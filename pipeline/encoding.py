@@ -1,4 +1,4 @@
-"""Input encodings of DESIGN.md: how one (preprocessed) observation becomes layer 0's input.
+"""Input encodings of docs/DESIGN.md: how one (preprocessed) observation becomes layer 0's input.
 
 ``current`` presents the real-valued observation at every step (the first layer then sees a
 constant current, so its synaptic map is computed once). ``poisson`` and ``regular`` turn each

@@ -1,4 +1,4 @@
-"""Environments and observation preprocessing (DESIGN.md "Evaluation protocol").
+"""Environments and observation preprocessing (docs/DESIGN.md "Evaluation protocol").
 
 Atari uses Gymnasium's own wrappers on an ALE v5 game made with ``frameskip=1``:
 ``AtariPreprocessing`` (up to 30 no-op starts, frame skip 4, 84x84 grey) and

@@ -4,7 +4,7 @@ readout units.
 
 These keys are the checkpoint's own fields, flattened into NIR metadata by
 ``exporters.to_nir.graph_metadata`` (``env_id``, ``n_actions``, ``preprocessing_*``,
-``provenance_conversion_*``; DESIGN.md "NIR encoding"). :class:`GraphMeta` is the one reader of
+``provenance_conversion_*``; docs/DESIGN.md "NIR encoding"). :class:`GraphMeta` is the one reader of
 them: the closed loop's :class:`pipeline.bridge.GraphIO`, the torch comparison
 (:mod:`pipeline.policy`) and Lava's input bound all go through it. It lives on the lowest
 floor because its users do; ``exporters.metadata`` re-exports it next to the writer's helpers.

@@ -82,7 +82,7 @@ class DQN(nn.Module):
 
 
 class SpikingQNetwork(nn.Module):
-    """DSQN (Liu, Chen, Hahn variants) and converted SNNs, per DESIGN.md's step semantics.
+    """DSQN (Liu, Chen, Hahn variants) and converted SNNs, per docs/DESIGN.md's step semantics.
 
     ``forward`` returns Q ``[B, A]``. :meth:`run` also returns the spike trains of every
     hidden layer, which the tests and the energy estimate use.

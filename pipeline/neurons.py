@@ -1,9 +1,9 @@
-"""Discrete-time neuron dynamics of DESIGN.md, multi-step, in torch.
+"""Discrete-time neuron dynamics of docs/DESIGN.md, multi-step, in torch.
 
 Every function takes the whole input current of a layer over all T steps at once
 (``[T, ...]``) and loops over time only for the element-wise state update; the synaptic
 maps around it run once on a batch of T. The arithmetic is written exactly as in
-DESIGN.md ("Time-step semantics") because the reference executor and the backends are
+docs/DESIGN.md ("Time-step semantics") because the reference executor and the backends are
 checked against it to the last bit:
 
     LIF: U = V + (I - (V - V_r)) / tau        IF: U = V + I

@@ -31,7 +31,7 @@ MEMBRANE_READOUTS = ("membrane_max", "membrane_mean", "membrane_last")
 
 @dataclass(frozen=True)
 class NeuronParams:
-    """Hidden-layer neuron, in DESIGN.md's discrete-time units (tau in steps)."""
+    """Hidden-layer neuron, in docs/DESIGN.md's discrete-time units (tau in steps)."""
 
     model: str = "lif"  # lif | if
     tau: float = 2.0  # membrane time constant in steps (LIF only)

@@ -1,7 +1,7 @@
-"""The torch models follow DESIGN.md's time-step semantics exactly.
+"""The torch models follow docs/DESIGN.md's time-step semantics exactly.
 
 Each test compares the multi-step model with a slow, explicit per-step loop written straight
-from DESIGN.md (``naive_q``), so a change in the fast path that alters the arithmetic fails.
+from docs/DESIGN.md (``naive_q``), so a change in the fast path that alters the arithmetic fails.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def mlp_spec(readout="rate", neuron=None, T=8, encoding="current", bias=True, hi
 
 
 def naive_q(model: SpikingQNetwork, obs: torch.Tensor, input_spikes: torch.Tensor | None = None):
-    """DESIGN.md, one step and one sample at a time, in float64."""
+    """docs/DESIGN.md, one step and one sample at a time, in float64."""
     spec, p = model.spec, model.spec.neuron
     lin = [st[-1] for st in model.layers]
     W = [(m.weight.double(), m.bias.double() if m.bias is not None else 0.0) for m in lin]
@@ -182,7 +182,7 @@ def test_spec_roundtrip_and_validation():
 
 
 def test_threshold_is_inclusive_and_resets_differ():
-    """U == V_th spikes (>=); hard and soft reset differ exactly as DESIGN.md says."""
+    """U == V_th spikes (>=); hard and soft reset differ exactly as docs/DESIGN.md says."""
     from pipeline.neurons import spiking_layer
 
     current = torch.full((6, 1), 0.5)

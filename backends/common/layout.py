@@ -8,7 +8,7 @@ head) evaluated on the host by the Plan's readout tail (:mod:`exporters.plan.rea
 differs between simulators is only how a population is parameterised and how the
 per-observation reset is done.
 
-Delay compensation (DESIGN.md "Time-step semantics"): every simulated connection has a delay
+Delay compensation (docs/DESIGN.md "Time-step semantics"): every simulated connection has a delay
 of at least one step, so a population at depth k (k neurons on the longest path from the
 input) sees its inputs k steps after the input. Connections get delay = depth difference
 (skip connections included), population k integrates the window of steps k+1 .. k+T of

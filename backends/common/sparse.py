@@ -179,7 +179,7 @@ def _as_matrix(m: sp.csr_matrix | None, n: int) -> sp.csr_matrix:
 
 
 def add_forms(forms: list[Form], n: int) -> Form:
-    """Several inputs into one node are summed (DESIGN.md / docs/NIR.md section 1)."""
+    """Several inputs into one node are summed (docs/DESIGN.md / docs/NIR.md section 1)."""
     if len(forms) == 1:
         return forms[0]
     out = Form()

@@ -4,7 +4,7 @@ Lava's own LIF spikes on ``v > vth``, resets hard to 0, has no soft reset, no LI
 no per-observation reset (``LIFReset`` resets u and v to 0 only), and its Dense/Sparse
 bit-accurate models use Loihi 1's weight convention; so the backend brings two processes:
 
-* :class:`Population` — one layer of neurons (any DESIGN.md neuron step, a Threshold op, or a
+* :class:`Population` — one layer of neurons (any docs/DESIGN.md neuron step, a Threshold op, or a
   readout integrator). It keeps its own observation clock: with period ``P`` and delay ``d``
   it resets its state on window step ``d`` (a built-in periodic reset, no ``Var.set``),
   integrates on steps ``[d, d + T)``, sends zeros outside, counts its spikes, tracks the
@@ -19,7 +19,7 @@ bit-accurate models use Loihi 1's weight convention; so the backend brings two p
   SynapseMap processes (``src->dst`` and ``src->dst/lo``, each with its own mantissas and
   exponent) from the same source into the same ``a_in`` port, which sums them.
 
-The float population model performs DESIGN.md's arithmetic literally in float64, operation
+The float population model performs docs/DESIGN.md's arithmetic literally in float64, operation
 for operation as ``exporters/plan/ops.py`` does. Run configurations pick the model by tag
 (``floating_pt`` / ``fixed_pt``); the backend passes the choice explicitly per process
 instance (see backends.lava.backend).
@@ -192,7 +192,7 @@ class _PopulationBase(PyLoihiProcessModel):
 @requires(CPU)
 @tag("floating_pt")
 class PyPopulationFloat(_PopulationBase):
-    """DESIGN.md's step in float64, literally (mirrors exporters/plan/ops.py::run_neuron)."""
+    """docs/DESIGN.md's step in float64, literally (mirrors exporters/plan/ops.py::run_neuron)."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     host_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)

@@ -6,7 +6,7 @@ Every population p gets one real **state unit** ``q_p`` (volts per LSB); its mem
 charge U, threshold, reset value, bias and input current are integers in units of ``q_p``,
 held in 24-bit signed registers (saturating at ``±(2**23 - 1)``).
 
-1. *Fold the neuron's input scale into the weights.* DESIGN.md's LIF step
+1. *Fold the neuron's input scale into the weights.* docs/DESIGN.md's LIF step
    ``U = V + (g I - (V - v_leak)) / tau`` is ``U = V (1 - 1/tau) + (g/tau) I + v_leak/tau``,
    Loihi's ``v <- v (1 - dv) + input``. So each incoming map M (and the bias b) is scaled per
    row by ``c = g/tau`` (``g`` for IF, 1 for Threshold ops and readout integrators) and

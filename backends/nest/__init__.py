@@ -7,7 +7,7 @@ float64 (same spike counts per layer; Q to rounding, bit-identical in practice).
 NEST cannot express exactly is refused with a UserError naming the node. The evidence for
 the choices below (single-neuron traces, costs, memory) is in docs/NEST.md.
 
-* :mod:`backends.nest.neurons` — DESIGN.md's neuron step as ``iaf_psc_delta`` (hard reset,
+* :mod:`backends.nest.neurons` — docs/DESIGN.md's neuron step as ``iaf_psc_delta`` (hard reset,
   non-spiking readouts, Threshold nodes) or ``eprop_iaf`` (soft reset), with the decay
   ``exp(-h / tau_m)`` calibrated to ``1 - 1/tau`` and input weights ``gain / tau``.
 * :mod:`backends.nest.devices` — what NEST and PyNN on NEST share: the cycle of

@@ -1,6 +1,6 @@
 """A population's :class:`~exporters.canonical.NeuronStep` as a NEST 3.10 model and parameters.
 
-Pure numpy (no NEST import): what each population needs to follow DESIGN.md's step
+Pure numpy (no NEST import): what each population needs to follow docs/DESIGN.md's step
 exactly. The measurements behind the two models are in docs/NEST.md section 1; in short:
 
 * ``iaf_psc_delta`` (hard reset, non-spiking LI/I readouts, bare Threshold nodes):
@@ -133,7 +133,7 @@ def population_spec(op: Op, h: float) -> PopSpec:
     what = f"node {op.name!r} ({op.nir_type})"
     if step.tau_syn is not None:
         raise UserError(f"{what}: a synaptic current filter (CubaLIF/CubaLI) has no exact NEST form "
-                        "(NEST's current-based neurons integrate it exponentially, DESIGN.md needs forward Euler)")
+                        "(NEST's current-based neurons integrate it exponentially, docs/DESIGN.md needs forward Euler)")
     if step.multi_spike:
         raise UserError(f"{what}: multi-spike neurons (several spikes per step, Sinabs) cannot run on NEST")
     tau_m, decay = _decays(step.tau, shape, h)

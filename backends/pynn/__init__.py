@@ -3,7 +3,7 @@
 The simulator-independent network (populations, depths for delay compensation, drives as
 sparse matrices, the host-side readout head) is :mod:`backends.common`, shared with ``--target nest``.
 
-* :mod:`backends.pynn.nest_sim` — :class:`PyNNNestBackend`, exact (DESIGN.md) on pyNN.nest: a
+* :mod:`backends.pynn.nest_sim` — :class:`PyNNNestBackend`, exact (docs/DESIGN.md) on pyNN.nest: a
   shell over :class:`backends.nest.devices.NestNetwork`, like the direct NEST backend.
 * :mod:`backends.pynn.spinnaker` — :class:`PyNNSpiNNakerBackend`: the same network on a SpiNNaker
   machine through sPyNNaker, run in a worker process (virtual board: mapping only).

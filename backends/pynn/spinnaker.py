@@ -25,7 +25,7 @@ biases join ``i_offset``).
 
 Neuron models (docs/SPINNAKER.md derives the parameters and the expected deviations):
 LIF hard reset -> ``IF_curr_delta`` (its closed-form update with ``exp(-dt/tau_m) = 1 - 1/tau``
-is DESIGN.md's forward Euler); IF hard reset -> ``IF_trunc_delta`` (non-leaky, but the
+is docs/DESIGN.md's forward Euler); IF hard reset -> ``IF_trunc_delta`` (non-leaky, but the
 membrane is floored at ``v_reset``); non-spiking LI readouts -> ``IF_curr_delta`` with an
 unreachable threshold; Threshold nodes -> ``IF_curr_delta`` without memory. sPyNNaker 7.4 has
 no subtractive reset and no forward-Euler synaptic filter: soft-reset and CubaLIF nodes are

@@ -2,7 +2,7 @@
 
 Layer-synchronous like the torch model (no delays): each op is computed for all T steps of
 a batch before the next op, synaptic maps on batches of T*N, neuron updates looping over t.
-It is the oracle every other backend is compared with (DESIGN.md "Time-step semantics").
+It is the oracle every other backend is compared with (docs/DESIGN.md "Time-step semantics").
 """
 
 from __future__ import annotations

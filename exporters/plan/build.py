@@ -1,6 +1,6 @@
 """Any NIR graph -> a checked, topologically ordered :class:`~exporters.plan.ir.Plan`.
 
-This is the one place where NIR's continuous-time nodes become DESIGN.md's per-step
+This is the one place where NIR's continuous-time nodes become docs/DESIGN.md's per-step
 arithmetic (forward Euler at ``dt``), where third-party conventions are normalised
 (:mod:`exporters.conventions`), and where our tagged soft-reset loop becomes one
 subtractive neuron. Unsupported nodes, missing parameters, shape mismatches and loops get a

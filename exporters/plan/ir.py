@@ -20,7 +20,7 @@ SYNAPSES = ("affine", "linear", "conv2d", "flatten", "sumpool2d", "avgpool2d", "
 
 @dataclass(frozen=True)
 class NeuronStep:
-    """One population's step (DESIGN.md form, tau in steps). ``v_th`` None: non-spiking.
+    """One population's step (docs/DESIGN.md form, tau in steps). ``v_th`` None: non-spiking.
 
     charge: leaky ``U = V + (gain*I - (V - v_leak)) / tau``; no leak ``U = V + gain*I``
     (CubaLIF first filters I through ``syn = syn + (w_in*x - syn) / tau_syn``).

@@ -62,7 +62,7 @@ def run_neuron(step: NeuronStep, current: Tensor, T: int, p: dict[str, ParamT]) 
     """Run a population over T steps from its initial state; return (output ``[T, N, ...]``, V(T)).
 
     The output is the spike train for spiking steps and the membrane trace otherwise.
-    ``current`` may have a time dimension of 1 (constant input, DESIGN.md's ``current``).
+    ``current`` may have a time dimension of 1 (constant input, docs/DESIGN.md's ``current``).
     """
     cur = current.expand(T, *current.shape[1:]) if current.shape[0] == 1 else current
     v_init = p["v_init"]

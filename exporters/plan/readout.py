@@ -1,6 +1,6 @@
 """The readout tail every backend shares: output series -> head ops -> Q -> tie-break -> action.
 
-DESIGN.md's readout, written once. A backend supplies what it measured — the output series
+docs/DESIGN.md's readout, written once. A backend supplies what it measured — the output series
 ``[T', N, ...]`` of the populations the head reads (``T' = 1`` for a value constant over the
 T steps), or, where the simulator already reduced over time (Lava), the reduced value — and
 these functions finish it exactly as :class:`backends.reference.ReferenceBackend` does:
