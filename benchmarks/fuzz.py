@@ -73,7 +73,7 @@ def entry_points() -> dict[str, Any]:
     try:
         from backends.inspect_cli import main as inspect_nir  # after the floors move
     except ImportError:
-        from exporters.inspect_nir import main as inspect_nir
+        from backends.inspect_cli import main as inspect_nir
     return {"inspect-nir": inspect_nir, "run-backend": run_backend, "export-nir": export_nir,
             "evaluate-agent": evaluate_agent, "train-agent": train_agent, "convert-dqn": convert_dqn}
 

@@ -105,13 +105,3 @@ def summarize(plan: Plan, spikes_per_obs: dict[str, float] | None = None, rate: 
         "semantics": {k: getattr(sem, k) for k in sem.__dataclass_fields__},
         "metadata": meta,
     }
-
-
-def __getattr__(name: str) -> Any:
-    """``exporters.inspect_nir.main`` (the console script's old address, kept for installs made
-    before it moved) forwards to :func:`backends.inspect_cli.main`."""
-    if name == "main":
-        from backends.inspect_cli import main
-
-        return main
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.inspect_nir import main
+from backends.inspect_cli import main
 from exporters.nirio import write_graph
 from exporters.to_nir import model_to_nir
 from exporters.zoo import cartpole_obs, make_checkpoint

@@ -27,7 +27,7 @@ from backends.lava.quantize import (LOIHI2, STATE_MAX, WEIGHT_MANT, _quantize_ma
                                     input_scale, loihi2_resources, quantize_layout, shift)
 from backends.reference import ReferenceBackend  # noqa: E402
 from exporters.canonical import build_plan  # noqa: E402
-from exporters.inspect_nir import main as inspect_main  # noqa: E402
+from backends.inspect_cli import main as inspect_main  # noqa: E402
 from exporters.nirio import write_graph  # noqa: E402
 from exporters.to_nir import model_to_nir  # noqa: E402
 from exporters.zoo import cartpole_obs, make_checkpoint  # noqa: E402
