@@ -63,7 +63,10 @@ def _pop_mark(stack: list[Any]) -> list[Any]:
 
 
 def scan(data: bytes) -> Any:
-    """The pickle's top object as inert data (see the module docstring)."""
+    """The pickle's top object as inert data (see the module docstring).
+
+    One loop with a branch per opcode family, on purpose: the reader must see every opcode that is
+    allowed in one place, and that everything else (GLOBAL, REDUCE, BUILD, ...) is refused."""
     stack: list[Any] = []
     memo: dict[int, Any] = {}
     for op, arg, _pos in pickletools.genops(data):

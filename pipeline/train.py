@@ -285,6 +285,39 @@ def init_to_rate(agent: SB3DQN, env_id: str, rate: float, seed: int) -> list[flo
     return [round(r, 4) for r in rates]
 
 
+def output_paths(out: Path) -> dict[str, Path]:
+    """Every file a run writes beside ``out`` (the best checkpoint), its folder made."""
+    stem = out.with_suffix("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return {"best": out, "last": Path(f"{stem}.last.pt"), "csv": Path(f"{stem}.eval.csv"),
+            "json": Path(f"{stem}.train.json"), "png": Path(f"{stem}.curve.png"), **state_paths(stem)}
+
+
+def training_envs(env: Any, env_id: str, reward_shaping: str, gamma: float, seed: int) -> tuple[DummyVecEnv, DummyVecEnv]:
+    """SB3's training env (``env``, reward-shaped if asked) and a separate, seeded evaluation env."""
+    if reward_shaping != "none":
+        # Monitor sits inside the shaping so logged training returns stay in the true reward
+        train_env = DummyVecEnv([lambda: shape_reward(Monitor(env), env_id, reward_shaping, gamma)])
+    else:
+        train_env = DummyVecEnv([lambda: Monitor(env)])
+    eval_env = DummyVecEnv([lambda: Monitor(make_env(env_id))])
+    eval_env.seed(seed + 1_000_003)
+    return train_env, eval_env
+
+
+def final_evaluation(best_path: Path, episodes: int, seed: int, best_step: int, progress: bool) -> dict[str, Any]:
+    """Greedy episodes of the best checkpoint on unseen seeds; the score goes into its provenance."""
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(best_path, episodes=episodes, seed=seed, progress=progress)
+    best = load_checkpoint(best_path)
+    best.provenance["evaluation"] = {k: result[k] for k in ("mean_return", "std_return", "episodes", "seed")}
+    best.provenance["evaluation"]["timesteps"] = best_step
+    save_checkpoint(best, best_path)
+    return result
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.trust_legacy_state and not args.resume:
         raise UserError("--trust-legacy-state only goes with --resume")
@@ -305,19 +338,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     set_torch_threads(threads)
     check_replay_memory(hp, int(np.prod(shape)) * env.observation_space.dtype.itemsize)
 
-    out = Path(args.output)
-    stem = out.with_suffix("")
-    paths = {"best": out, "last": Path(f"{stem}.last.pt"), "csv": Path(f"{stem}.eval.csv"),
-             "json": Path(f"{stem}.train.json"), "png": Path(f"{stem}.curve.png"), **state_paths(stem)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    if args.reward_shaping != "none":
-        # Monitor sits inside the shaping so logged training returns stay in the true reward
-        train_env = DummyVecEnv([lambda: shape_reward(Monitor(env), env_id, args.reward_shaping, hp.gamma)])
-    else:
-        train_env = DummyVecEnv([lambda: Monitor(env)])
-    eval_env = DummyVecEnv([lambda: Monitor(make_env(env_id))])
-    eval_env.seed(args.seed + 1_000_003)
+    paths = output_paths(Path(args.output))
+    train_env, eval_env = training_envs(env, env_id, args.reward_shaping, hp.gamma, args.seed)
     algo = DoubleDQN if hp.double_dqn else SB3DQN
     meta = {"env_id": env_id, "model": args.model, "reward_shaping": args.reward_shaping, "hp_preset": preset, "hyperparams": asdict(hp),
             "spec": spec.to_dict()}
@@ -353,17 +375,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                "files": {k: str(v) for k, v in paths.items()
                          if k not in LEGACY_FILES and (save_state or k not in STATE_FILES)}}
     if hp.final_eval_episodes > 0:
-        from pipeline.evaluate import evaluate_checkpoint
-
-        result = evaluate_checkpoint(paths["best"], episodes=hp.final_eval_episodes, seed=args.seed + 2_000_003,
-                                     progress=not args.no_progress)
-        summary["final_eval"] = result
-        from pipeline.checkpoint import load_checkpoint
-
-        best = load_checkpoint(paths["best"])
-        best.provenance["evaluation"] = {k: result[k] for k in ("mean_return", "std_return", "episodes", "seed")}
-        best.provenance["evaluation"]["timesteps"] = callback.best_step
-        save_checkpoint(best, paths["best"])
+        summary["final_eval"] = final_evaluation(paths["best"], hp.final_eval_episodes, args.seed + 2_000_003,
+                                                 callback.best_step, progress=not args.no_progress)
     with open(paths["json"], "w") as fh:
         json.dump(summary, fh, indent=2)
     return summary
