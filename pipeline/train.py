@@ -14,7 +14,10 @@ import csv
 import json
 import math
 import os
+import signal
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -95,11 +98,20 @@ class EvalCheckpointCallback(BaseCallback):
         self.best = best["mean_return"] if best else -math.inf
         self.best_step = int(best["timesteps"]) if best else 0
         self.t0 = time.perf_counter() - (self.rows[-1]["elapsed_s"] if self.rows else 0.0)
+        self.stop_signal: int | None = None  # set by the signal handler: stop at the next step
 
     def _on_step(self) -> bool:
         if self.num_timesteps % self.hp.eval_freq == 0 or self.num_timesteps == self.hp.total_steps:
             self.evaluate()
+        if self.stop_signal is not None:
+            self.stop()
+            return False
         return True
+
+    def stop(self) -> None:
+        """Keep everything a later ``--resume`` needs, now (no evaluation, no checkpoint rewrite)."""
+        if self.save_state is not None:
+            save_training_state(self.model, self.paths, self.save_state)
 
     def evaluate(self) -> None:
         returns, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.hp.eval_episodes,
@@ -318,6 +330,34 @@ def final_evaluation(best_path: Path, episodes: int, seed: int, best_step: int, 
     return result
 
 
+@contextmanager
+def stop_on_signal(callback: EvalCheckpointCallback):
+    """SIGINT/SIGTERM end training after the current step with the state saved (a second
+    signal stops at once): an interrupted background run loses nothing."""
+
+    def handler(signum, frame):
+        if callback.stop_signal is not None:
+            raise KeyboardInterrupt
+        callback.stop_signal = signum
+        print(f"train-agent: {signal.Signals(signum).name} received, stopping after this step", file=sys.stderr)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def stopped_summary(callback: EvalCheckpointCallback, steps: int, paths: dict[str, Path],
+                    state_saved: bool) -> dict[str, Any]:
+    """What a run stopped by a signal reports: where it stopped and how to go on."""
+    resume = (f"training state saved at step {steps} ({paths['state'].name}, {paths['replay'].name}); "
+              "continue with the same command plus --resume" if state_saved
+              else f"stopped at step {steps} without --save-state: nothing to resume from")
+    return {"stopped": int(callback.stop_signal), "timesteps": steps, "message": resume}
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.trust_legacy_state and not args.resume:
         raise UserError("--trust-legacy-state only goes with --resume")
@@ -363,9 +403,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     save_state = settings if (args.save_state or args.resume) else None
     callback = EvalCheckpointCallback(eval_env, hp, make_ckpt, paths, save_state=save_state, rows=rows)
     t0 = time.perf_counter()
-    agent.learn(total_timesteps=hp.total_steps - agent.num_timesteps, callback=callback,
-                progress_bar=not args.no_progress, reset_num_timesteps=not args.resume)
+    with stop_on_signal(callback):
+        agent.learn(total_timesteps=hp.total_steps - agent.num_timesteps, callback=callback,
+                    progress_bar=not args.no_progress, reset_num_timesteps=not args.resume)
     train_seconds = time.perf_counter() - t0
+    if callback.stop_signal is not None:
+        return stopped_summary(callback, agent.num_timesteps, paths, save_state is not None)
     if not callback.rows or callback.rows[-1]["timesteps"] != agent.num_timesteps:
         callback.evaluate()
     plot_curve(callback.rows, f"{args.model} on {env_id} (seed {args.seed})", paths["png"])
@@ -405,6 +448,9 @@ def print_summary(summary: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     summary = train(args)
+    if "stopped" in summary:  # a signal ended the run early
+        print(f"train-agent: {summary['message']}", file=sys.stderr)
+        return 128 + summary["stopped"]
     print_summary(summary)
     return 0
 

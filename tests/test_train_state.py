@@ -203,3 +203,37 @@ def test_damaged_state_is_one_clean_error(trained, tmp_path, damage):
         new["state"].write_bytes(paths["state"].read_bytes()[:1000])
     with pytest.raises(UserError, match="^--resume: "):
         load(new)
+
+
+def test_sigterm_stops_with_state_saved_and_resume_continues(tmp_path):
+    """A background run ended by SIGTERM (as CI or a user's ``kill`` ends it) saves its state
+    at the step it reached, exits 143 with one line saying how to go on, and ``--resume`` continues."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "m.pt"
+    cmd = [sys.executable, "-m", "pipeline.train", "--env", "CartPole-v1", "--model", "dqn", "--hidden", "8",
+           "--steps", "1000000", "--hp", "eval_freq=500", "--hp", "eval_episodes=1", "--hp", "learning_starts=100",
+           "--hp", "buffer_size=5000", "--hp", "final_eval_episodes=1", "--hp", "train_freq=4", "--hp", "gradient_steps=1", "--save-state", "--no-progress", "-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    csv_path = tmp_path / "m.eval.csv"
+    deadline = time.monotonic() + 120
+    while not csv_path.is_file() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert csv_path.is_file(), proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr and "--resume" in stderr
+    saved = json.loads((tmp_path / "m.state.json").read_text())["timesteps"]
+    assert saved >= 500  # at least the first evaluation's step; the state is the step it stopped at
+    assert torch.load(tmp_path / "m.state.pt", weights_only=True)["timesteps"] == saved
+
+    more = saved + 300
+    cmd_resume = [a if a != "1000000" else str(more) for a in cmd] + ["--resume"]
+    done = subprocess.run(cmd_resume, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "m.train.json").read_text())
+    assert summary["evals"][-1]["timesteps"] == more
