@@ -364,8 +364,10 @@ def agreement_report(ckpt: Checkpoint, obs: np.ndarray, teacher: SpikingQNetwork
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="finetune-fixed", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from pipeline.checks import ArgumentParser
+
+    ap = ArgumentParser(prog="finetune-fixed", description=__doc__.split("\n\n")[0],
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint", help="a spiking MLP checkpoint (train-agent / convert-dqn)")
     ap.add_argument("-o", "--output", required=True, help="the fine-tuned checkpoint to write")
     ap.add_argument("--target", default="lava-fixed", help=f"fixed-point target ({', '.join(TARGETS)})")

@@ -25,9 +25,26 @@ PLOT_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", 
                 "rgba")
 
 
+def package_version() -> str:
+    """The installed dsqn-deploy version; a source tree that was never installed says so instead
+    of failing, since ``--version`` must work wherever ``--help`` does."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dsqn-deploy")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with the project's error format: a bad option is one ``error:`` line, exit 2
-    (not argparse's usage block); ``--help`` output is unchanged."""
+    (not argparse's usage block), and ``--version`` printing ``<prog> <version>`` on every
+    console script."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                          help="print the program's name and dsqn-deploy version, then exit")
 
     def error(self, message: str):  # type: ignore[override]
         raise UserError(message.replace("\n", " "))

@@ -134,7 +134,9 @@ def train_classifier(source: Checkpoint, settings: ClassifierSettings,
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train-classifier", description=__doc__.split("\n\n")[0])
+    from pipeline.checks import ArgumentParser
+
+    p = ArgumentParser(prog="train-classifier", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="the source DQN checkpoint (train-agent --model dqn, import-agent)")
     p.add_argument("-o", "--output", required=True, help="classifier checkpoint to write (then: convert-dqn)")
     p.add_argument("--observations", type=int, default=20_000, help="recorded observations (20000)")

@@ -523,7 +523,9 @@ def import_state_dict(path: str | Path, env_id: str, arch: str, hidden: tuple[in
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="import-agent", description=__doc__.split("\n\n")[0])
+    from pipeline.checks import ArgumentParser
+
+    p = ArgumentParser(prog="import-agent", description=__doc__.split("\n\n")[0])
     p.add_argument("agent", help="an SB3 .zip (DQN, QR-DQN, PPO, A2C) or a torch state_dict (with --arch)")
     p.add_argument("-o", "--output", required=True, help="checkpoint to write (model.pt)")
     p.add_argument("--env", help="environment id; must fit the zip's spaces (classic control: inferred "
