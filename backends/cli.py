@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,9 @@ def open_loop(args: argparse.Namespace) -> int:
     obs = load_array(args.inputs, "inputs")
     spikes_in = load_array(args.input_spikes, "input spikes") if args.input_spikes else None
     t0 = time.perf_counter()
-    backend = make_backend(args.target, graph, **backend_options(args.target, args))
+    plan, _, _ = plan_for_env(graph, convention=args.convention, time_steps=args.time_steps, dt=args.dt,
+                              readout=args.readout)
+    backend = make_backend(args.target, plan, **backend_options(args.target, args))
     t_build = time.perf_counter() - t0
     try:
         readout = backend.run(obs, spikes_in)
@@ -187,7 +190,7 @@ def open_loop(args: argparse.Namespace) -> int:
                "n": n, "build_s": t_build, "timings": readout.timings,
                "wall_per_obs": sum(readout.timings.values()) / max(n, 1),
                "action_counts": np.bincount(readout.action, minlength=readout.q.shape[1]).tolist() if n else [],
-               "spikes_per_obs": per_layer}
+               "spikes_per_obs": per_layer, "firing_rates": warn_activity(plan, per_layer)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
@@ -257,6 +260,7 @@ def closed_loop(args: argparse.Namespace) -> int:
     summary = {"target": args.target, "compare": args.compare, "env": args.env, "graph": str(args.graph),
                "backend_options": settings.backend_options, "compare_options": settings.compare_options,
                "results": str(results), "build_s": t_build, **summarize(records)}
+    summary["firing_rates"] = warn_activity(plan, summary["spikes_per_step"])
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
@@ -266,6 +270,17 @@ def closed_loop(args: argparse.Namespace) -> int:
                      f"{args.graph.name} on {args.target}{f' ({opts})' if opts else ''}, {args.env}")
     print_closed_loop_table(summary)
     return 0
+
+
+def warn_activity(plan: Any, spikes_per_obs: dict[str, float]) -> dict[str, float]:
+    """Print a ``warning:`` line on stderr for each silent or saturated layer (the same check on
+    every target: backends.common.activity); returns each layer's firing rate for the summary."""
+    from backends.common.activity import layer_activity, layer_activity_warnings, neuron_counts
+
+    neurons, steps = neuron_counts(plan), plan.semantics.time_steps
+    for line in layer_activity_warnings(spikes_per_obs, neurons, steps):
+        print(f"warning: {line}", file=sys.stderr)
+    return {a.node: a.rate for a in layer_activity(spikes_per_obs, neurons, steps)}
 
 
 def print_closed_loop_table(summary: dict) -> None:

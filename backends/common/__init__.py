@@ -1,4 +1,5 @@
-"""What every delayed-spike simulator target shares (NEST, PyNN-NEST, SpiNNaker, its fixed-point model).
+"""What every delayed-spike simulator target shares (NEST, PyNN-NEST, SpiNNaker, its fixed-point model),
+and the activity check every target gets.
 
 No simulator is imported here.
 
@@ -8,5 +9,7 @@ No simulator is imported here.
   synapse counts from shapes alone (the memory check runs before anything is built).
 * :mod:`backends.common.readout` — what a simulator recorded per observation, turned into Q
   and actions by the Plan's one readout tail (:mod:`exporters.plan.readout`).
+* :mod:`backends.common.activity` — the silent/saturated-layer warning ``run-backend`` gives on
+  every target, from spike counts alone.
 * :mod:`backends.common.memory` — available memory and the byte costs of a NEST network.
 """
