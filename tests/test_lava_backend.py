@@ -236,3 +236,40 @@ def test_wrong_observation_shape_is_a_user_error() -> None:
     with pytest.raises(RuntimeError, match="closed"):
         backend.run(cartpole_obs(1).numpy())
     assert_no_children_left()
+
+
+@pytest.mark.parametrize("target, encoding, spikes_shape", [
+    ("lava", "liu", (8, 2, 4)),  # a current-encoded graph given input spikes (the audit's crash)
+    ("lava-fixed", "poisson", (8, 2, 3)),  # spike trains of the wrong shape
+])
+def test_bad_input_spikes_are_one_error_line_and_no_hang(tmp_path: Path, target: str, encoding: str,
+                                                         spikes_shape: tuple[int, ...]) -> None:
+    """issue 20: before the fix lava printed three chained tracebacks and hung until killed;
+    run as a real process under a time limit, so a hang (also at exit) fails the test."""
+    import subprocess
+    import sys
+
+    graph_path = tmp_path / "g.nir"
+    write_graph(small_graph(encoding), graph_path)
+    np.save(tmp_path / "obs.npy", cartpole_obs(2, seed=1).numpy())
+    np.save(tmp_path / "spikes.npy", np.ones(spikes_shape, np.float32))
+    proc = subprocess.run(
+        [sys.executable, "-m", "backends.cli", str(graph_path), "--target", target, "--inputs",
+         str(tmp_path / "obs.npy"), "--input-spikes", str(tmp_path / "spikes.npy"), "--out", str(tmp_path / "r.npz")],
+        capture_output=True, text=True, timeout=100, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: input spikes"), proc.stderr[-2000:]
+    assert not (tmp_path / "r.npz").exists()
+
+
+def test_closing_a_backend_that_never_ran_is_quick() -> None:
+    """Lava 0.10's stop() blocks on a runtime that never ran (then raises in its thread): close()
+    kills it instead, leaving no process and printing nothing."""
+    import time
+
+    backend = LavaBackend(small_graph("liu"))
+    t0 = time.perf_counter()
+    backend.close()
+    assert time.perf_counter() - t0 < 10.0
+    assert_no_children_left()

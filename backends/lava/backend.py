@@ -61,17 +61,31 @@ def default_input_bound(plan: Plan) -> float:
 
 def stop_or_kill(runtime_owner: Any, timeout: float = 15.0) -> bool:
     """Stop the Lava runtime of ``runtime_owner`` (a process); kill its OS processes if ``stop()``
-    has not returned after ``timeout`` s. Returns whether ``stop()`` returned by itself."""
+    has not returned after ``timeout`` s, or raised. Returns whether ``stop()`` returned by itself.
+
+    A runtime that was created but never run (an error before the first observation) is killed
+    at once: Lava 0.10's ``stop()`` then joins processes still waiting for their first command,
+    which blocks until they are killed and then raises in its thread (``OSError: handle is
+    closed``)."""
     runtime = getattr(runtime_owner, "runtime", None)
     if runtime is None:
         return True
     infra = runtime._messaging_infrastructure
     actors = list(getattr(infra, "actors", []))
-    stopper = threading.Thread(target=runtime_owner.stop, name="lava-stop", daemon=True)
-    stopper.start()
-    stopper.join(timeout)
-    if not stopper.is_alive():
-        return True
+    if getattr(runtime, "_is_started", True):
+        failed: list[BaseException] = []
+
+        def stop() -> None:
+            try:
+                runtime_owner.stop()
+            except Exception as exc:  # noqa: BLE001 - reported by killing below, never a traceback
+                failed.append(exc)
+
+        stopper = threading.Thread(target=stop, name="lava-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout)
+        if not stopper.is_alive() and not failed:
+            return True
     for actor in actors:
         try:
             actor.kill()
@@ -79,7 +93,7 @@ def stop_or_kill(runtime_owner: Any, timeout: float = 15.0) -> bool:
                 actor.join(5)
             except TypeError:  # Lava's SystemProcess.join() takes no timeout; killed, it returns
                 actor.join()
-        except (ValueError, AssertionError):  # already joined and closed
+        except (ValueError, AssertionError, OSError):  # already joined and closed
             pass
     if getattr(infra, "smm", None) is not None:
         try:
@@ -359,7 +373,14 @@ class LavaBackend:
     def _check(self, obs: np.ndarray, input_spikes: np.ndarray | None) -> np.ndarray:
         if self._broken or self._rt.closed:
             raise RuntimeError("this Lava backend was closed (or its runtime failed); build a new one")
-        return check_batch(obs, self.obs_shape, self.plan.input, self.T, input_spikes)
+        # everything a user can get wrong is refused here, before anything reaches a Lava pipe:
+        # a pipe refuses a wrong-sized row with an AssertionError that leaves the runtime stuck
+        if input_spikes is not None and not self.series:
+            raise UserError("input spikes were given, but the graph's input encoding is 'current'")
+        obs = check_batch(obs, self.obs_shape, self.plan.input, self.T, input_spikes)
+        if not np.all(np.isfinite(obs)):
+            raise UserError("observations contain NaN or infinite values")
+        return obs
 
     def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Readout:
         """backends.base.Backend.run: ``obs`` ``[N, *obs_shape]`` -> Readout (q float64, actions)."""
