@@ -26,8 +26,6 @@ from backends import TARGETS, make_backend
 from backends.base import plan_for_env
 from exporters.conventions import CONVENTIONS
 from exporters.metadata import READOUT_REDUCE
-from exporters.nirio import read_graph
-from exporters.to_nir import file_sha256
 from pipeline.checks import (
     PLOT_FORMATS,
     ArgumentParser,
@@ -167,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def open_loop(args: argparse.Namespace) -> int:
+    from exporters.nirio import read_graph
+
     if args.out is None:
         raise UserError("pass --out readouts.npz for the open-loop results")
     graph = read_graph(args.graph)
@@ -206,6 +206,8 @@ def closed_loop(args: argparse.Namespace) -> int:
     """Episodes in ``args.env`` with the backend acting (pipeline.bridge)."""
     from pipeline.bridge import (ClosedLoop, GraphIO, LoopSettings, make_loop_env, plot_results, run_episodes,
                                  summarize)
+    from exporters.nirio import read_graph
+    from exporters.to_nir import file_sha256
     from pipeline.envs import check_env_id, is_atari
 
     check_env_id(args.env)

@@ -19,12 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backends import TARGETS
-from backends.cli import load_array
-from exporters.canonical import build_plan
 from exporters.conventions import CONVENTIONS
-from exporters.inspect_nir import summarize
-from exporters.nirio import read_graph
-from exporters.validate import MAX_TIME_STEPS
 from pipeline.checks import ArgumentParser, check_int, check_real
 from pipeline.cli import cli_entry
 from pipeline.errors import UserError
@@ -76,7 +71,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args(argv)  # before the imports below, so that --help answers at once
+    from backends.cli import load_array
+    from exporters.canonical import build_plan
+    from exporters.inspect_nir import summarize
+    from exporters.nirio import read_graph
+    from exporters.validate import MAX_TIME_STEPS
+
     check_int("--time-steps", args.time_steps, 1, MAX_TIME_STEPS)
     check_real("--dt", args.dt, positive=True)
     check_real("--rate", args.rate, lo=0.0, hi=1.0)

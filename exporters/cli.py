@@ -7,9 +7,6 @@ import json
 from pathlib import Path
 
 from exporters.metadata import DEFAULT_DT
-from exporters.nirio import read_graph, write_graph
-from exporters.to_nir import model_to_nir
-from pipeline.checkpoint import load_checkpoint
 from pipeline.checks import ArgumentParser, check_output, check_real
 from pipeline.cli import cli_entry
 from pipeline.errors import UserError
@@ -27,7 +24,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args(argv)  # before the imports below, so that --help answers at once
+    from exporters.nirio import read_graph, write_graph
+    from exporters.to_nir import model_to_nir
+    from pipeline.checkpoint import load_checkpoint
+
     check_real("--dt", args.dt, positive=True)
     if args.output.resolve() == args.checkpoint.resolve():
         raise UserError(f"-o {args.output} would overwrite the checkpoint")

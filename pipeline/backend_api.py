@@ -20,12 +20,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
 from pipeline.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported by the one function that computes with it (fast --help)
+    import torch
 
 
 @dataclass
@@ -101,6 +103,8 @@ def greedy_action(q: torch.Tensor, tiebreak: torch.Tensor | None = None) -> torc
     """argmax over actions, ties to the lowest index; ``tiebreak`` (membrane) orders equal Q."""
     if tiebreak is None:
         return q.argmax(dim=-1)  # torch returns the first maximal index
+    import torch
+
     best = q == q.max(dim=-1, keepdim=True).values
     masked = torch.where(best, tiebreak, torch.full_like(tiebreak, -torch.inf))
     return masked.argmax(dim=-1)

@@ -29,10 +29,9 @@ from pipeline.checkpoint import Checkpoint
 from pipeline.envs import Preprocessor, make_env, n_actions
 from pipeline.errors import UserError
 from pipeline.models import DQN, greedy_action
+from pipeline.convert_cli import CALIB_EPSILON, DEFAULT_CALIB_STEPS  # noqa: F401  (the command's defaults)
 from pipeline.spec import Preprocessing
 
-DEFAULT_CALIB_STEPS = 15_000
-CALIB_EPSILON = 0.05
 EVAL_SEED_OFFSET = 1_000_003  # held-out observations come from other episodes than calibration
 BATCH = 256
 

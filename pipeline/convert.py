@@ -33,7 +33,6 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.calibration import (
-    CALIB_EPSILON,
     DEFAULT_CALIB_STEPS,
     EVAL_SEED_OFFSET,
     CalibrationStats,
@@ -44,16 +43,19 @@ from pipeline.calibration import (
     load_observations,
 )
 from pipeline.checkpoint import Checkpoint, load_checkpoint, provenance, save_checkpoint
-from pipeline.cli import cli_entry
+from pipeline.convert_cli import (  # noqa: F401  (make_parser and main: pipeline.convert.* keeps working)
+    CONVERSION_READOUTS,
+    DEFAULT_EVAL_OBS,
+    DEFAULT_PERCENTILE,
+    DEFAULT_T,
+    NORMALIZATIONS,
+    make_parser,
+    main,
+)
 from pipeline.errors import UserError, check_choice
 from pipeline.models import DQN, SpikingQNetwork, greedy_action
 from pipeline.spec import ENCODINGS, RESETS, ModelSpec, NeuronParams, Preprocessing
 
-NORMALIZATIONS = ("robust", "data", "model")
-CONVERSION_READOUTS = ("robust_rate", "spike_count", "voltage")
-DEFAULT_PERCENTILE = 99.9
-DEFAULT_T = 500
-DEFAULT_EVAL_OBS = 2_000
 V_TH = 1.0
 SNN_MEMORY_BUDGET = 512 * 2**20  # bytes of live spike/current tensors per evaluation chunk
 
@@ -396,43 +398,6 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def make_parser() -> argparse.ArgumentParser:
-    from pipeline.checks import ArgumentParser
-
-    p = ArgumentParser(prog="convert-dqn", description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint", help="DQN checkpoint (train-agent --model dqn)")
-    p.add_argument("-o", "--output", required=True, help="converted checkpoint to write (snn.pt)")
-    p.add_argument("--norm", "--normalization", dest="normalization", default="robust",
-                   help=f"per-layer scale: {', '.join(NORMALIZATIONS)} (default robust)")
-    p.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
-                   help="p for robust normalisation, in (0, 100] (default 99.9)")
-    p.add_argument("--reset", default="soft", help="IF reset: soft (subtract V_th, default) or hard (to 0)")
-    p.add_argument("--encoding", default="current", help=f"input encoding: {', '.join(ENCODINGS)}")
-    p.add_argument("--readout", default="robust_rate", help=f"{', '.join(CONVERSION_READOUTS)}")
-    p.add_argument("-T", "--time-steps", type=int, default=DEFAULT_T, help="steps per observation (500)")
-    p.add_argument("--v-init", type=float, default=0.0,
-                   help="initial membrane potential V_r (soft reset; 0.5 rounds rates to nearest; default 0)")
-    p.add_argument("--calib-steps", type=int,
-                   help=f"calibration observations (default {DEFAULT_CALIB_STEPS} from the env; "
-                        "with --calib-obs: all rows of the file)")
-    p.add_argument("--calib-obs", help="calibration observations [N, *obs_shape] (.npy), preprocessed "
-                                       "as the DQN's input unless --calib-raw")
-    p.add_argument("--calib-raw", action="store_true",
-                   help="--calib-obs holds raw env observations (the checkpoint's preprocessing is applied)")
-    p.add_argument("--calib-epsilon", type=float, default=CALIB_EPSILON,
-                   help="exploration while collecting calibration observations (0.05)")
-    p.add_argument("--calib-envs", type=int, default=1,
-                   help="episodes played side by side while collecting, one batched DQN forward per "
-                        "step (default 1)")
-    p.add_argument("--eval-obs", type=int, default=DEFAULT_EVAL_OBS,
-                   help="held-out observations for the conversion rate (0: skip; default 2000)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="calibration episodes use seed + i; held-out ones seed + 1000003 + i")
-    p.add_argument("--json", help="write the report here")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
 def check_args(args: argparse.Namespace) -> ConversionSettings:
     settings = ConversionSettings(args.normalization, args.percentile, args.reset, args.encoding,
                                   args.readout, args.time_steps, args.v_init, args.seed).validate()
@@ -561,14 +526,6 @@ def print_report(report: dict[str, Any]) -> None:
         summary.add_row("spike rate", ", ".join(f"{r:.3f}" for r in ev["spike_rate"])
                         + f" per neuron per step; {ev['spikes_per_obs']:.0f} spikes per observation")
     console.print(summary)
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    report = convert(args)
-    print_report(report)
-    return 0
 
 
 if __name__ == "__main__":

@@ -12,19 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
-from pipeline.checkpoint import load_checkpoint
-from pipeline.envs import Preprocessor, make_env, n_actions
 from pipeline.cli import cli_entry
 from pipeline.errors import UserError
-from pipeline.models import act_greedy
 from pipeline.runtime import set_torch_threads
 
 
 def evaluate_checkpoint(path: str | Path, episodes: int = 100, seed: int = 0, epsilon: float = 0.0,
                         max_steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+    import torch  # here, not at the top: evaluate-agent --help answers without loading torch
+    from tqdm import tqdm
+
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.envs import Preprocessor, make_env, n_actions
+    from pipeline.models import act_greedy
+
     if episodes < 1:
         raise UserError(f"episodes must be >= 1, got {episodes}")
     if not 0.0 <= epsilon <= 1.0:

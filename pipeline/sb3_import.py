@@ -38,8 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.checkpoint import Checkpoint, is_sb3_zip, provenance, save_checkpoint
-from pipeline.errors import UserError, check_choice, cli_entry
+from pipeline.checkpoint import Checkpoint, is_sb3_zip, provenance
+from pipeline.errors import UserError, check_choice
+from pipeline.import_cli import main, make_parser, parse_hidden  # noqa: F401  (pipeline.sb3_import.* keeps working)
 from pipeline.models import NATURE_CONVS, NATURE_FC, build_model
 from pipeline.spec import ARCHS, ModelSpec, Preprocessing
 
@@ -522,33 +523,6 @@ def import_state_dict(path: str | Path, env_id: str, arch: str, hidden: tuple[in
 # --- the command ------------------------------------------------------------------------------
 
 
-def make_parser() -> argparse.ArgumentParser:
-    from pipeline.checks import ArgumentParser
-
-    p = ArgumentParser(prog="import-agent", description=__doc__.split("\n\n")[0])
-    p.add_argument("agent", help="an SB3 .zip (DQN, QR-DQN, PPO, A2C) or a torch state_dict (with --arch)")
-    p.add_argument("-o", "--output", required=True, help="checkpoint to write (model.pt)")
-    p.add_argument("--env", help="environment id; must fit the zip's spaces (classic control: inferred "
-                                 "when omitted)")
-    p.add_argument("--vecnormalize", help="SB3 VecNormalize statistics (vecnormalize.pkl, read without "
-                                          "unpickling)")
-    p.add_argument("--arch", help=f"state_dict only: {', '.join(ARCHS)}")
-    p.add_argument("--hidden", default="64,64", help="state_dict only: MLP hidden sizes (default 64,64)")
-    p.add_argument("--scale-obs", action="store_true",
-                   help="state_dict only: observations were mapped to [-1, 1] from the env's bounds")
-    return p
-
-
-def parse_hidden(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise UserError(f"--hidden must be comma-separated integers, got {text!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise UserError(f"--hidden must list positive sizes, got {text!r}")
-    return sizes
-
-
 def run_import(args: argparse.Namespace) -> Checkpoint:
     src = Path(args.agent)
     if not src.is_file():
@@ -567,21 +541,6 @@ def run_import(args: argparse.Namespace) -> Checkpoint:
     if not args.env:
         raise UserError("a plain state_dict needs --env")
     return import_state_dict(src, args.env, args.arch, parse_hidden(args.hidden), args.scale_obs)
-
-
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    ckpt = run_import(args)
-    save_checkpoint(ckpt, args.output)
-    imp = ckpt.provenance["imported"]
-    what = imp.get("algorithm", imp["format"])
-    s = ckpt.spec
-    net = f"{s.arch} {'x'.join(map(str, s.hidden))}" if s.arch == "mlp" else s.arch
-    print(f"imported {what} ({net}, {s.n_actions} actions) for {ckpt.env_id} -> {args.output}")
-    if "output" in imp:
-        print(f"  greedy action = argmax of {imp['output']}")
-    return 0
 
 
 if __name__ == "__main__":
