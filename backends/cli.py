@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     loop.add_argument("--resume", action="store_true", help="continue the run in --results")
     loop.add_argument("--plot", type=Path, help="write a PNG of returns, agreement and spikes per layer")
     loop.add_argument("--no-progress", action="store_true")
+    loop.add_argument("--envs", type=int, default=1,
+                      help="environments stepped together (Gymnasium's vector API), their observations run as "
+                           "one batch; the episodes are those of the sequential run (docs/SCALING.md)")
     sem = ap.add_argument_group("semantics for graphs without our metadata")
     sem.add_argument("--readout", choices=sorted(READOUT_REDUCE), help="override the graph's readout")
     sem.add_argument("--time-steps", type=int, help="T steps per observation")
@@ -138,6 +141,7 @@ def check_args(args: argparse.Namespace) -> None:
     check_real("--epsilon", args.epsilon, lo=0.0, hi=1.0)
     check_int("--episodes", args.episodes, 1)
     check_int("--max-steps", args.max_steps, 1)
+    check_int("--envs", args.envs, 1, 1024)
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     for dest, flag, assumed in STRICT_OPTIONS:
@@ -204,10 +208,10 @@ def open_loop(args: argparse.Namespace) -> int:
 
 def closed_loop(args: argparse.Namespace) -> int:
     """Episodes in ``args.env`` with the backend acting (pipeline.bridge)."""
-    from pipeline.bridge import (ClosedLoop, GraphIO, LoopSettings, make_loop_env, plot_results, run_episodes,
-                                 summarize)
     from exporters.nirio import read_graph
     from exporters.to_nir import file_sha256
+    from pipeline.bridge import GraphIO, LoopSettings, plot_results, run_episodes, summarize
+    from pipeline.vector_loop import make_env_for, make_runner
     from pipeline.envs import check_env_id, is_atari
 
     check_env_id(args.env)
@@ -234,7 +238,7 @@ def closed_loop(args: argparse.Namespace) -> int:
     if meta.env_id and meta.env_id != args.env:
         print(f"note: the graph was made for {meta.env_id}, running it on {args.env}")
 
-    env = make_loop_env(settings, io)  # made and checked once, before anything is built
+    env = make_env_for(settings, io, args.envs)  # made and checked once, before anything is built
     backend = compare = None
     try:
         t0 = time.perf_counter()
@@ -250,8 +254,7 @@ def closed_loop(args: argparse.Namespace) -> int:
             else:
                 check_choice("comparison target", args.compare, TARGETS)
                 compare = make_backend(args.compare, plan, **backend_options(args.compare, args, comparing=True))
-        loop = ClosedLoop(backend, io, settings, compare, compare_preprocessing=compare_preprocessing,
-                          env=env)
+        loop = make_runner(backend, io, settings, compare, compare_preprocessing, env)
         records = run_episodes(loop, results, resume=args.resume, progress=not args.no_progress)
     finally:
         env.close()

@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -110,6 +111,83 @@ def check_fit(env, io: GraphIO, env_id: str) -> None:
 
 def step_seed(seed: int, episode: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, episode, step]).generate_state(1, np.uint64)[0]) >> 1
+
+
+@dataclass
+class EpisodeTally:
+    """One episode's running account: what every step adds and the record it ends with.
+
+    The sequential loop and the vectorised one (pipeline.vector_loop) both keep one per episode,
+    so the same steps give the same record whichever loop ran them. ``row`` picks the episode's
+    observation out of a batched Readout; a batch's timings are shared equally among its rows.
+    """
+
+    episode: int
+    env_seed: int
+    rng: np.random.Generator
+    total: float = 0.0
+    steps: int = 0
+    explored: int = 0
+    wall: float = 0.0
+    agree: list[bool] = field(default_factory=list)
+    dq: list[float] = field(default_factory=list)
+    qmax: list[float] = field(default_factory=list)
+    spikes: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=lambda: {"set_input": 0.0, "simulate": 0.0, "read_out": 0.0})
+    t_start: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def start(cls, settings: LoopSettings, episode: int) -> EpisodeTally:
+        """Episode ``episode``: reset seed ``seed + episode`` and its own exploration RNG."""
+        return cls(episode, settings.seed + episode, np.random.default_rng([settings.seed, episode]))
+
+    def choose(self, main: Readout, row: int, other: Readout | None, wall: float, epsilon: float,
+               n_actions: int) -> int:
+        """Account the step's readout(s) at ``row`` and return the action to take (greedy, or
+        random with probability ``epsilon`` from the episode's RNG)."""
+        rows = int(main.q.shape[0])
+        self.wall += wall / rows
+        for k, v in main.timings.items():
+            self.timings[k] = self.timings.get(k, 0.0) + v / rows
+        for k, v in main.spikes_per_layer().items():
+            self.spikes[k] = self.spikes.get(k, 0.0) + float(v[row])
+        action = int(main.action[row])
+        if other is not None:
+            self.agree.append(int(other.action[row]) == action)
+            self.dq.append(float(np.max(np.abs(other.q[row] - main.q[row]))))
+            self.qmax.append(float(np.max(np.abs(other.q[row]))))
+        if epsilon > 0 and self.rng.random() < epsilon:
+            action = int(self.rng.integers(n_actions))
+            self.explored += 1
+        return action
+
+    def add_reward(self, reward: float) -> None:
+        self.total += float(reward)
+        self.steps += 1
+
+    def record(self) -> dict[str, Any]:
+        """The episode's results line (docs/DESIGN.md "Results files")."""
+        steps = self.steps
+        rec: dict[str, Any] = {
+            "type": "episode",
+            "episode": self.episode,
+            "env_seed": self.env_seed,
+            "return": self.total,
+            "length": steps,
+            "random_actions": self.explored,
+            "spikes_per_step": {k: v / steps for k, v in self.spikes.items()},
+            "wall_per_step": self.wall / steps,
+            "sim_per_step": self.timings["simulate"] / steps,
+            "timing_per_step": {k: v / steps for k, v in self.timings.items()},
+            "episode_wall_s": time.perf_counter() - self.t_start,
+        }
+        if self.agree:
+            rec["agreement"] = float(np.mean(self.agree))
+            rec["q_abs_err"] = float(np.max(self.dq))
+            rec["q_abs_err_mean"] = float(np.mean(self.dq))
+            rec["q_rel_err"] = float(np.max(self.dq) / max(np.max(self.qmax), 1e-300))
+            rec["disagreements"] = int(len(self.agree) - int(np.sum(self.agree)))
+        return rec
 
 
 # ---------------------------------------------------------------- results file
@@ -250,61 +328,45 @@ class ClosedLoop:
 
     def run_episode(self, episode: int) -> dict[str, Any]:
         s = self.settings
-        rng = np.random.default_rng([s.seed, episode])
-        obs, _ = self.env.reset(seed=s.seed + episode)
-        total, steps, done = 0.0, 0, False
-        agree, dq, qmax, explored = [], [], [], 0
-        spikes: dict[str, float] = {}
-        timings: dict[str, float] = {"set_input": 0.0, "simulate": 0.0, "read_out": 0.0}
-        wall = 0.0
-        t_episode = time.perf_counter()
+        tally = EpisodeTally.start(s, episode)
+        obs, _ = self.env.reset(seed=tally.env_seed)
+        done = False
         while not done:
             t0 = time.perf_counter()
-            _, main, other = self.act(obs, episode, steps)
-            wall += time.perf_counter() - t0
-            for k, v in main.timings.items():
-                timings[k] = timings.get(k, 0.0) + v
-            for k, v in main.spikes_per_layer().items():
-                spikes[k] = spikes.get(k, 0.0) + float(v[0])
-            action = int(main.action[0])
-            if other is not None:
-                agree.append(int(other.action[0]) == action)
-                dq.append(float(np.max(np.abs(other.q[0] - main.q[0]))))
-                qmax.append(float(np.max(np.abs(other.q[0]))))
-            if s.epsilon > 0 and rng.random() < s.epsilon:
-                action = int(rng.integers(self.io.n_actions))
-                explored += 1
+            _, main, other = self.act(obs, episode, tally.steps)
+            action = tally.choose(main, 0, other, time.perf_counter() - t0, s.epsilon, self.io.n_actions)
             obs, reward, terminated, truncated, _ = self.env.step(action)
-            total += float(reward)
-            steps += 1
+            tally.add_reward(reward)
             done = terminated or truncated
-        rec: dict[str, Any] = {
-            "type": "episode",
-            "episode": episode,
-            "env_seed": s.seed + episode,
-            "return": total,
-            "length": steps,
-            "random_actions": explored,
-            "spikes_per_step": {k: v / steps for k, v in spikes.items()},
-            "wall_per_step": wall / steps,
-            "sim_per_step": timings["simulate"] / steps,
-            "timing_per_step": {k: v / steps for k, v in timings.items()},
-            "episode_wall_s": time.perf_counter() - t_episode,
-        }
-        if other is not None or agree:
-            rec["agreement"] = float(np.mean(agree))
-            rec["q_abs_err"] = float(np.max(dq))
-            rec["q_abs_err_mean"] = float(np.mean(dq))
-            rec["q_rel_err"] = float(np.max(dq) / max(np.max(qmax), 1e-300))
-            rec["disagreements"] = int(len(agree) - int(np.sum(agree)))
-        return rec
+        return tally.record()
+
+    def episodes(self, todo: list[int]) -> Iterator[dict[str, Any]]:
+        """The records of episodes ``todo``, one after the other (see :func:`run_episodes`)."""
+        for i in todo:
+            yield self.run_episode(i)
 
     def close(self) -> None:
         self.env.close()
 
 
-def run_episodes(loop: ClosedLoop, results: Path, resume: bool = False, progress: bool = True) -> list[dict[str, Any]]:
-    """Run the episodes not yet in ``results``; every finished episode is on disk at once."""
+class EpisodeRunner(Protocol):
+    """What :func:`run_episodes` drives: the sequential :class:`ClosedLoop`, the vectorised
+    loop (pipeline.vector_loop) or episodes on Ray workers (backends.ray_runner)."""
+
+    settings: LoopSettings
+
+    def episodes(self, todo: list[int]) -> Iterator[dict[str, Any]]:
+        """Run episodes ``todo``; yield each record as soon as its episode has finished (any order)."""
+        ...
+
+
+def run_episodes(loop: EpisodeRunner, results: Path, resume: bool = False, progress: bool = True) -> list[dict[str, Any]]:
+    """Run the episodes not yet in ``results``; every finished episode is on disk at once.
+
+    This process is the file's one writer (the results lock), whoever runs the episodes: a
+    record is appended when it comes back, once per episode number, so an interruption loses
+    only the episodes still running and a resume repeats none that finished.
+    """
     from tqdm import tqdm
 
     with results_lock(results):  # a second run on the same file stops here
@@ -314,8 +376,11 @@ def run_episodes(loop: ClosedLoop, results: Path, resume: bool = False, progress
         records = list(done)
         bar = tqdm(total=loop.settings.episodes, initial=len(finished), disable=not progress, unit="ep",
                    desc=f"{loop.settings.target} {loop.settings.env_id}")
-        for i in todo:
-            rec = loop.run_episode(i)
+        wanted = set(todo)
+        for rec in loop.episodes(todo):
+            if rec["episode"] in finished or rec["episode"] not in wanted:
+                continue  # a runner that re-ran an episode (a retried Ray task): the first record counts
+            finished.add(rec["episode"])
             append_record(results, rec)
             records.append(rec)
             bar.update(1)
