@@ -65,7 +65,7 @@ class Target:
     requires:      top-level modules it imports; the tests skip the target without them.
     hardware:      the machine it needs beyond this computer ("" for a software simulator).
     tolerance:     the promised distance to the float64 reference (tests/test_backend_conformance.py).
-    refuses:       test-zoo kinds (exporters.zoo.KINDS) it refuses with one UserError naming the node.
+    refuses:       test-zoo kinds (exporters.zoo.KINDS, GRAPH_KINDS) it refuses with one UserError naming the node.
     test_kinds:    the zoo kinds the conformance test runs on it (empty: every kind); a target whose
                    every build starts processes (Lava) names a subset that covers its neuron models.
     report:        an extra mapping report for ``inspect-nir --target``.
@@ -134,28 +134,30 @@ LAVA_8BIT = Tolerance(spikes=0.02, agreement=0.9, q_rel=0.5)
 FINE_FIXED = Tolerance(spikes=0.01, agreement=0.9, q_rel=0.2)
 SOFT_RESET = ("hahn", "tan_converted", "converted_spike_count", "lif_soft_rate")  # zoo kinds (exporters.zoo)
 # (the bit-exact integer-model tests in test_lava_backend_fixed.py cover every neuron model)
-FIXED_TEST_KINDS = ("dqn", "liu", "hahn")  # LIF hard reset + rate, IF soft reset + voltage; a DQN refused
+# LIF hard reset + rate, IF soft reset + voltage, CubaLIF (a NIR graph kind); a DQN refused
+FIXED_TEST_KINDS = ("dqn", "liu", "hahn", "cubalif")
+NO_CUBA = ("cubalif",)  # a synaptic current filter (CubaLIF) has no exact form there
 
 # In ``run-backend --target`` order (the help and the error list show visible entries in this order).
 REGISTRY: dict[str, Target] = {t.name: t for t in (
     Target("reference", _reference, cli_options=("dtype", "batch_size"), defaults={"dtype": "float32"},
            compare_options={"dtype": "float64"}, bench_column=0),
     Target("nest", _nest, cli_options=("threads",), bench_column=1, bench_options={"threads": 1},
-           requires=("nest",), refuses=("dqn",)),
+           requires=("nest",), refuses=("dqn", *NO_CUBA)),
     Target("lava", _lava, cli_options=("batch_size",), preset={"precision": "floating_pt"}, bench_column=3,
            requires=("lava",), refuses=("dqn",), report=Report("backends.lava.report", "Lava / Loihi 2")),
     Target("lava-fixed", _lava, cli_options=("batch_size", "weight_bits"), defaults={"weight_bits": 8},
            preset={"precision": "fixed_pt"},
            bench_column=4, requires=("lava",), tolerance=LAVA_8BIT, refuses=("dqn",), test_kinds=FIXED_TEST_KINDS),
     Target("pynn-nest", _pynn_nest, cli_options=("threads",), bench_column=2, bench_options={"threads": 1},
-           requires=("nest", "pyNN"), refuses=("dqn",)),
+           requires=("nest", "pyNN"), refuses=("dqn", *NO_CUBA)),
     Target("pynn-spinnaker", _pynn_spinnaker, requires=("pyNN", "spynnaker"),
-           hardware="a SpiNNaker machine (hw_tests/ run it there)", refuses=("dqn", *SOFT_RESET)),
+           hardware="a SpiNNaker machine (hw_tests/ run it there)", refuses=("dqn", *SOFT_RESET, *NO_CUBA)),
     # benchmark matrix columns that are not run-backend targets
     Target("lava-fixed-w16", _lava, preset={"precision": "fixed_pt", "weight_bits": 16}, hidden=True,
            bench_column=5, requires=("lava",), tolerance=FINE_FIXED, refuses=("dqn",), test_kinds=FIXED_TEST_KINDS),
     Target("spinnaker-fixedpoint", _spinnaker_fixedpoint, hidden=True, bench_column=6, tolerance=FINE_FIXED,
-           refuses=("dqn", *SOFT_RESET)),
+           refuses=("dqn", *SOFT_RESET, *NO_CUBA)),
 )}
 
 # What ``run-backend --target`` accepts.

@@ -81,3 +81,41 @@ def atari_obs(n: int, seed: int = 0) -> torch.Tensor:
     """Random (4, 84, 84) frames already scaled by 1/255, as the network sees them."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, 4, 84, 84), generator=g).to(torch.float32) / 255.0
+
+
+# ---------------------------------------------------------------- NIR graphs no torch model of ours writes
+
+
+def cubalif_graph(seed: int = 0, hidden: tuple[int, ...] = (64, 64), time_steps: int = 16, gain: float = 3.0,
+                  obs_size: int = 4, n_actions: int = 2, dt: float = 1e-4):
+    """A CubaLIF MLP as snnTorch ``Synaptic``, Norse ``LIFCell`` or SpikingJelly write one (NIR's
+    forward-Euler order), with random weights, per-neuron time constants and an Affine head.
+
+    Time constants of 2 and 4 steps (and per-neuron 8) are powers of two, so the fixed-point
+    decays are exact and what lava-fixed gets wrong is its weights' rounding alone.
+    """
+    import nir
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array([obs_size])})}
+    edges: list[tuple[str, str]] = []
+    prev, n_in = "input", obs_size
+    for i, n in enumerate(hidden):
+        w = rng.normal(size=(n, n_in)) * gain / np.sqrt(n_in)
+        nodes[f"fc{i}"] = nir.Affine(weight=w.astype(np.float32), bias=(0.3 * rng.normal(size=n)).astype(np.float32))
+        tau_mem = np.where(rng.random(n) < 0.5, 4 * dt, 8 * dt)
+        nodes[f"lif{i}"] = nir.CubaLIF(tau_syn=np.full(n, 2 * dt), tau_mem=tau_mem, r=np.ones(n),
+                                       v_leak=np.zeros(n), v_threshold=np.ones(n), v_reset=np.zeros(n),
+                                       w_in=np.ones(n))
+        edges += [(prev, f"fc{i}"), (f"fc{i}", f"lif{i}")]
+        prev, n_in = f"lif{i}", n
+    w = rng.normal(size=(n_actions, n_in)) / np.sqrt(n_in)
+    nodes["head"] = nir.Affine(weight=w.astype(np.float32), bias=np.zeros(n_actions, np.float32))
+    nodes["output"] = nir.Output(output_type={"output": np.array([n_actions])})
+    edges += [(prev, "head"), ("head", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": time_steps, "dt": dt})
+
+
+#: zoo kinds that are NIR graphs rather than checkpoints (the conformance test runs them too)
+GRAPH_KINDS = {"cubalif": cubalif_graph}

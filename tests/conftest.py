@@ -15,7 +15,7 @@ import pytest
 from backends import REGISTRY, Target, Tolerance
 from backends.base import Readout
 from exporters.to_nir import model_to_nir
-from exporters.zoo import make_checkpoint
+from exporters.zoo import GRAPH_KINDS, make_checkpoint
 
 os.environ.setdefault("PYNEST_QUIET", "1")  # no NEST banner in the test output
 
@@ -25,7 +25,10 @@ IF_KINDS = frozenset({"hahn", "tan_converted", "converted_spike_count", "if_hard
 
 
 def zoo_graph(kind: str, **kw: Any) -> nir.NIRGraph:
-    """A zoo checkpoint (exporters.zoo) as NIR, at a gain where every layer spikes."""
+    """A zoo checkpoint (exporters.zoo) as NIR, at a gain where every layer spikes; a GRAPH_KINDS
+    kind is built as a NIR graph directly."""
+    if kind in GRAPH_KINDS:
+        return GRAPH_KINDS[kind](**{"seed": 1, **kw})
     kw.setdefault("gain", 3.0 if kind in IF_KINDS else 6.0)
     return model_to_nir(make_checkpoint(kind, **{"seed": 1, **kw}))
 

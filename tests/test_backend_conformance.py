@@ -20,7 +20,7 @@ import torch
 from backends import BENCH_COLUMNS, REGISTRY, TARGETS, make_backend
 from backends.base import Readout
 from backends.reference import ReferenceBackend
-from exporters.zoo import KINDS, cartpole_obs
+from exporters.zoo import GRAPH_KINDS, KINDS, cartpole_obs
 from pipeline.encoding import encode
 from pipeline.errors import UserError
 
@@ -28,13 +28,14 @@ from conftest import IF_KINDS, assert_same, require, zoo_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = [pytest.param(name, kind, id=f"{name}-{kind}") for name, t in REGISTRY.items() if not t.hardware
-         for kind in (t.test_kinds or KINDS)]
+         for kind in (t.test_kinds or (*KINDS, *GRAPH_KINDS))]
 CASES += [pytest.param(name, None, id=name, marks=pytest.mark.skip(reason=f"{name} needs {t.hardware}"))
           for name, t in REGISTRY.items() if t.hardware]  # one line in the report, not one per kind
 
 
 def conformance_graph(kind: str):
-    return zoo_graph(kind, hidden=(24, 24), time_steps=8, gain=3.0 if kind in IF_KINDS else 8.0)
+    gain = 3.0 if kind in IF_KINDS else 6.0 if kind in GRAPH_KINDS else 8.0
+    return zoo_graph(kind, hidden=(24, 24), time_steps=8, gain=gain)
 
 
 @pytest.mark.timeout(120)
@@ -88,7 +89,8 @@ def test_registry_keeps_the_command_line_names() -> None:
                                         "pynn-spinnaker$"):
         make_backend("lava-fixed-w16", None)
     for name, t in REGISTRY.items():
-        assert t.name == name and set(t.refuses) <= set(KINDS) and set(t.test_kinds) <= set(KINDS)
+        kinds = {*KINDS, *GRAPH_KINDS}
+        assert t.name == name and set(t.refuses) <= kinds and set(t.test_kinds) <= kinds
 
 
 @pytest.mark.parametrize("argv, target, comparing, want", [

@@ -33,13 +33,13 @@ from exporters.to_nir import model_to_nir  # noqa: E402
 from exporters.zoo import cartpole_obs, make_checkpoint  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 
-from conftest import FIXTURES  # noqa: E402
+from conftest import FIXTURES, zoo_graph  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def small_plan(kind: str, gain: float = 8.0, hidden=(24, 24), T: int = 8, seed: int = 1):
-    return build_plan(model_to_nir(make_checkpoint(kind, seed=seed, hidden=hidden, time_steps=T, gain=gain)))
+    return build_plan(zoo_graph(kind, seed=seed, hidden=hidden, time_steps=T, gain=gain))
 
 
 # ---------------------------------------------------------------- the quantiser, exactly
@@ -120,6 +120,7 @@ def golden(backend: LavaBackend, obs: np.ndarray) -> tuple[np.ndarray, dict[str,
     qs = []
     for i, x in enumerate(obs.reshape(len(obs), -1).astype(np.float64)):
         v = {n: quant[n].v_init.copy() for n, p in lay.pops.items() if p.kind == "neuron"}
+        syn = {n: np.zeros(p.n, np.int64) for n, p in lay.pops.items() if quant[n].du is not None}
         stat = None
         for t in range(T):
             out = {}
@@ -142,6 +143,10 @@ def golden(backend: LavaBackend, obs: np.ndarray) -> tuple[np.ndarray, dict[str,
                     y = out[name] = cur
                 else:
                     st = pop.step
+                    if fp.du is not None:  # CubaLIF: Loihi's CUBA current, then the membrane
+                        syn[name] = np.clip(np.trunc(syn[name] * (4096 - fp.du) / 4096).astype(np.int64) + cur,
+                                            -STATE_MAX, STATE_MAX)
+                        cur = syn[name] + fp.bias_v
                     u = v[name]
                     if fp.dv is not None:
                         u = np.trunc(u * (4096 - fp.dv) / 4096).astype(np.int64)
@@ -164,7 +169,8 @@ def golden(backend: LavaBackend, obs: np.ndarray) -> tuple[np.ndarray, dict[str,
 
 
 @pytest.mark.parametrize("kind, gain, bits", [("liu", 8.0, 8), ("hahn", 3.0, 8), ("chen", 8.0, 8),
-                                              ("lif_soft_rate", 8.0, 8), ("liu", 8.0, 16), ("hahn", 3.0, 16)])
+                                              ("lif_soft_rate", 8.0, 8), ("liu", 8.0, 16), ("hahn", 3.0, 16),
+                                              ("cubalif", 6.0, 8), ("cubalif", 6.0, 16)])
 def test_fixed_models_equal_the_integer_scheme(kind: str, gain: float, bits: int) -> None:
     plan = small_plan(kind, gain=gain)
     obs = cartpole_obs(12, seed=6).numpy()

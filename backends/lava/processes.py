@@ -279,6 +279,8 @@ def _spike(u: np.ndarray, v_th: Any, compare: str, multi: bool) -> np.ndarray:
 class PyPopulationFixed(_PopulationBase):
     """Integer neuron step on the 24-bit state grid of backends.lava.quantize:
     ``U = (V (4096 - dv) >> 12) + I + bias`` (no decay for IF), saturating at ±(2**23 - 1);
+    CubaLIF first filters ``I + bias`` as ``syn = (syn (4096 - du) >> 12) + I + bias`` and charges
+    ``syn + bias_v``;
     ``S = U >= th``; hard ``V = S ? v_reset : U``, soft ``V = U - v_sub S``."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
@@ -295,11 +297,14 @@ class PyPopulationFixed(_PopulationBase):
         p = self.p
         self.bias = p["bias"].astype(np.int64)
         self.s_prev: np.ndarray | None = None
+        self.syn: np.ndarray | None = None
 
     def reset(self) -> None:
         if self.kind == "neuron":
             self.v = self.p["v_init"].astype(np.int64).copy()
             self.s_prev = None
+            if self.p.get("du") is not None:
+                self.syn = np.zeros(self.n, dtype=np.int64)
 
     def _saturate(self, u: np.ndarray) -> np.ndarray:
         over = np.abs(u) > STATE_MAX
@@ -320,6 +325,9 @@ class PyPopulationFixed(_PopulationBase):
             s = (x >= p["threshold"]) if p["compare"] == ">=" else (x > p["threshold"])
             s = s.astype(np.int64)
             return s, s
+        if self.syn is not None:  # CubaLIF (Loihi's CUBA compartment): the current, then the membrane
+            self.syn = self._saturate(decay(self.syn, p["du"]) + x)
+            x = self.syn + p["bias_v"]
         u = self.v if p["dv"] is None else decay(self.v, p["dv"])
         u = u + x
         if p["reset"] == "soft_next" and self.s_prev is not None:

@@ -168,6 +168,10 @@ class FixedPop:
     v_reset: np.ndarray | None = None
     v_sub: np.ndarray | None = None
     v_init: np.ndarray | None = None
+    # CubaLIF: the synaptic current's 12-bit decay and the membrane's own constant input (v_leak/tau);
+    # ``bias`` then feeds the current, as the map biases do in the graph
+    du: np.ndarray | None = None
+    bias_v: np.ndarray | None = None
     bound_lsb: float = 0.0  # worst-case |state| in LSBs
     errors: dict[str, float] = field(default_factory=dict)
 
@@ -193,7 +197,13 @@ def _scale_rows(m: sp.csr_matrix, c: np.ndarray) -> sp.csr_matrix:
 
 
 def input_scale(pop: Population, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(c, leak bias) folding the neuron's ``g/tau`` and ``v_leak/tau`` into its inputs."""
+    """(c, leak bias) folding the neuron's ``g/tau`` and ``v_leak/tau`` into its inputs.
+
+    CubaLIF (Loihi's CUBA compartment, ``u = u (1 - du) + in``, ``v = v (1 - dv) + u + bias_v``):
+    the current is kept in membrane units, ``u' = (g/tau) syn``, so ``c`` also carries the
+    current's input gain: ``w_in/tau_syn`` (NIR order: ``syn += (w_in x - syn)/tau_syn``) or
+    ``w_in`` (Norse order: the current jumps by the input, drives v, then decays: u before the decay).
+    """
     if pop.kind != "neuron":
         return np.ones(n), np.zeros(n)
     st = pop.step
@@ -202,7 +212,12 @@ def input_scale(pop: Population, n: int) -> tuple[np.ndarray, np.ndarray]:
     if st.tau is None:
         return g, np.zeros(n)
     tau = _full(st.tau, n)
-    return g / tau, _full(st.v_leak, n) / tau
+    c = g / tau
+    if st.tau_syn is not None:
+        c = c * _full(st.w_in, n)
+        if st.syn_order == "nir":
+            c = c / _full(st.tau_syn, n)
+    return c, _full(st.v_leak, n) / tau
 
 
 def check_fixed_support(pop: Population) -> None:
@@ -210,8 +225,8 @@ def check_fixed_support(pop: Population) -> None:
     if st is None:
         return
     what = None
-    if st.tau_syn is not None:
-        what = "a synaptic current (CubaLIF/CubaLI)"
+    if st.tau_syn is not None and st.tau is None:
+        what = "a synaptic current without a membrane leak"
     elif st.multi_spike:
         what = "multi-spike output"
     if what:
@@ -270,19 +285,21 @@ def quantize_layout(layout: Layout, input_bound: float = 1.0,
             maps["<host>"] = (_scale_rows(pop.host_matrix, c), input_bound, host_weights == "8bit")
             if pop.host_bias is not None:
                 bias = bias + pop.host_bias
-        b = c * bias + leak_bias
-        out[name] = _quantize_pop(pop, maps, b, c, T, split)
+        cuba = pop.kind == "neuron" and pop.step is not None and pop.step.tau_syn is not None
+        b = c * bias + (0.0 if cuba else leak_bias)  # CubaLIF: the map bias feeds the current
+        out[name] = _quantize_pop(pop, maps, b, c, T, split, bias_v=leak_bias if cuba else None)
     return out
 
 
 def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, bool]], b: np.ndarray,
-                  c: np.ndarray, T: int, split: bool = False) -> FixedPop:
+                  c: np.ndarray, T: int, split: bool = False, bias_v: np.ndarray | None = None) -> FixedPop:
     """One population through steps 2-6 of the module docstring (step 1 made ``maps``, ``b``, ``c``).
 
-    ``maps``: source -> (W', largest input value, quantised on chip?); ``b``: the folded bias b'.
+    ``maps``: source -> (W', largest input value, quantised on chip?); ``b``: the folded bias b';
+    ``bias_v``: a CubaLIF's constant membrane input (then ``b`` feeds its current).
     """
     consts = _Constants.of(pop)
-    bound, m_max = _worst_case(pop, maps, b, T, consts)
+    bound, m_max = _worst_case(pop, maps, b, T, consts, bias_v)
     q, binding = _finest_unit(bound, m_max, b)
     fp = FixedPop(name=pop.name, q=q, c=c)
     if consts.v_th is not None:
@@ -297,6 +314,12 @@ def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, b
             fp.maps[key] = FixedMap(key, None, 0, 0.0, 0.0, real=(w / q).tocsr())
     if pop.kind == "neuron":
         _reset_init_decay(fp, pop, consts)
+    if bias_v is not None:
+        assert pop.step is not None and pop.step.tau_syn is not None
+        fp.bias_v = np.round(bias_v / q).astype(np.int64)
+        tau_syn = _full(pop.step.tau_syn, pop.n)
+        fp.du = np.round(DECAY_UNITY / tau_syn).astype(np.int64)
+        fp.errors["decay_syn_abs"] = float(np.max(np.abs(fp.du / DECAY_UNITY - 1.0 / tau_syn)))
     _quantize_bias(fp, pop, b, split)
     _error_summary(fp, b, bound, split)
     return fp
@@ -326,9 +349,10 @@ class _Constants:
 
 
 def _worst_case(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, bool]], b: np.ndarray, T: int,
-                consts: _Constants) -> tuple[float, dict[str, float]]:
+                consts: _Constants, bias_v: np.ndarray | None = None) -> tuple[float, dict[str, float]]:
     """Step 3's bound B of |state| (the charge accumulated over the neuron's memory plus its fixed
-    values), and the largest |W'| of every map quantised on chip."""
+    values), and the largest |W'| of every map quantised on chip. A CubaLIF's current holds up to
+    tau_syn steps of input, its membrane tau steps of that current plus ``bias_v``."""
     n, st = pop.n, pop.step
     R = np.abs(b).copy()
     m_max: dict[str, float] = {}
@@ -340,6 +364,8 @@ def _worst_case(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, boo
     if pop.kind == "neuron":
         assert st is not None and consts.v_init is not None and consts.v_reset is not None
         horizon = T if st.tau is None else float(np.max(st.tau))
+        if st.tau_syn is not None:
+            r = r * float(np.max(st.tau_syn)) + float(np.abs(bias_v).max(initial=0.0) if bias_v is not None else 0)
         fixed_vals = [np.abs(consts.v_init).max(), np.abs(consts.v_reset).max()]
         if consts.v_th is not None and consts.v_sub is not None:
             fixed_vals += [np.abs(consts.v_th).max(), np.abs(consts.v_sub).max()]

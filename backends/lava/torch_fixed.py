@@ -10,7 +10,8 @@ bias residuals). Nothing of the scheme is re-derived here.
 
 Per population and step (docs/LAVA.md, section 4), in units of the population's LSB ``q``:
 ``U = decay(V) + sum_maps [shift(sum mant s, e) (+ shift(sum mant_lo s, e_lo))] + bias (+ host)``,
-saturated at ±(2**23 - 1); ``S = U >= th``; hard ``V = S ? v_reset : U``, soft ``V = U - v_sub S``.
+saturated at ±(2**23 - 1); ``S = U >= th``; hard ``V = S ? v_reset : U``, soft ``V = U - v_sub S``;
+a CubaLIF first filters that input, ``syn = decay_u(syn) + in``, and charges ``syn + bias_v``.
 Lava delays population k by k steps and gives each observation a window; inside the window
 population k at reference step t sees the spikes of step t of its sources, so here the
 populations run one after another over all T steps (layer-synchronous, no delays).
@@ -175,12 +176,21 @@ def _neuron(pop, fp: FixedPop, x: torch.Tensor, alpha: float | None):
     th = None if fp.threshold is None else torch.as_tensor(fp.threshold, dtype=torch.float64)
     v_reset = None if fp.v_reset is None else torch.as_tensor(fp.v_reset, dtype=torch.float64)
     v_sub = None if fp.v_sub is None else torch.as_tensor(fp.v_sub, dtype=torch.float64)
+    du = None if fp.du is None else torch.as_tensor(fp.du, dtype=torch.float64)
+    syn = None if du is None else torch.zeros_like(x[0])
+    bias_v = None if fp.bias_v is None else torch.as_tensor(fp.bias_v, dtype=torch.float64)
     out = []
     sat = 0
     s_prev = None
     for t in range(T):
+        drive = x[t]
+        if syn is not None:  # CubaLIF: the current first (processes.PyPopulationFixed)
+            syn = decay_t(syn, du) + drive
+            sat += int((syn.detach().abs() > STATE_MAX).sum())
+            syn = syn.clamp(-STATE_MAX, STATE_MAX)
+            drive = syn + bias_v
         u = v if dv is None else decay_t(v, dv)
-        u = u + x[t]
+        u = u + drive
         if st.reset == "soft_next" and s_prev is not None:
             u = u - v_sub * s_prev
         sat += int((u.detach().abs() > STATE_MAX).sum())
