@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       help="random-action probability (default: 0.05 on Atari, 0 otherwise)")
     loop.add_argument("--max-steps", type=int, help="agent steps per episode (Atari default 18000)")
     loop.add_argument("--compare", help="also run this on the same observations and report agreement: "
-                                        "a target name (reference, ...) or a checkpoint .pt")
+                                        "a target name (reference, ...; also in the open loop) or a "
+                                        "checkpoint .pt (closed loop)")
     loop.add_argument("--results", type=Path, help="per-episode JSON lines (default out/<graph>.<target>.<env>.jsonl)")
     loop.add_argument("--resume", action="store_true", help="continue the run in --results")
     loop.add_argument("--plot", type=Path, help="write a PNG of returns, agreement and spikes per layer")
@@ -69,6 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     loop.add_argument("--envs", type=int, default=1,
                       help="environments stepped together (Gymnasium's vector API), their observations run as "
                            "one batch; the episodes are those of the sequential run (docs/SCALING.md)")
+    loop.add_argument("--record", type=Path,
+                      help="write the preprocessed observation of every agent step here (.npy, [N, *obs_shape]): "
+                           "the --inputs of an open-loop run")
     sem = ap.add_argument_group("semantics for graphs without our metadata")
     sem.add_argument("--readout", choices=sorted(READOUT_REDUCE), help="override the graph's readout")
     sem.add_argument("--time-steps", type=int, help="T steps per observation")
@@ -156,6 +160,10 @@ def check_args(args: argparse.Namespace) -> None:
     check_output("--json", args.json)
     check_output("--plot", args.plot, suffixes=PLOT_FORMATS)
     check_output("--results", args.results)
+    check_output("--record", args.record, suffixes=("npy",))
+    if args.record is not None and (args.env is None or args.resume):
+        raise UserError("--record keeps the observations of the episodes a closed-loop run plays: it needs --env "
+                        "and cannot go with --resume (the finished episodes' observations are not kept)")
 
 
 @cli_entry
@@ -173,6 +181,12 @@ def open_loop(args: argparse.Namespace) -> int:
 
     if args.out is None:
         raise UserError("pass --out readouts.npz for the open-loop results")
+    if args.compare is not None:
+        if args.compare.endswith(".pt"):
+            raise UserError("--compare model.pt needs the environment's raw observations (the checkpoint has its own "
+                            "preprocessing): use it in the closed loop (--env); in the open loop compare with a "
+                            f"target ({', '.join(TARGETS)})")
+        check_choice("comparison target", args.compare, TARGETS)
     graph = read_graph(args.graph)
     obs = load_array(args.inputs, "inputs")
     spikes_in = load_array(args.input_spikes, "input spikes") if args.input_spikes else None
@@ -186,6 +200,19 @@ def open_loop(args: argparse.Namespace) -> int:
     finally:
         backend.close()
     check_q(readout.q, f"--target {args.target}")
+    agreement = None
+    if args.compare is not None:  # the same observations and input spikes on the comparison target
+        other = make_backend(args.compare, plan, **backend_options(args.compare, args, comparing=True))
+        try:
+            theirs = other.run(obs, spikes_in)
+        finally:
+            other.close()
+        check_q(theirs.q, f"--compare {args.compare}")
+        differ = int(np.count_nonzero(readout.action != theirs.action))
+        dq = float(np.abs(readout.q - theirs.q).max()) if readout.q.size else 0.0
+        agreement = {"compare": args.compare, "agreement": 1.0 - differ / max(len(readout.action), 1),
+                     "disagreements": differ, "q_abs_err": dq,
+                     "q_rel_err": dq / max(float(np.abs(theirs.q).max()) if theirs.q.size else 0.0, 1e-12)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     readout.save(args.out)
     n = int(readout.q.shape[0])
@@ -194,7 +221,7 @@ def open_loop(args: argparse.Namespace) -> int:
                "n": n, "build_s": t_build, "timings": readout.timings,
                "wall_per_obs": sum(readout.timings.values()) / max(n, 1),
                "action_counts": np.bincount(readout.action, minlength=readout.q.shape[1]).tolist() if n else [],
-               "spikes_per_obs": per_layer, "firing_rates": warn_activity(plan, per_layer)}
+               "spikes_per_obs": per_layer, "firing_rates": warn_activity(plan, per_layer), **(agreement or {})}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
@@ -203,6 +230,9 @@ def open_loop(args: argparse.Namespace) -> int:
     for k, v in per_layer.items():
         print(f"  {k:<24}{v:>14.1f}")
     print(f"  actions: {summary['action_counts']}   wall/obs: {summary['wall_per_obs'] * 1e3:.3f} ms")
+    if agreement is not None:
+        print(f"  agreement vs {args.compare}: {100 * agreement['agreement']:.2f} % ({differ} differ), "
+              f"max |dQ| {dq:.3g} (relative {agreement['q_rel_err']:.3g})")
     return 0
 
 
@@ -243,6 +273,8 @@ def closed_loop(args: argparse.Namespace) -> int:
     try:
         t0 = time.perf_counter()
         backend = make_backend(args.target, plan, **backend_options(args.target, args))
+        if args.record is not None:
+            backend = Recorder(backend)
         t_build = time.perf_counter() - t0
         compare_preprocessing = None
         if args.compare is not None:
@@ -266,6 +298,8 @@ def closed_loop(args: argparse.Namespace) -> int:
                "backend_options": settings.backend_options, "compare_options": settings.compare_options,
                "results": str(results), "build_s": t_build, **summarize(records)}
     summary["firing_rates"] = warn_activity(plan, summary["spikes_per_step"])
+    if args.record is not None:
+        summary["record"] = {"path": str(args.record), "observations": backend.save(args.record)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
@@ -274,7 +308,37 @@ def closed_loop(args: argparse.Namespace) -> int:
         plot_results(records, args.plot,
                      f"{args.graph.name} on {args.target}{f' ({opts})' if opts else ''}, {args.env}")
     print_closed_loop_table(summary)
+    if args.record is not None:
+        print(f"recorded {summary['record']['observations']} preprocessed observations -> {args.record} "
+              f"(run them again: run-backend {args.graph} --inputs {args.record} --out readouts.npz)")
     return 0
+
+
+class Recorder:
+    """A backend that keeps every batch of preprocessed observations it is asked to run
+    (``--record``); the loop sees the wrapped backend unchanged."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend, self.name, self.batches = backend, backend.name, []
+
+    def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Any:
+        self.batches.append(np.array(obs, dtype=np.float32, copy=True))
+        return self.backend.run(obs, input_spikes)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __getattr__(self, name: str) -> Any:  # anything else the loop asks of the backend
+        return getattr(self.backend, name)
+
+    def save(self, path: Path) -> int:
+        """Write the observations as one ``[N, *obs_shape]`` float32 array; returns N."""
+        if not self.batches:
+            raise UserError("--record: no observation was run, nothing to write")
+        obs = np.concatenate(self.batches)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, obs)
+        return int(obs.shape[0])
 
 
 def warn_activity(plan: Any, spikes_per_obs: dict[str, float]) -> dict[str, float]:

@@ -1,10 +1,12 @@
 """The floors of the code, read from its own import statements.
 
-    pipeline (1)  <  exporters (2)  <  backends (3)  <  benchmarks (4)
+    pipeline (1)  <  exporters (2)  <  backends (3)  <  dsqn_deploy (4)  <  benchmarks (5)
 
 A module may import only from its own floor or a lower one: the shared vocabulary and the torch
 models (``pipeline``) know nothing of NIR or simulators, the NIR side and the Plan every backend
-runs (``exporters``) know nothing of the adapters, and the adapters know nothing of the benchmarks.
+runs (``exporters``) know nothing of the adapters, and the adapters know nothing of the public
+API (``dsqn_deploy``: it mirrors the commands, so it reaches every floor below it) or of the
+benchmarks.
 Every ``import``/``from ... import`` counts, also one written inside a function (a lazy import
 keeps start-up fast; it does not make an upward arrow acceptable), and so does
 ``importlib.import_module("...")`` with a literal name. Separately, the imports that run when a
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FLOORS = {"pipeline": 1, "exporters": 2, "backends": 3, "benchmarks": 4}
+FLOORS = {"pipeline": 1, "exporters": 2, "backends": 3, "dsqn_deploy": 4, "benchmarks": 5}
 
 # "file:line" of an import that is still known to point upward, and why. Empty when the layout is done.
 ALLOWED_UPWARD: dict[str, str] = {}
