@@ -200,11 +200,17 @@ def inspect_nir(graph: nir.NIRGraph | PathLike, *, observations: np.ndarray | No
 # ---------------------------------------------------------------- targets
 
 
-def targets() -> list[str]:
-    """The ``--target`` names, in the registry's order (whether each is installed is not checked)."""
+def targets(*, runnable: bool = False) -> list[str]:
+    """The ``--target`` names, in the registry's order; with ``runnable`` only those whose
+    simulator is installed here and that need no machine beyond this computer (SpiNNaker does)."""
+    import importlib.util
+
     from backends import TARGETS
 
-    return list(TARGETS)
+    if not runnable:
+        return list(TARGETS)
+    return [name for name, t in TARGETS.items()
+            if not t.hardware and all(importlib.util.find_spec(m) is not None for m in t.requires)]
 
 
 def make_backend(target: str, graph: nir.NIRGraph | Plan | PathLike, **options: Any) -> Backend:
@@ -277,14 +283,17 @@ def run_closed_loop(graph: PathLike, env_id: str, *, target: str = "reference", 
 
 
 def record_observations(graph: PathLike, env_id: str, output: PathLike, *, target: str = "reference",
-                        episodes: int = 1, seed: int = 0, **options: Any) -> np.ndarray:
+                        episodes: int = 1, seed: int = 0, results: PathLike | None = None,
+                        **options: Any) -> np.ndarray:
     """Play ``episodes`` closed-loop and keep the preprocessed observation of every agent step as
-    ``output`` (``run-backend --record obs.npy``): the input of :func:`run_open_loop`. Returns them."""
+    ``output`` (``run-backend --record obs.npy``): the input of :func:`run_open_loop`. Returns them.
+    The episodes' results go to ``results`` when given (else they are not kept)."""
     import numpy as np
 
     with tempfile.TemporaryDirectory(prefix="dsqn-api-") as tmp:
         run_closed_loop(graph, env_id, target=target, episodes=episodes, seed=seed,
-                        results=Path(tmp) / "results.jsonl", record=str(output), **options)
+                        results=results if results is not None else Path(tmp) / "results.jsonl",
+                        record=str(output), **options)
     return np.load(output, allow_pickle=False)
 
 
