@@ -136,21 +136,21 @@ SOFT_RESET = ("hahn", "tan_converted", "converted_spike_count", "lif_soft_rate")
 # (the bit-exact integer-model tests in test_lava_backend_fixed.py cover every neuron model)
 # LIF hard reset + rate, IF soft reset + voltage, CubaLIF (a NIR graph kind); a DQN refused
 FIXED_TEST_KINDS = ("dqn", "liu", "hahn", "cubalif")
-NO_CUBA = ("cubalif",)  # a synaptic current filter (CubaLIF) has no exact form there
+NO_CUBA = ("cubalif",)  # sPyNNaker's exponential synapses are not the forward-Euler current filter
 
 # In ``run-backend --target`` order (the help and the error list show visible entries in this order).
 REGISTRY: dict[str, Target] = {t.name: t for t in (
     Target("reference", _reference, cli_options=("dtype", "batch_size"), defaults={"dtype": "float32"},
            compare_options={"dtype": "float64"}, bench_column=0),
     Target("nest", _nest, cli_options=("threads",), bench_column=1, bench_options={"threads": 1},
-           requires=("nest",), refuses=("dqn", *NO_CUBA)),
+           requires=("nest",), refuses=("dqn",)),
     Target("lava", _lava, cli_options=("batch_size",), preset={"precision": "floating_pt"}, bench_column=3,
            requires=("lava",), refuses=("dqn",), report=Report("backends.lava.report", "Lava / Loihi 2")),
     Target("lava-fixed", _lava, cli_options=("batch_size", "weight_bits"), defaults={"weight_bits": 8},
            preset={"precision": "fixed_pt"},
            bench_column=4, requires=("lava",), tolerance=LAVA_8BIT, refuses=("dqn",), test_kinds=FIXED_TEST_KINDS),
     Target("pynn-nest", _pynn_nest, cli_options=("threads",), bench_column=2, bench_options={"threads": 1},
-           requires=("nest", "pyNN"), refuses=("dqn", *NO_CUBA)),
+           requires=("nest", "pyNN"), refuses=("dqn",)),
     Target("pynn-spinnaker", _pynn_spinnaker, requires=("pyNN", "spynnaker"),
            hardware="a SpiNNaker machine (hw_tests/ run it there)", refuses=("dqn", *SOFT_RESET, *NO_CUBA)),
     # benchmark matrix columns that are not run-backend targets

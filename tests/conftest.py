@@ -76,3 +76,41 @@ def assert_same(r: Readout, ref: Readout, active: bool = True, tolerance: Tolera
         assert np.array_equal(r.action, ref.action)
     else:
         assert np.mean(r.action == ref.action) >= tolerance.agreement
+
+
+def mixed_cuba_graph(readout_li: bool = False, norse: bool = False, seed: int = 2, n: int = 20, T: int = 10,
+                     dt: float = 1e-4, gain: float = 5.0) -> nir.NIRGraph:
+    """LIF -> CubaLIF -> CubaLIF -> Affine head (or -> Affine -> CubaLI readout), with r != 1,
+    v_leak != 0, w_in != 1 and per-neuron tau_syn: every term of the CubaLIF step, between the
+    layers it sits next to. ``norse``: taus as Norse 1.1 writes them (dt * tau), for ``--convention norse``."""
+    rng = np.random.default_rng(seed)
+
+    def affine(n_out: int, n_in: int, g: float = gain) -> nir.Affine:
+        return nir.Affine(weight=(rng.normal(size=(n_out, n_in)) * g / np.sqrt(n_in)).astype(np.float32),
+                          bias=(0.2 * rng.normal(size=n_out)).astype(np.float32))
+
+    def cuba(k: int, spiking: bool = True) -> nir.NIRNode:
+        kw = dict(tau_syn=np.where(rng.random(k) < 0.5, 2 * dt, 3 * dt), tau_mem=np.full(k, 5 * dt),
+                  r=np.full(k, 1.5), v_leak=np.full(k, 0.1), w_in=np.full(k, 0.8))
+        if not spiking:
+            return nir.CubaLI(**kw)
+        return nir.CubaLIF(v_threshold=np.ones(k), v_reset=np.full(k, 0.1), **kw)
+
+    lif = nir.LIF(tau=np.full(n, 3 * dt), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n),
+                  v_reset=np.zeros(n))
+    nodes = {"input": nir.Input(input_type={"input": np.array([4])}), "a0": affine(n, 4), "lif": lif,
+             "a1": affine(n, n), "cuba": cuba(n), "a2": affine(n, n), "cuba2": cuba(n),
+             "output": nir.Output(output_type={"output": np.array([3])})}
+    edges = [("input", "a0"), ("a0", "lif"), ("lif", "a1"), ("a1", "cuba"), ("cuba", "a2"), ("a2", "cuba2")]
+    if readout_li:
+        nodes.update(a3=affine(3, n, 2.0), out=cuba(3, spiking=False))
+        edges += [("cuba2", "a3"), ("a3", "out"), ("out", "output")]
+    else:
+        nodes["out"] = affine(3, n, 1.0)
+        edges += [("cuba2", "out"), ("out", "output")]
+    if norse:
+        for node in nodes.values():
+            for attr in ("tau", "tau_syn", "tau_mem"):
+                if hasattr(node, attr):
+                    setattr(node, attr, getattr(node, attr) * dt)
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": T, "dt": dt})

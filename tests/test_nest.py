@@ -20,7 +20,7 @@ from exporters.to_nir import model_to_nir  # noqa: E402
 from exporters.zoo import atari_obs, cartpole_obs, make_checkpoint  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 
-from conftest import FIXTURES, assert_same, run_target, zoo_graph  # noqa: E402
+from conftest import FIXTURES, assert_same, mixed_cuba_graph, run_target, zoo_graph  # noqa: E402
 
 
 def run_nest(graph, obs, input_spikes=None, **options):
@@ -211,8 +211,12 @@ def test_unsupported_nodes_are_named() -> None:
         NestBackend(model_to_nir(make_checkpoint("dqn")))
     cuba = nir.CubaLIF(tau_syn=np.full(2, 2e-3), tau_mem=np.full(2, 4e-3), r=np.ones(2), v_leak=np.zeros(2),
                        v_threshold=np.ones(2))
-    with pytest.raises(UserError, match="node 'n' \\(CubaLIF\\)"):
-        NestBackend(chain(cuba, n=2))
+    with pytest.raises(UserError, match="node 'n' \\(CubaLIF\\): a CubaLIF with a subtractive reset"):
+        NestBackend(chain(cuba, n=2), convention="snntorch")  # snnTorch Synaptic's default reset
+    cuba_off_rest = nir.CubaLIF(tau_syn=np.full(2, 2e-3), tau_mem=np.full(2, 4e-3), r=np.ones(2),
+                                v_leak=np.zeros(2), v_threshold=np.ones(2), v_reset=np.full(2, -0.5))
+    with pytest.raises(UserError, match="node 'n' \\(CubaLIF\\): on NEST a CubaLIF must start"):
+        NestBackend(chain(cuba_off_rest, n=2))
     with pytest.raises(UserError, match="node '1' \\(IF\\): multi-spike"):
         NestBackend(read_graph(FIXTURES / "sinabs.nir"), convention="sinabs", time_steps=4)
     li = nir.LI(tau=np.full(2, 2e-3), r=np.ones(2), v_leak=np.zeros(2))
@@ -245,3 +249,22 @@ def test_memory_estimate_counts_the_nature_cnn_synapses(monkeypatch: pytest.Monk
     assert est.neurons == neurons
     assert est.synapses == conv2 + conv3 + fc + 5 * neurons and est.recorded == neurons
     assert est.host_synapses == 32 * 20 * 20 * 4 * 8 * 8
+
+
+@pytest.mark.parametrize("readout_li, norse", [(False, False), (True, False), (False, True), (True, True)])
+def test_cubalif_between_lif_layers_equals_the_reference(readout_li: bool, norse: bool) -> None:
+    """issue 20: CubaLIF (NIR's order and Norse's jump-then-decay order) and a CubaLI readout as
+    iaf_psc_exp_multisynapse, one step deeper than its inputs: equal spike counts in every layer."""
+    graph = mixed_cuba_graph(readout_li=readout_li, norse=norse)
+    conv = "norse" if norse else None
+    obs = cartpole_obs(16, seed=5).numpy()
+    ref = ReferenceBackend(graph, dtype="float64", convention=conv).run(obs)
+    backend = NestBackend(graph, convention=conv)
+    try:
+        got = backend.run(obs)
+        assert backend.net.pops["cuba"].lag == 1 and backend.net.pops["cuba"].depth == 3
+        again = backend.run(obs[:4])  # the clamp/restore pulses reset the current between observations
+    finally:
+        backend.close()
+    assert_same(got, ref)
+    assert np.array_equal(again.q, got.q[:4])

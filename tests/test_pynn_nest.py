@@ -21,7 +21,7 @@ from exporters.to_nir import model_to_nir  # noqa: E402
 from exporters.zoo import atari_obs, cartpole_obs, make_checkpoint  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 
-from conftest import assert_same, run_target, zoo_graph  # noqa: E402
+from conftest import assert_same, mixed_cuba_graph, run_target, zoo_graph  # noqa: E402
 
 
 def run_pynn(graph, obs, input_spikes=None, **options):
@@ -99,8 +99,8 @@ def test_errors_name_the_cause() -> None:
              "out": nir.Output(np.array([2]))}
     cuba = nir.NIRGraph(nodes=nodes, edges=[("in", "fc"), ("fc", "cuba"), ("cuba", "out")],
                         metadata={"time_steps": 4, "dt": 1e-3})
-    with pytest.raises(UserError, match="'cuba'"):
-        PyNNNestBackend(cuba)
+    with pytest.raises(UserError, match="node 'cuba' \\(CubaLIF\\): a CubaLIF with a subtractive reset"):
+        PyNNNestBackend(cuba, convention="snntorch")
     graph = zoo_graph("liu")
     first = PyNNNestBackend(graph)
     second = PyNNNestBackend(graph)  # NEST holds one network per process
@@ -152,3 +152,13 @@ def test_run_backend_closed_loop_agrees_with_the_reference(tmp_path) -> None:
     got = Readout.load(tmp_path / "r.npz")
     ref = ReferenceBackend(zoo_graph("liu"), dtype="float64").run(obs)
     assert np.array_equal(got.action, ref.action) and np.abs(got.q - ref.q).max() <= 1e-6 * np.abs(ref.q).max()
+
+
+@pytest.mark.parametrize("readout_li, norse", [(True, False), (False, True)])
+def test_cubalif_between_lif_layers_equals_the_reference(readout_li: bool, norse: bool) -> None:
+    """issue 20: CubaLIF through PyNN's native iaf_psc_exp_multisynapse (receptor 1, tau_syn set in NEST)."""
+    graph = mixed_cuba_graph(readout_li=readout_li, norse=norse)
+    conv = "norse" if norse else None
+    obs = cartpole_obs(16, seed=5).numpy()
+    ref = ReferenceBackend(graph, dtype="float64", convention=conv).run(obs)
+    assert_same(run_target("pynn-nest", graph, obs, convention=conv), ref)

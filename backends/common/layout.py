@@ -41,6 +41,19 @@ class PopLayout:
     spiking: bool
 
     @property
+    def lag(self) -> int:
+        """Steps between the population's input and its membrane: 1 for a synaptic current
+        (CubaLIF/CubaLI: NEST's current-based neurons charge V with the previous step's current), so
+        its inputs arrive one step before its window and it sits one step deeper."""
+        step = self.op.neuron
+        return 1 if step is not None and step.tau_syn is not None else 0
+
+    @property
+    def input_depth(self) -> int:
+        """The step (relative to the cycle) at which its inputs of the window's first step arrive, minus one."""
+        return self.depth - self.lag
+
+    @property
     def window_start(self) -> int:
         """First step of the population's window, relative to the cycle's start."""
         return self.depth + 1
@@ -184,10 +197,11 @@ def layout(plan: Plan, target: str) -> NetLayout:
             if s in pops and not pops[s].spiking:
                 raise UserError(f"node {op.name!r}: its input comes from the membrane of the non-spiking node "
                                 f"{s!r}; {target} neurons pass on spikes only")
-        d = 1 + max(depth[s] for s in src)
-        pops[op.name] = PopLayout(op, d, src, int(np.prod(op.out_shape)), op.spiking)
+        pop = PopLayout(op, 1 + max(depth[s] for s in src), src, int(np.prod(op.out_shape)), op.spiking)
+        pop.depth += pop.lag
+        pops[op.name] = pop
         sources[op.name] = {op.name}
-        depth[op.name] = d
+        depth[op.name] = pop.depth
     sem = plan.semantics
     src_op = plan.readout_source
     pushdown = pushes_mean_through_head(plan)

@@ -116,6 +116,8 @@ class NestBackend(NestNetwork):
             cols = {k: v.tolist() for k, v in arrays.items()}
             kernel.set_nodes(nodes, [dict(scalars, **{k: c[i] for k, c in cols.items()})
                                      for i in range(spec.size)])
+        if spec.tau_syn is not None:  # a list parameter (one receptor), per neuron
+            kernel.set_nodes(nodes, [{"tau_syn": [float(t)]} for t in spec.tau_syn])
         ids = np.asarray(nodes.tolist(), dtype=np.int64)
         if not np.array_equal(ids, np.arange(ids[0], ids[0] + ids.size)):
             raise AssertionError("NEST returned non-contiguous node ids")
@@ -124,7 +126,8 @@ class NestBackend(NestNetwork):
 
     def _project(self, src: str, dst: str, pre: np.ndarray, post: np.ndarray, weight: np.ndarray,
                  delay_steps: int) -> None:
-        connect_arrays(self._nest, self.first[src] + pre, self.first[dst] + post, weight, self.h * delay_steps)
+        connect_arrays(self._nest, self.first[src] + pre, self.first[dst] + post, weight, self.h * delay_steps,
+                       self.specs[dst].receptor)
 
     def _recorders(self) -> None:
         nest = self._nest

@@ -86,13 +86,16 @@ class Generators:
         return cls(clock_in, clock_bias, clamp, restore, init, inputs, gens)
 
 
-def connect_arrays(nest: Any, pre: np.ndarray, post: np.ndarray, weight: np.ndarray, delay_ms: float) -> None:
+def connect_arrays(nest: Any, pre: np.ndarray, post: np.ndarray, weight: np.ndarray, delay_ms: float,
+                   receptor: int = 0) -> None:
     """``post[i] <- pre[i]`` with ``weight[i]`` (NEST units) in one ``one_to_one`` Connect."""
     if pre.size == 0:
         return
+    spec = {"weight": np.ascontiguousarray(weight, dtype=np.float64), "delay": np.full(pre.size, delay_ms)}
+    if receptor:
+        spec["receptor_type"] = receptor
     nest.Connect(np.ascontiguousarray(pre, dtype=np.int64), np.ascontiguousarray(post, dtype=np.int64),
-                 "one_to_one", syn_spec={"weight": np.ascontiguousarray(weight, dtype=np.float64),
-                                         "delay": np.full(pre.size, delay_ms)})
+                 "one_to_one", syn_spec=spec)
 
 
 def window_events(ev: Events, first: int, size: int, start: int, T: int,
@@ -189,30 +192,32 @@ class NestNetwork:
     def _connect_drive(self, name: str, drive: Drive, project: Project) -> None:
         nest, h, gens, plan = self._nest, self.h, self.gens, self.plan
         p, spec = self.net.pops[name], self.specs[name]
-        n, scale = spec.size, spec.scale
+        n, scale, rc = spec.size, spec.scale, spec.receptor
         ids = self.first[name] + np.arange(n)
         const = np.zeros(n) if drive.const is None else drive.const * scale
+        d_in = p.input_depth  # a CubaLIF's inputs arrive one step before its window (layout.PopLayout.lag)
         for src, mat in drive.terms.items():
             coo = mat.tocoo()
             w = coo.data * scale[coo.row]
             if src != plan.input:
-                project(src, name, coo.col, coo.row, w, p.depth - self.net.pops[src].depth)
+                project(src, name, coo.col, coo.row, w, d_in - self.net.pops[src].depth)
             elif gens.inputs is None:  # constant current: W x + b per observation, on the host
                 self.host_matrix[name] = sp.csr_matrix((w, (coo.row, coo.col)), shape=(n, int(np.prod(self.obs_shape))))
             else:
-                connect_arrays(nest, gens.inputs[0].global_id + coo.col, ids[coo.row], w, h * p.depth)
+                connect_arrays(nest, gens.inputs[0].global_id + coo.col, ids[coo.row], w, h * d_in, rc)
             del coo, w
         if name in self.host_matrix:
             self.host_const[name] = const
-            connect_arrays(nest, np.full(n, gens.clock_in.global_id), ids, const, h)
+            connect_arrays(nest, np.full(n, gens.clock_in.global_id), ids, const, h, rc)
         else:
             nz = np.nonzero(const)[0]
-            connect_arrays(nest, np.full(nz.size, gens.clock_bias.global_id), ids[nz], const[nz], h)
-        connect_arrays(nest, np.full(n, gens.clamp.global_id), ids, np.full(n, CLAMP_WEIGHT), h * p.depth)
-        connect_arrays(nest, np.full(n, gens.restore.global_id), ids, spec.restore, h * p.depth)
+            connect_arrays(nest, np.full(nz.size, gens.clock_bias.global_id), ids[nz], const[nz], h, rc)
+        clamp = np.full(n, CLAMP_WEIGHT) if spec.clamp is None else spec.clamp
+        connect_arrays(nest, np.full(n, gens.clamp.global_id), ids, clamp, h * d_in, rc)
+        connect_arrays(nest, np.full(n, gens.restore.global_id), ids, spec.restore, h * d_in, rc)
         if spec.init is not None:
             nz = np.nonzero(spec.init)[0]
-            connect_arrays(nest, np.full(nz.size, gens.init.global_id), ids[nz], spec.init[nz], h * p.depth)
+            connect_arrays(nest, np.full(nz.size, gens.init.global_id), ids[nz], spec.init[nz], h * p.depth, rc)
         if spec.autapse is not None:
             nz = np.nonzero(spec.autapse)[0]
             connect_arrays(nest, ids[nz], ids[nz], spec.autapse[nz], h)

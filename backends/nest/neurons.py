@@ -86,7 +86,7 @@ class PopSpec:
     """Everything the builder needs for one population (arrays are per neuron, C order)."""
 
     name: str
-    model: str  # iaf_psc_delta | eprop_iaf
+    model: str  # iaf_psc_delta | eprop_iaf | iaf_psc_exp_multisynapse (CubaLIF)
     size: int
     params: dict[str, Param]  # NEST status values (absolute potentials)
     decay: Arr  # d, exactly as NEST computes P33 / P_v
@@ -96,6 +96,9 @@ class PopSpec:
     init: Arr | None  # window-start pulse d * (v_init - E_L) where the start is not E_L
     autapse: Arr | None  # one-step self-connection weight (eprop_iaf variants)
     v_correction: Arr | None  # reference V(T) = recorded V_m + v_correction * S(T)
+    clamp: Arr | None = None  # weight of the clamp pulse (None: CLAMP_WEIGHT)
+    receptor: int = 0  # receptor_type of every connection into the population (0: NEST's default)
+    tau_syn: Arr | None = None  # CubaLIF: tau_syn (ms) per neuron, set after creation (a list parameter)
 
 
 def _threshold(v_th: Param, compare: str, shape: tuple[int, ...]) -> Arr:
@@ -131,11 +134,10 @@ def population_spec(op: Op, h: float) -> PopSpec:
     step = op.neuron
     assert step is not None
     what = f"node {op.name!r} ({op.nir_type})"
-    if step.tau_syn is not None:
-        raise UserError(f"{what}: a synaptic current filter (CubaLIF/CubaLI) has no exact NEST form "
-                        "(NEST's current-based neurons integrate it exponentially, docs/DESIGN.md needs forward Euler)")
     if step.multi_spike:
         raise UserError(f"{what}: multi-spike neurons (several spikes per step, Sinabs) cannot run on NEST")
+    if step.tau_syn is not None:
+        return cuba_spec(op, h)
     tau_m, decay = _decays(step.tau, shape, h)
     gain = _per_neuron(step.gain, shape)
     scale = gain if step.tau is None else gain / _per_neuron(step.tau, shape)
@@ -181,3 +183,74 @@ def autapse(reset: str, decay: Arr, th: Arr, v_sub: Arr) -> Arr:
     if reset == "soft_next":
         return decay * th - v_sub
     raise AssertionError(reset)
+
+
+# ---------------------------------------------------------------- CubaLIF / CubaLI
+
+
+def propagator_32(tau_syn: float, tau: float, c_m: float, h: float) -> float:
+    """NEST 3.10's ``propagator_32`` (libnestutil/propagator_stability.cpp): the factor by which
+    ``iaf_psc_exp(_multisynapse)`` adds the current of the previous step to the membrane."""
+    p32_linear = 1.0 / (2.0 * c_m * tau * tau) * h * h * (tau_syn - tau) * math.exp(-h / tau)
+    p32_singular = h / c_m * math.exp(-h / tau)
+    p32 = -tau / (c_m * (1 - tau / tau_syn)) * math.exp(-h / tau_syn) * math.expm1(h * (1 / tau_syn - 1 / tau)) \
+        if tau != tau_syn else p32_singular
+    if tau == tau_syn or (abs(tau - tau_syn) < 0.1 and abs(p32 - p32_singular) > 2.0 * abs(p32_linear)):
+        return p32_singular
+    return p32
+
+
+def cuba_spec(op: Op, h: float) -> PopSpec:
+    """A CubaLIF (CubaLI) op as ``iaf_psc_exp_multisynapse`` with one receptor (any sign).
+
+    NEST's step is ``V = P22 V + P21 i`` with the current of the previous step, then
+    ``i = P11 i + in``: with ``P11`` calibrated to ``1 - 1/tau_syn``, ``P22`` to ``1 - 1/tau`` and
+    the weights scaled by ``b (g/tau) / P21`` (``b = w_in/tau_syn``, NIR order; ``w_in``, Norse's
+    jump-then-decay order), V is the plan's membrane one step after the current: the population
+    is one step deeper than its inputs (``backends.common.layout``, ``lag``). Between
+    observations the clamp pulse ``+C`` (a power of two) sets ``i = C`` exactly, the next step's
+    ``V = P21 C`` crosses any threshold, so V resets to ``V_reset = E_L`` exactly, and the restore
+    pulse ``-P11 C`` returns ``i`` to exactly 0 (devices.py). Hence a hard reset to the resting
+    potential and a start there are required.
+    """
+    step = op.neuron
+    assert step is not None and step.tau_syn is not None and step.tau is not None
+    shape = op.out_shape
+    n = int(np.prod(shape))
+    what = f"node {op.name!r} ({op.nir_type})"
+    e_l = _per_neuron(step.v_leak, shape)
+    if np.any(_per_neuron(step.v_init, shape) != e_l):
+        raise UserError(f"{what}: on NEST a CubaLIF must start each observation at its resting potential "
+                        "v_leak (its reset between observations passes through V_reset = v_leak)")
+    tau_m, p22 = _decays(step.tau, shape, h)
+    tau_s, p11 = _decays(step.tau_syn, shape, h)
+    pairs, inv = np.unique(np.stack([tau_s, tau_m]), axis=1, return_inverse=True)
+    p21 = np.array([propagator_32(float(ts), float(tm), 1.0, h) for ts, tm in pairs.T])[np.reshape(inv, -1)]
+    b = _per_neuron(step.w_in, shape)
+    if step.syn_order == "nir":
+        b = b / _per_neuron(step.tau_syn, shape)
+    scale = b * (_per_neuron(step.gain, shape) / _per_neuron(step.tau, shape)) / p21
+    params: dict[str, Param] = {"E_L": _compact(e_l), "V_m": _compact(e_l), "tau_m": _compact(tau_m), "C_m": 1.0,
+                                "t_ref": 0.0, "I_e": 0.0, "V_reset": _compact(e_l)}
+    if step.spiking:
+        if step.reset != "hard":
+            raise UserError(f"{what}: a CubaLIF with a subtractive reset (snnTorch Synaptic's default) has no "
+                            "NEST form: iaf_psc_exp_multisynapse only resets to V_reset (use --target lava)")
+        if np.any(_per_neuron(step.v_reset, shape) != e_l):
+            raise UserError(f"{what}: on NEST a CubaLIF must reset to its resting potential v_leak")
+        th = _threshold(step.v_th, step.compare, shape)
+        if np.any(th <= e_l):
+            raise UserError(f"{what}: NEST needs the threshold above the resting potential v_leak")
+        params["V_th"] = _compact(th)
+        reach = float(np.max(np.abs(th - e_l)))
+    else:
+        params["V_th"] = NEVER
+        reach = NEVER
+    # the clamp's V = P21 C must cross the threshold with room to spare, and stay finite
+    k = math.ceil(math.log2(4.0 * reach / float(np.min(p21))))
+    if k > 1021:
+        raise UserError(f"{what}: its synaptic time constant is too short for NEST's per-observation reset "
+                        "at this dt")
+    clamp = np.full(n, 2.0 ** max(k, 1000))
+    return PopSpec(op.name, "iaf_psc_exp_multisynapse", n, params, p22, scale, step.spiking, -p11 * clamp,
+                   None, None, None, clamp=clamp, receptor=1, tau_syn=tau_s)

@@ -83,21 +83,24 @@ def native(sim: ModuleType, model: str) -> type:
     return _NATIVE[model]
 
 
-def array_connector(sim: ModuleType, pre: np.ndarray, post: np.ndarray, weight: np.ndarray, delay: float) -> Any:
+def array_connector(sim: ModuleType, pre: np.ndarray, post: np.ndarray, weight: np.ndarray, delay: float,
+                    receptor: int = 0) -> Any:
     """An :class:`ArrayConnector` that PyNN accepts (it must subclass pyNN.connectors.Connector)."""
     cls = type("ArrayConnector", (ArrayConnector, sim.Connector), {})
-    return cls(pre, post, weight, delay)
+    return cls(pre, post, weight, delay, receptor)
 
 
 class ArrayConnector:
     """Connect a PyNN projection from index arrays in one NEST call (see module docstring).
 
     ``pre``/``post`` are indices into the projection's populations; ``weight`` in NEST's units;
-    ``delay`` in ms (one value for the whole projection).
+    ``delay`` in ms (one value for the whole projection); ``receptor``: NEST's receptor_type (0:
+    its default; a CubaLIF's iaf_psc_exp_multisynapse takes spikes on receptor 1 only).
     """
 
-    def __init__(self, pre: np.ndarray, post: np.ndarray, weight: np.ndarray, delay: float):
+    def __init__(self, pre: np.ndarray, post: np.ndarray, weight: np.ndarray, delay: float, receptor: int = 0):
         self.pre, self.post, self.weight, self.delay = pre, post, weight, float(delay)
+        self.receptor = int(receptor)
 
     def connect(self, projection: Any) -> None:
         import nest
@@ -107,11 +110,13 @@ class ArrayConnector:
         pre = np.ascontiguousarray(self.pre + first_pre, dtype=np.int64)
         post = np.ascontiguousarray(self.post + first_post, dtype=np.int64)
         if pre.size:
-            nest.Connect(pre, post, "one_to_one",
-                         {"synapse_model": projection.nest_synapse_model,
-                          "synapse_label": projection.nest_synapse_label,
-                          "weight": np.ascontiguousarray(self.weight, dtype=np.float64),
-                          "delay": np.full(pre.size, self.delay)})
+            spec = {"synapse_model": projection.nest_synapse_model,
+                    "synapse_label": projection.nest_synapse_label,
+                    "weight": np.ascontiguousarray(self.weight, dtype=np.float64),
+                    "delay": np.full(pre.size, self.delay)}
+            if self.receptor:
+                spec["receptor_type"] = self.receptor
+            nest.Connect(pre, post, "one_to_one", spec)
             projection._sources.update(np.unique(pre).tolist())
         projection._simulator.state.stale_connection_cache = True
         projection._connections = None
@@ -204,12 +209,15 @@ class PyNNNestBackend(NestNetwork):
         finally:
             pynn_log.setLevel(level)
         self.first[name] = _contiguous(pop.node_collection)
+        if spec.tau_syn is not None:  # a list parameter (one receptor), per neuron, set in NEST directly
+            kernel.set_nodes(pop.node_collection, [{"tau_syn": [float(t)]} for t in spec.tau_syn])
         return pop
 
     def _project(self, src: str, dst: str, pre: np.ndarray, post: np.ndarray, weight: np.ndarray,
                  delay_steps: int) -> None:
         self.projections[(src, dst)] = self.sim.Projection(
-            self.pops[src], self.pops[dst], array_connector(self.sim, pre, post, weight, self.h * delay_steps),
+            self.pops[src], self.pops[dst],
+            array_connector(self.sim, pre, post, weight, self.h * delay_steps, self.specs[dst].receptor),
             self.sim.StaticSynapse(), label=f"{src}->{dst}")
 
     def _recorders(self) -> None:
