@@ -70,6 +70,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     loop.add_argument("--envs", type=int, default=1,
                       help="environments stepped together (Gymnasium's vector API), their observations run as "
                            "one batch; the episodes are those of the sequential run (docs/SCALING.md)")
+    loop.add_argument("--ray-workers", type=int,
+                      help="run the episodes as Ray tasks on this many workers, each building the target once "
+                           "(default with --ray-address: the cluster's CPUs); this process writes --results")
+    loop.add_argument("--ray-address", help="a running Ray cluster (host:port or auto); without it a local Ray "
+                                            "is started for --ray-workers")
     loop.add_argument("--record", type=Path,
                       help="write the preprocessed observation of every agent step here (.npy, [N, *obs_shape]): "
                            "the --inputs of an open-loop run")
@@ -146,6 +151,12 @@ def check_args(args: argparse.Namespace) -> None:
     check_int("--episodes", args.episodes, 1)
     check_int("--max-steps", args.max_steps, 1)
     check_int("--envs", args.envs, 1, 1024)
+    check_int("--ray-workers", args.ray_workers, 1, 4096)
+    if args.ray_workers is not None or args.ray_address is not None:
+        if args.envs > 1:
+            raise UserError("choose --envs (one process) or --ray-workers/--ray-address (episodes on Ray), not both")
+        if args.record is not None:
+            raise UserError("--record keeps the observations of this process; it does not run with Ray")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {args.batch_size}")
     for dest, flag, assumed in STRICT_OPTIONS:
@@ -240,8 +251,7 @@ def closed_loop(args: argparse.Namespace) -> int:
     """Episodes in ``args.env`` with the backend acting (pipeline.bridge)."""
     from exporters.nirio import read_graph
     from exporters.to_nir import file_sha256
-    from pipeline.bridge import GraphIO, LoopSettings, plot_results, run_episodes, summarize
-    from pipeline.vector_loop import make_env_for, make_runner
+    from pipeline.bridge import GraphIO, LoopSettings, plot_results, summarize
     from pipeline.envs import check_env_id, is_atari
 
     check_env_id(args.env)
@@ -267,6 +277,37 @@ def closed_loop(args: argparse.Namespace) -> int:
     check_output("--results", results)
     if meta.env_id and meta.env_id != args.env:
         print(f"note: the graph was made for {meta.env_id}, running it on {args.env}")
+
+    if args.ray_workers is not None or args.ray_address is not None:
+        records, t_build, backend = (*ray_episodes(args, io, settings, results), None)
+    else:
+        records, t_build, backend = local_episodes(args, graph, plan, io, settings, results)
+    summary = {"target": args.target, "compare": args.compare, "env": args.env, "graph": str(args.graph),
+               "backend_options": settings.backend_options, "compare_options": settings.compare_options,
+               "results": str(results), "build_s": t_build, **summarize(records)}
+    summary["firing_rates"] = warn_activity(plan, summary["spikes_per_step"])
+    if args.record is not None:
+        summary["record"] = {"path": str(args.record), "observations": backend.save(args.record)}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.plot:
+        opts = settings.describe_options()
+        plot_results(records, args.plot,
+                     f"{args.graph.name} on {args.target}{f' ({opts})' if opts else ''}, {args.env}")
+    print_closed_loop_table(summary)
+    if args.record is not None:
+        print(f"recorded {summary['record']['observations']} preprocessed observations -> {args.record} "
+              f"(run them again: run-backend {args.graph} --inputs {args.record} --out readouts.npz)")
+    return 0
+
+
+def local_episodes(args: argparse.Namespace, graph: Any, plan: Any, io: Any, settings: Any,
+                   results: Path) -> tuple[list[dict], float, Any]:
+    """The episodes in this process (sequential, or ``--envs N`` vectorised);
+    (records, build seconds, the closed backend: a :class:`Recorder` with ``--record``)."""
+    from pipeline.bridge import run_episodes
+    from pipeline.vector_loop import make_env_for, make_runner
 
     env = make_env_for(settings, io, args.envs)  # made and checked once, before anything is built
     backend = compare = None
@@ -294,24 +335,35 @@ def closed_loop(args: argparse.Namespace) -> int:
             backend.close()
         if compare is not None:
             compare.close()
-    summary = {"target": args.target, "compare": args.compare, "env": args.env, "graph": str(args.graph),
-               "backend_options": settings.backend_options, "compare_options": settings.compare_options,
-               "results": str(results), "build_s": t_build, **summarize(records)}
-    summary["firing_rates"] = warn_activity(plan, summary["spikes_per_step"])
-    if args.record is not None:
-        summary["record"] = {"path": str(args.record), "observations": backend.save(args.record)}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    if args.plot:
-        opts = settings.describe_options()
-        plot_results(records, args.plot,
-                     f"{args.graph.name} on {args.target}{f' ({opts})' if opts else ''}, {args.env}")
-    print_closed_loop_table(summary)
-    if args.record is not None:
-        print(f"recorded {summary['record']['observations']} preprocessed observations -> {args.record} "
-              f"(run them again: run-backend {args.graph} --inputs {args.record} --out readouts.npz)")
-    return 0
+    return records, t_build, backend
+
+
+def ray_episodes(args: argparse.Namespace, io: Any, settings: Any, results: Path) -> tuple[list[dict], float]:
+    """The episodes as Ray tasks (backends.ray_runner); this process writes the results file."""
+    from backends.ray_runner import RayRunner, WorkerSpec
+    from pipeline.bridge import make_loop_env, run_episodes
+
+    make_loop_env(settings, io).close()  # the environment fits the graph, checked before Ray starts
+    checkpoint = None
+    if args.compare is not None and args.compare.endswith(".pt"):
+        if not Path(args.compare).is_file():
+            raise UserError(f"--compare {args.compare}: no such checkpoint")
+        checkpoint = Path(args.compare).read_bytes()
+    elif args.compare is not None:
+        check_choice("comparison target", args.compare, TARGETS)
+    spec = WorkerSpec(
+        graph_name=args.graph.name, graph_bytes=args.graph.read_bytes(), target=args.target,
+        options=backend_options(args.target, args), settings=settings, io=io, threads=args.threads,
+        compare_target=args.compare if checkpoint is None else None,
+        compare_options=backend_options(args.compare, args, comparing=True) if args.compare in TARGETS else {},
+        compare_checkpoint=checkpoint,
+        plan_options=dict(convention=args.convention, time_steps=args.time_steps, dt=args.dt, readout=args.readout))
+    runner = RayRunner.start(spec, args.ray_workers, args.ray_address)  # every worker built, or one error
+    try:
+        records = run_episodes(runner, results, resume=args.resume, progress=not args.no_progress)
+    finally:
+        runner.close()
+    return records, runner.build_s
 
 
 class Recorder:
