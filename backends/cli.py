@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     loop.add_argument("--results", type=Path, help="per-episode JSON lines (default out/<graph>.<target>.<env>.jsonl)")
     loop.add_argument("--resume", action="store_true", help="continue the run in --results")
     loop.add_argument("--plot", type=Path, help="write a PNG of returns, agreement and spikes per layer")
-    loop.add_argument("--no-progress", action="store_true")
+    loop.add_argument("--no-progress", action="store_true",
+                      help="no progress bar: one plain line on stderr every 60 s instead (DSQN_PROGRESS_SECONDS)")
     loop.add_argument("--envs", type=int, default=1,
                       help="environments stepped together (Gymnasium's vector API), their observations run as "
                            "one batch; the episodes are those of the sequential run (docs/SCALING.md)")
@@ -405,12 +406,10 @@ def warn_activity(plan: Any, spikes_per_obs: dict[str, float]) -> dict[str, floa
 
 
 def print_closed_loop_table(summary: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from pipeline.tables import console, make_table
 
-    table = Table(title=f"run-backend --target {summary['target']}  {summary['graph']}  on {summary['env']}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table = make_table(f"run-backend --target {summary['target']} {summary['graph']} on {summary['env']}",
+                       ("metric", "value"), right=("value",))
     table.add_row("episodes / steps", f"{summary['episodes']} / {summary['steps']}")
     table.add_row("return", f"{summary['return_mean']:.1f} ± {summary['return_std']:.1f}")
     if "agreement" in summary:
@@ -422,7 +421,7 @@ def print_closed_loop_table(summary: dict) -> None:
     table.add_row("wall_per_step", f"{summary['wall_per_step'] * 1e3:.3f} ms")
     table.add_row("sim_per_step", f"{summary['sim_per_step'] * 1e3:.3f} ms")
     table.add_row("build", f"{summary['build_s']:.2f} s")
-    Console().print(table)
+    console().print(table)
     print(f"per-episode results: {summary['results']}")
 
 

@@ -25,14 +25,38 @@ from pipeline.cli import cli_entry
 from pipeline.errors import UserError
 
 
-def print_tables(info: dict[str, Any], path: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def metadata_rows(semantics: dict[str, Any], metadata: dict[str, Any]) -> list[tuple[str, str]]:
+    """The graph's metadata for the table: keys the semantics rows already show are left out (the
+    values used are the semantics'), and a flattened group of three or more ``provenance_<group>_*``
+    keys (hyperparameters, versions, evaluation) becomes one row of ``key=value`` pairs. ``--json``
+    keeps every key as it is in the file."""
+    groups: dict[str, list[str]] = {}
+    for k in metadata:
+        if k.startswith("provenance_") and k.count("_") >= 2:
+            groups.setdefault(k.split("_", 2)[1], []).append(k)
+    rows, done = [], set(semantics)
+    for k, v in metadata.items():
+        if k in done:
+            continue
+        group = k.split("_", 2)[1] if k.startswith("provenance_") and k.count("_") >= 2 else None
+        if group is not None and len(groups[group]) >= 3:
+            prefix = f"provenance_{group}_"
+            rows.append((prefix[:-1], ", ".join(f"{g[len(prefix):]}={metadata[g]}" for g in groups[group])))
+            done.update(groups[group])
+            continue
+        text = str(v)
+        rows.append((k, text if len(text) <= 160 else text[:157] + "..."))
+        done.add(k)
+    return rows
 
-    console = Console()
-    table = Table(title=f"{path}")
-    for col in ("node", "type", "in", "out", "neurons", "synapses", "spikes/obs", "SOPs/obs"):
-        table.add_column(col, justify="right" if col not in ("node", "type") else "left")
+
+def print_tables(info: dict[str, Any], path: Path) -> None:
+    from pipeline.tables import console as make_console
+    from pipeline.tables import make_table
+
+    console = make_console()
+    table = make_table(f"{path}", ("node", "type", "in", "out", "neurons", "synapses", "spikes/obs", "SOPs/obs"),
+                       right=("in", "out", "neurons", "synapses", "spikes/obs", "SOPs/obs"))
     for r in info["nodes"]:
         spikes = r.get("spikes_per_obs", r.get("spikes_per_obs_est"))
         table.add_row(r["name"], r["type"], "x".join(map(str, r["in_shape"])), "x".join(map(str, r["out_shape"])),
@@ -42,15 +66,14 @@ def print_tables(info: dict[str, Any], path: Path) -> None:
     tot = info["totals"]
     console.print(f"neurons {tot['neurons']}  synapses {tot['synapses']}  weights {tot['weights']}  "
                   f"SOPs/obs {tot['sops_per_obs']:.4g} ({tot['sops_source']})  MACs/obs {tot['macs_per_obs']:.4g}")
-    sem = Table(title="semantics and metadata", show_header=False)
-    sem.add_column("key")
-    sem.add_column("value")
+    sem = make_table("semantics", ("key", "value"), show_header=False)
     for k, v in info["semantics"].items():
         sem.add_row(k, str(v))
-    for k, v in info["metadata"].items():
-        text = str(v)
-        sem.add_row(k, text if len(text) <= 100 else text[:97] + "...")
     console.print(sem)
+    meta = make_table("the graph's other metadata (all of it: --json)", ("key", "value"), show_header=False)
+    for k, v in metadata_rows(info["semantics"], info["metadata"]):
+        meta.add_row(k, v)
+    console.print(meta)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -107,3 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         if report is not None:
             report.print_report(info[args.target])
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -56,3 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.output}: {summary['nodes']} nodes, {summary['edges']} edges, "
           f"{spec.kind}/{spec.variant or '-'}, T={summary['time_steps']}, readout={summary['readout']}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -367,15 +367,15 @@ def run_episodes(loop: EpisodeRunner, results: Path, resume: bool = False, progr
     record is appended when it comes back, once per episode number, so an interruption loses
     only the episodes still running and a resume repeats none that finished.
     """
-    from tqdm import tqdm
+    from pipeline.progress import Progress
 
     with results_lock(results):  # a second run on the same file stops here
         done = open_results(results, loop.settings, resume)
         finished = {rec["episode"] for rec in done}
         todo = [i for i in range(loop.settings.episodes) if i not in finished]
         records = list(done)
-        bar = tqdm(total=loop.settings.episodes, initial=len(finished), disable=not progress, unit="ep",
-                   desc=f"{loop.settings.target} {loop.settings.env_id}")
+        bar = Progress(loop.settings.episodes, f"{loop.settings.target} {loop.settings.env_id}", "ep", progress,
+                       initial=len(finished))
         wanted = set(todo)
         for rec in loop.episodes(todo):
             if rec["episode"] in finished or rec["episode"] not in wanted:
@@ -383,9 +383,8 @@ def run_episodes(loop: EpisodeRunner, results: Path, resume: bool = False, progr
             finished.add(rec["episode"])
             append_record(results, rec)
             records.append(rec)
-            bar.update(1)
-            bar.set_postfix(ret=f"{rec['return']:.0f}",
-                            **({"agree": f"{rec['agreement']:.3f}"} if "agreement" in rec else {}))
+            bar.update(1, ret=f"{rec['return']:.0f}",
+                       **({"agree": f"{rec['agreement']:.3f}"} if "agreement" in rec else {}))
         bar.close()
     return sorted(records, key=lambda r: r["episode"])[: loop.settings.episodes]
 

@@ -21,11 +21,11 @@ from pipeline.runtime import set_torch_threads
 def evaluate_checkpoint(path: str | Path, episodes: int = 100, seed: int = 0, epsilon: float = 0.0,
                         max_steps: int | None = None, progress: bool = True) -> dict[str, Any]:
     import torch  # here, not at the top: evaluate-agent --help answers without loading torch
-    from tqdm import tqdm
 
     from pipeline.checkpoint import load_checkpoint
     from pipeline.envs import Preprocessor, make_env, n_actions
     from pipeline.models import act_greedy
+    from pipeline.progress import Progress
 
     if episodes < 1:
         raise UserError(f"episodes must be >= 1, got {episodes}")
@@ -41,8 +41,8 @@ def evaluate_checkpoint(path: str | Path, episodes: int = 100, seed: int = 0, ep
     rng = np.random.default_rng(seed)
     returns, lengths = [], []
     t0 = time.perf_counter()
-    bar = tqdm(range(episodes), desc=f"eval {Path(path).name}", disable=not progress, unit="ep")
-    for i in bar:
+    bar = Progress(episodes, f"eval {Path(path).name}", "ep", progress)
+    for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
         total, steps, done = 0.0, 0, False
         while not done:
@@ -56,7 +56,8 @@ def evaluate_checkpoint(path: str | Path, episodes: int = 100, seed: int = 0, ep
             done = terminated or truncated
         returns.append(total)
         lengths.append(steps)
-        bar.set_postfix(mean=f"{np.mean(returns):.1f}")
+        bar.update(1, mean=f"{np.mean(returns):.1f}")
+    bar.close()
     env.close()
     return {
         "checkpoint": str(path),
@@ -77,17 +78,16 @@ def evaluate_checkpoint(path: str | Path, episodes: int = 100, seed: int = 0, ep
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from pipeline.tables import console, make_table
 
-    table = Table(title="torch evaluation")
-    for col in ("checkpoint", "env", "kind", "episodes", "return (mean ± std)", "min", "max", "wall"):
-        table.add_column(col)
+    table = make_table("torch evaluation (ep: episodes; return: mean ± std over them)",
+                       ("checkpoint", "env", "kind", "ep", "return", "min", "max", "wall"),
+                       right=("ep", "return", "min", "max", "wall"))
     for r in results:
         table.add_row(Path(r["checkpoint"]).name, r["env_id"], f"{r['model_kind']}/{r['variant']}",
                       str(r["episodes"]), f"{r['mean_return']:.1f} ± {r['std_return']:.1f}",
                       f"{r['min_return']:.0f}", f"{r['max_return']:.0f}", f"{r['wall_s']:.0f} s")
-    Console().print(table)
+    console().print(table)
 
 
 @cli_entry
@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epsilon", type=float, default=0.0)
     p.add_argument("--max-steps", type=int, help="cap on agent steps per episode")
     p.add_argument("--json", help="write results here")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar: one plain line on stderr every 60 s instead (DSQN_PROGRESS_SECONDS)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1; see pipeline.runtime.set_torch_threads)")
     args = p.parse_args(argv)

@@ -59,3 +59,12 @@ def test_help_imports_nothing_heavy(script: str) -> None:
     """``--help`` parses before torch, the simulators, SB3, Gymnasium or matplotlib load: each of
     those takes seconds to import on a busy machine (benchmarks/bench_help.py prints the times)."""
     assert loaded_by_help(script) == []
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_module_runs_as_a_script(script: str) -> None:
+    """``python -m <module>`` (how a source checkout runs the commands) is the console script."""
+    module = SCRIPTS[script].split(":")[0]
+    out = subprocess.run([sys.executable, "-m", module, "--version"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout == f"{script} {version('dsqn-deploy')}\n", out.stderr

@@ -104,33 +104,38 @@ def _split_columns(fp: FixedPop, cores: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_lava_report(info: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from pipeline.tables import console as make_console
+    from pipeline.tables import make_table
 
-    console = Console()
+    console = make_console()
     bits = info["totals"].get("weight_bits", 8)
-    t = Table(title=f"Lava / Loihi 2 mapping (fixed point: {bits}-bit weights"
-                    f"{' as two 8-bit synapse sets' if bits == 16 else ''} + exponent, 24-bit state; "
-                    "'16b': weight splitting)")
-    cols = ("population", "neurons", "delay", "synapses", "cores", "th LSBs", "w exp", "w err rms",
-            "bias err LSB", "headroom", "w err rms 16b", "bias err 16b", "synapses 16b", "cores 16b")
-    for c in cols:
-        t.add_column(c, justify="left" if c == "population" else "right")
+    # three narrow tables rather than one of 14 columns: each fits 80 columns with its names whole
+    layout = make_table("Lava / Loihi 2 mapping (delay: steps after the input; th: threshold in state LSBs)",
+                        ("population", "neurons", "delay", "synapses", "cores", "th"),
+                        right=("neurons", "delay", "synapses", "cores", "th"))
+    fixed = make_table(f"fixed point: {bits}-bit weights{' as two 8-bit synapse sets' if bits == 16 else ''} with "
+                       "one exponent per map, 24-bit state (errors relative to the float weights; "
+                       "headroom: bits of state left above the largest value)",
+                       ("population", "w exp", "w err rms", "bias err", "headroom"),
+                       right=("w err rms", "bias err", "headroom"))
+    split = make_table("weight splitting (--weight-bits 16: each map as two 8-bit synapse sets)",
+                       ("population", "w err rms", "bias err", "synapses", "cores"),
+                       right=("w err rms", "bias err", "synapses", "cores"))
     for r in info["layers"]:
-        q = "state_unit" in r
         th = r.get("threshold_lsb")
-        s = r.get("split")
-        t.add_row(r["name"], str(r["neurons"]), str(r["delay"]), str(r["synapses"]),
-                  "-" if r["cores"] is None else str(r["cores"]), "" if th is None else str(th),
-                  ",".join(str(v) for v in r["weight_exp"].values()) if q else "",
-                  f"{100 * r['weight_err_rel_rms']:.2f}%" if q else "",
-                  f"{r['bias_err_lsb']:.2f}" if q else "",
-                  f"{r['state_headroom_bits']:.1f} b" if q else "",
-                  f"{100 * s['weight_err_rel_rms']:.4f}%" if s else "",
-                  f"{s['bias_err_lsb']:.2f}" if s else "",
-                  str(s["synapses"]) if s else "",
-                  ("-" if s["cores"] is None else str(s["cores"])) if s else "")
-    console.print(t)
+        layout.add_row(r["name"], str(r["neurons"]), str(r["delay"]), str(r["synapses"]),
+                       "-" if r["cores"] is None else str(r["cores"]), "" if th is None else str(th))
+        if "state_unit" in r:
+            fixed.add_row(r["name"], ",".join(str(v) for v in r["weight_exp"].values()),
+                          f"{100 * r['weight_err_rel_rms']:.2f} %", f"{r['bias_err_lsb']:.2f} LSB",
+                          f"{r['state_headroom_bits']:.1f} bits")
+        if r.get("split"):
+            s = r["split"]
+            split.add_row(r["name"], f"{100 * s['weight_err_rel_rms']:.4f} %", f"{s['bias_err_lsb']:.2f} LSB",
+                          str(s["synapses"]), "-" if s["cores"] is None else str(s["cores"]))
+    for t in (layout, fixed, split):
+        if t.row_count:
+            console.print(t)
     tot = info["totals"]
     cores = "does not fit" if tot["cores"] is None else f"{tot['cores']} ({tot['chips']} chip(s))"
     console.print(f"Lava steps per observation: T {tot['time_steps']} + depth {tot['depth']} = "
