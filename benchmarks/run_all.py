@@ -174,12 +174,18 @@ def run_script(args: list[str], timeout: float | None = None) -> None:
     """Run a benchmark script in its own process; a failure raises with its last output lines."""
     proc = subprocess.run([PY, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
-    last = proc.stderr.strip().splitlines()[-1:] or [""]
-    if proc.returncode == 2 and last[0].startswith("error:"):
+    check_script(args[0], proc.returncode, proc.stdout, proc.stderr)
+
+
+def check_script(script: str, returncode: int, stdout: str, stderr: str) -> None:
+    """A refusal (exit 2 with an ``error:`` line) raises :class:`Unsupported`, any other failure
+    RuntimeError with the last output lines."""
+    last = stderr.strip().splitlines()[-1:] or [""]
+    if returncode == 2 and last[0].startswith("error:"):
         raise Unsupported(last[0].removeprefix("error: "))
-    if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-8:]
-        raise RuntimeError(f"{args[0]} exited {proc.returncode}: " + " | ".join(tail))
+    if returncode != 0:
+        tail = (stdout + stderr).strip().splitlines()[-8:]
+        raise RuntimeError(f"{script} exited {returncode}: " + " | ".join(tail))
 
 
 def greedy_raw_observations(path: Path, n: int, seed: int) -> np.ndarray:
@@ -308,14 +314,18 @@ def merge_matrix(earlier: dict[str, Any], new: dict[str, Any], targets: list[str
 
 
 def section_matrix(prof: Profile, work: Path, missing: dict[str, str],
-                   backends: tuple[str, ...]) -> dict[str, Any]:
+                   backends: tuple[str, ...], ray: tuple[int | None, str | None] = (None, None)) -> dict[str, Any]:
+    """The agreement matrix, one process per cell; ``ray`` (workers, address) runs the cells as
+    Ray tasks side by side (benchmarks/ray_tasks.py) instead of one after the other."""
     import nir
 
     from backends.reference import ReferenceBackend
+    from benchmarks.ray_tasks import job_from_files, run_jobs
     from exporters.to_nir import model_to_nir
     from pipeline.envs import preprocess
 
     cells: list[dict[str, Any]] = []
+    jobs: list[tuple[dict[str, Any], Any]] = []
     models = matrix_models(prof, work, missing)
     for m in models:
         tag = f"{m.task.split()[0].split('-')[0].lower()}_{m.name}"
@@ -339,24 +349,40 @@ def section_matrix(prof: Profile, work: Path, missing: dict[str, str],
             else:
                 o, r = opath, rpath
             options = dict(REGISTRY[target].bench_options)
-            out = work / f"cell_{tag}_{target}.json"
-            t0 = time.perf_counter()
             cell: dict[str, Any] = {"task": m.task, "model": m.name, "target": target, "note": m.note}
-            try:
-                run_script(["benchmarks/backend_cell.py", "--target", target, "--graph", str(gpath), "--obs", str(o),
-                            "--reference", str(r), "--options", json.dumps(options), "--out", str(out)])
-                cell.update(json.loads(out.read_text()))
-                log(f"  {target:22s} agreement {100 * cell['agreement']:6.2f} % of {cell['n']}, "
-                    f"q_abs_err max {cell['q_abs_err_max']:.3g}, wall/step "
-                    f"{cell['timing_ms']['wall_per_step_median']:.1f} ms, build {cell['build_s']:.1f} s")
-            except Unsupported as exc:  # the backend's own clear refusal: shown as n/a with the reason
-                cell["unsupported"] = str(exc)[:500]
-                log(f"  {target:22s} n/a: {cell['unsupported'][:200]}")
-            except Exception as exc:  # recorded, shown in the report, exit code 1
-                cell["error"] = str(exc)[:500]
-                log(f"  {target:22s} FAILED: {cell['error'][:200]}")
-            cell["cell_wall_s"] = round(time.perf_counter() - t0, 1)
-            cells.append(cell)
+            jobs.append((cell, job_from_files(
+                "benchmarks/backend_cell.py", ["--target", target, "--graph", "{graph}", "--obs", "{obs}",
+                                               "--reference", "{ref}", "--options", json.dumps(options),
+                                               "--out", "{out}"],
+                {"graph": gpath, "obs": o, "ref": r}, {"out": f"cell_{tag}_{target}.json"})))
+    t0 = time.perf_counter()
+    if ray == (None, None):  # one after the other, each cell's wall time its own
+        results = []
+        for _, job in jobs:
+            t_cell = time.perf_counter()
+            results.append((run_jobs([job])[0], round(time.perf_counter() - t_cell, 1)))
+    else:
+        log(f"matrix: {len(jobs)} cells as Ray tasks")
+        results = [(res, None) for res in run_jobs([job for _, job in jobs], *ray)]
+    for (cell, job), (res, wall) in zip(jobs, results):
+        target = cell["target"]
+        try:
+            check_script(job.script, res.returncode, res.stdout, res.stderr)
+            (work / job.outputs["out"]).write_bytes(res.outputs["out"])  # kept beside the inputs, as before
+            cell.update(json.loads(res.outputs["out"]))
+            log(f"  {cell['model']:10s} {target:22s} agreement {100 * cell['agreement']:6.2f} % of {cell['n']}, "
+                f"q_abs_err max {cell['q_abs_err_max']:.3g}, wall/step "
+                f"{cell['timing_ms']['wall_per_step_median']:.1f} ms, build {cell['build_s']:.1f} s")
+        except Unsupported as exc:  # the backend's own clear refusal: shown as n/a with the reason
+            cell["unsupported"] = str(exc)[:500]
+            log(f"  {cell['model']:10s} {target:22s} n/a: {cell['unsupported'][:200]}")
+        except Exception as exc:  # recorded, shown in the report, exit code 1
+            cell["error"] = str(exc)[:500]
+            log(f"  {cell['model']:10s} {target:22s} FAILED: {cell['error'][:200]}")
+        cell["cell_wall_s"] = wall if wall is not None else "ray"
+        cells.append(cell)
+    if ray != (None, None):
+        log(f"matrix: {len(jobs)} cells on Ray in {time.perf_counter() - t0:.0f} s")
     return {"cells": cells, "reference": "backends.reference, float64",
             "cartpole_obs": f"greedy episodes of {CARTPOLE['liu-dsqn']}, env seeds 10000+",
             "atari_obs": "ALE/Pong-v5 random policy, seed 0"}
@@ -500,6 +526,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backends", nargs="+", default=list(BACKENDS), help=f"matrix columns: {', '.join(BACKENDS)}")
     p.add_argument("--docs", action="store_true", help="also regenerate docs/RESULTS.md and docs/results/*.png")
     p.add_argument("--report-only", action="store_true", help="rebuild the reports from <out>/results.json")
+    p.add_argument("--ray-workers", type=int, help="run the matrix cells as Ray tasks on a local Ray with this many "
+                                                   "CPUs (docs/SCALING.md); their timings are then those of a shared machine")
+    p.add_argument("--ray-address", help="run the matrix cells on this Ray cluster (host:port)")
     return p.parse_args(argv)
 
 
@@ -552,7 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(exist_ok=True)
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "forward": lambda: section_forward(prof, work),
-        "matrix": lambda: section_matrix(prof, work, missing, tuple(args.backends)),
+        "matrix": lambda: section_matrix(prof, work, missing, tuple(args.backends), **(
+            {"ray": (args.ray_workers, args.ray_address)} if args.ray_workers or args.ray_address else {})),
         "energy": lambda: section_energy(prof, work, results),
         "conversion": lambda: section_conversion(prof, work, missing),
         "scores": lambda: section_scores(prof, work, missing),

@@ -165,3 +165,31 @@ def test_a_worker_that_cannot_import_the_backend_is_one_error(tmp_path: Path, gr
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "cannot import 'lava'" in lines[0] and "for target lava" in lines[0]
     assert not res.exists()
+
+
+def test_bench_matrix_cells_as_ray_tasks_equal_the_local_run(tmp_path: Path, local_ray):
+    """Two agreement-matrix cells (benchmarks/backend_cell.py) shipped by content to Ray workers:
+    the same figures as when run here, one after the other."""
+    import numpy as np
+
+    from backends.reference import ReferenceBackend
+    from benchmarks.ray_tasks import job_from_files, run_jobs
+    from exporters.zoo import cartpole_obs, make_checkpoint
+
+    graph = model_to_nir(make_checkpoint("liu", seed=3))
+    gpath, opath, rpath = tmp_path / "g.nir", tmp_path / "obs.npy", tmp_path / "ref.npz"
+    write_graph(graph, gpath)
+    obs = cartpole_obs(12, seed=5).numpy()
+    np.save(opath, obs)
+    ReferenceBackend(graph, dtype="float64").run(obs).save(rpath)
+    jobs = [job_from_files("benchmarks/backend_cell.py",
+                           ["--target", t, "--graph", "{graph}", "--obs", "{obs}", "--reference", "{ref}",
+                            "--options", "{}", "--out", "{out}"],
+                           {"graph": gpath, "obs": opath, "ref": rpath}, {"out": f"{t}.json"})
+            for t in ("reference", "spinnaker-fixedpoint")]
+    local, remote = run_jobs(jobs), run_jobs(jobs, workers=2)
+    for a, b in zip(local, remote):
+        assert a.returncode == b.returncode == 0, (a.stderr[-500:], b.stderr[-500:])
+        ca, cb = json.loads(a.outputs["out"]), json.loads(b.outputs["out"])
+        for key in ("target", "n", "agreement", "q_abs_err_max", "q_rel_err_max", "spike_counts_equal"):
+            assert ca[key] == cb[key], key
