@@ -15,11 +15,11 @@ import numpy as np
 
 from pipeline.cli import cli_entry
 from pipeline.errors import UserError
-from pipeline.runtime import set_torch_threads
+from pipeline.runtime import resolve_device, set_torch_threads
 
 
 def evaluate_checkpoint(path: str | Path, episodes: int = 100, seed: int = 0, epsilon: float = 0.0,
-                        max_steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+                        max_steps: int | None = None, progress: bool = True, device: str = "cpu") -> dict[str, Any]:
     import torch  # here, not at the top: evaluate-agent --help answers without loading torch
 
     from pipeline.checkpoint import load_checkpoint
@@ -32,8 +32,8 @@ def evaluate_checkpoint(path: str | Path, episodes: int = 100, seed: int = 0, ep
     if not 0.0 <= epsilon <= 1.0:
         raise UserError(f"epsilon must lie in [0, 1], got {epsilon}")
     ckpt = load_checkpoint(path)
-    model = ckpt.build()
-    pre = Preprocessor(ckpt.preprocessing)
+    model = ckpt.build().to(device)
+    pre = Preprocessor(ckpt.preprocessing).to(device)
     env = make_env(ckpt.env_id, ckpt.preprocessing.atari or None, max_episode_steps=max_steps)
     if n_actions(env) != ckpt.spec.n_actions or tuple(env.observation_space.shape) != ckpt.spec.obs_shape:
         raise UserError(f"{path}: model expects obs {ckpt.spec.obs_shape} and {ckpt.spec.n_actions} actions; "
@@ -49,7 +49,7 @@ def evaluate_checkpoint(path: str | Path, episodes: int = 100, seed: int = 0, ep
             if epsilon > 0 and rng.random() < epsilon:
                 action = int(rng.integers(ckpt.spec.n_actions))
             else:
-                action = int(act_greedy(model, pre(torch.as_tensor(np.asarray(obs)).unsqueeze(0)))[0])
+                action = int(act_greedy(model, pre(torch.as_tensor(np.asarray(obs), device=device).unsqueeze(0)))[0])
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             steps += 1
@@ -67,6 +67,7 @@ def evaluate_checkpoint(path: str | Path, episodes: int = 100, seed: int = 0, ep
         "episodes": episodes,
         "seed": seed,
         "epsilon": epsilon,
+        "device": device,
         "mean_return": float(np.mean(returns)),
         "std_return": float(np.std(returns)),
         "min_return": float(np.min(returns)),
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write results here")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar: one plain line on stderr every 60 s instead (DSQN_PROGRESS_SECONDS)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if torch sees a GPU, else CPU), cpu or cuda")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1; see pipeline.runtime.set_torch_threads)")
     args = p.parse_args(argv)
@@ -115,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise UserError(f"checkpoint not found: {missing[0]}")
     set_torch_threads(args.threads)
+    device = resolve_device(args.device)
     results = [evaluate_checkpoint(c, args.episodes, args.seed, args.epsilon, args.max_steps,
-                                   progress=not args.no_progress) for c in args.checkpoints]
+                                   progress=not args.no_progress, device=device) for c in args.checkpoints]
     print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

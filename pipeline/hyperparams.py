@@ -138,16 +138,24 @@ def lr_schedule(hp: Hyperparams):
 
 
 def check_replay_memory(hp: Hyperparams, obs_nbytes: int) -> None:
-    """Refuse a replay buffer that cannot fit in this machine's memory, before allocating it."""
+    """Refuse a replay buffer that cannot fit in this machine's memory, before allocating it,
+    naming settings that do fit (the largest buffer_size; optimize_memory_usage only where it
+    is allowed and enough)."""
     copies = 1 if hp.optimize_memory_usage else 2
     need = hp.buffer_size * obs_nbytes * copies
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     limits = [v for v in (cgroup_available(), rlimit_available()) if v is not None]
     total = min([physical, *limits])  # host memory, or the container / ulimit cap below it
-    if need > 0.8 * total:
-        raise UserError(
-            f"replay buffer of {hp.buffer_size} observations needs ~{need / 2**30:.1f} GiB, more than "
-            f"this process's {total / 2**30:.1f} GiB allows; lower buffer_size "
-            "(--hp buffer_size=...) or set --hp optimize_memory_usage=true"
-        )
+    budget = 0.8 * total
+    if need <= budget:
+        return
+    fits = int(budget // (obs_nbytes * copies)) // 1000 * 1000
+    options = [f"--hp buffer_size={fits}" if fits > 0 else "a machine with more memory"]
+    if not hp.optimize_memory_usage and hp.n_steps == 1 and need / 2 <= budget:
+        options.append("--hp optimize_memory_usage=true (stores each frame once)")
+    raise UserError(
+        f"replay buffer of {hp.buffer_size} observations needs ~{need / 2**30:.1f} GiB, more than the "
+        f"{budget / 2**30:.1f} GiB (80 % of {total / 2**30:.1f} GiB) this process may use; set "
+        + " or ".join(options)
+    )
 

@@ -58,3 +58,28 @@ def set_torch_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> str:
+    """``--device`` of train-agent and evaluate-agent: ``auto`` is CUDA where torch sees a GPU,
+    else the CPU; asking for ``cuda`` without one is a user error, not a silent CPU run."""
+    if name not in DEVICES:
+        raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {name!r}")
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if name == "cuda" and not cuda:
+        raise UserError("--device cuda: torch sees no CUDA device here (this torch build or machine has none); "
+                        "use --device cpu or auto")
+    return "cuda" if name == "cuda" or (name == "auto" and cuda) else "cpu"
+
+
+def default_torch_threads(cpu_count: int | None, env_processes: int = 0) -> int:
+    """Torch threads for training when ``--threads`` is not given: half the cores, less the cores
+    that environment subprocesses keep busy, at least one. A learner that takes every core fights
+    its own environment workers and anything else on the machine (see docs/ATARI_TRAINING.md)."""
+    cores = cpu_count or 1
+    return max(1, cores // 2 - env_processes // 2)

@@ -17,6 +17,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 
 from pipeline.envs import Preprocessor
+from pipeline.errors import UserError
 from pipeline.hyperparams import Hyperparams, lr_schedule
 from pipeline.models import build_model
 from pipeline.spec import ModelSpec, Preprocessing
@@ -85,11 +86,30 @@ class DoubleDQN(SB3DQN):
 
 
 def model_state_dict(agent: SB3DQN) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in agent.q_net.q_net.state_dict().items()}
+    """The Q-network's weights on the CPU (a checkpoint does not depend on the training device)."""
+    return {k: v.detach().cpu().clone() for k, v in agent.q_net.q_net.state_dict().items()}
 
 
-def new_agent(algo: type[SB3DQN], train_env, hp: Hyperparams, spec: ModelSpec, pre: Any, seed: int) -> SB3DQN:
-    """SB3's DQN (or our DoubleDQN) with ``spec``'s network as the Q-network and ``hp``'s settings."""
+def vector_schedule(train_freq: int, gradient_steps: int, n_envs: int) -> tuple[int, int]:
+    """SB3's ``(train_freq, gradient_steps)`` for ``n_envs`` environments that keep the
+    hyperparameters' replay ratio (``gradient_steps`` updates per ``train_freq`` transitions).
+
+    SB3 counts ``train_freq`` in calls of the vectorised ``step``, each of which adds ``n_envs``
+    transitions, so the same numbers would divide the updates per transition by ``n_envs``.
+    """
+    if train_freq % n_envs == 0:
+        return train_freq // n_envs, gradient_steps
+    if n_envs % train_freq == 0:
+        return 1, gradient_steps * (n_envs // train_freq)
+    raise UserError(f"--envs {n_envs} does not keep train_freq={train_freq}'s replay ratio: use a number of "
+                    f"environments that divides train_freq or is a multiple of it")
+
+
+def new_agent(algo: type[SB3DQN], train_env, hp: Hyperparams, spec: ModelSpec, pre: Any, seed: int,
+              device: str = "cpu") -> SB3DQN:
+    """SB3's DQN (or our DoubleDQN) with ``spec``'s network as the Q-network and ``hp``'s settings
+    (the update schedule per transition, whatever the number of environments in ``train_env``)."""
+    train_freq, gradient_steps = vector_schedule(hp.train_freq, hp.gradient_steps, train_env.num_envs)
     return algo(
         ModelDQNPolicy,
         train_env,
@@ -98,8 +118,8 @@ def new_agent(algo: type[SB3DQN], train_env, hp: Hyperparams, spec: ModelSpec, p
         learning_starts=hp.learning_starts,
         batch_size=hp.batch_size,
         gamma=hp.gamma,
-        train_freq=hp.train_freq,
-        gradient_steps=hp.gradient_steps,
+        train_freq=train_freq,
+        gradient_steps=gradient_steps,
         n_steps=hp.n_steps,
         target_update_interval=hp.target_update_interval,
         exploration_fraction=hp.exploration_fraction,
@@ -110,7 +130,7 @@ def new_agent(algo: type[SB3DQN], train_env, hp: Hyperparams, spec: ModelSpec, p
         replay_buffer_kwargs={"handle_timeout_termination": not hp.optimize_memory_usage},
         policy_kwargs={"model_spec": spec.to_dict(), "preprocessing": pre.to_dict()},
         seed=seed,
-        device="cpu",
+        device=device,
         verbose=0,
     )
 

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -28,7 +29,7 @@ from stable_baselines3 import DQN as SB3DQN
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from pipeline.checkpoint import Checkpoint, provenance, save_checkpoint
 from pipeline.envs import (
@@ -51,7 +52,7 @@ from pipeline.hyperparams import (  # noqa: F401  (re-exported: pipeline.train.*
     parse_hp,
 )
 from pipeline.models import SpikingQNetwork, data_dependent_init
-from pipeline.runtime import set_torch_threads
+from pipeline.runtime import default_torch_threads, resolve_device, set_torch_threads
 from pipeline.sb3_glue import (  # noqa: F401  (re-exported; old SB3 state files name pipeline.train.ModelDQNPolicy)
     DoubleDQN,
     ModelDQNPolicy,
@@ -59,6 +60,7 @@ from pipeline.sb3_glue import (  # noqa: F401  (re-exported; old SB3 state files
     PreprocessExtractor,
     model_state_dict,
     new_agent,
+    vector_schedule,
 )
 from pipeline.spec import (
     DEFAULT_T_ATARI,
@@ -89,7 +91,8 @@ class EvalCheckpointCallback(BaseCallback):
     """Every ``eval_freq`` steps: greedy evaluation, CSV row, best/last checkpoints."""
 
     def __init__(self, eval_env, hp: Hyperparams, make_ckpt, paths: dict[str, Path],
-                 save_state: dict[str, Any] | None = None, rows: list[dict[str, float]] | None = None):
+                 save_state: dict[str, Any] | None = None, rows: list[dict[str, float]] | None = None,
+                 progress_lines: bool = False):
         super().__init__()
         self.eval_env, self.hp, self.make_ckpt, self.paths = eval_env, hp, make_ckpt, paths
         self.save_state = save_state  # settings to store with the resumable state (None: no state)
@@ -99,10 +102,20 @@ class EvalCheckpointCallback(BaseCallback):
         self.best_step = int(best["timesteps"]) if best else 0
         self.t0 = time.perf_counter() - (self.rows[-1]["elapsed_s"] if self.rows else 0.0)
         self.stop_signal: int | None = None  # set by the signal handler: stop at the next step
+        self.last_eval = int(self.rows[-1]["timesteps"]) if self.rows else 0
+        self.progress_lines = progress_lines  # periodic one-line progress (when no bar is shown)
+        self.last_line = time.monotonic()
+        self.line_steps = 0  # num_timesteps at the last progress line
+        self.eval_seconds = 0.0  # spent in evaluations and saves (this invocation)
 
     def _on_step(self) -> bool:
-        if self.num_timesteps % self.hp.eval_freq == 0 or self.num_timesteps == self.hp.total_steps:
+        # with N environments a call adds N steps, so "a multiple of eval_freq was crossed"
+        steps = self.num_timesteps
+        if steps // self.hp.eval_freq > self.last_eval // self.hp.eval_freq or (
+                self.last_eval < self.hp.total_steps <= steps):
             self.evaluate()
+        elif self.progress_lines and time.monotonic() - self.last_line >= PROGRESS_EVERY_S:
+            self.progress_line()
         if self.stop_signal is not None:
             self.stop()
             return False
@@ -113,7 +126,22 @@ class EvalCheckpointCallback(BaseCallback):
         if self.save_state is not None:
             save_training_state(self.model, self.paths, self.save_state)
 
+    def progress_line(self) -> None:
+        now, steps = time.monotonic(), self.num_timesteps
+        rate = (steps - self.line_steps) / max(now - self.last_line, 1e-9)
+        last = f", last eval {self.rows[-1]['mean_return']:.1f} @ {self.rows[-1]['timesteps']}" if self.rows else ""
+        train_eps = [float(ep["r"]) for ep in self.model.ep_info_buffer or []]
+        train = f", training return {np.mean(train_eps):.1f} (last {len(train_eps)} ep)" if train_eps else ""
+        print(f"[train] step {steps}/{self.hp.total_steps} ({100 * steps / self.hp.total_steps:.1f} %), "
+              f"{rate:.0f} steps/s, epsilon {self.model.exploration_rate:.3f}{train}{last}", file=sys.stderr, flush=True)
+        self.last_line, self.line_steps = now, steps
+
     def evaluate(self) -> None:
+        # the progress bar (or the periodic lines) stand still while greedy episodes run: say so
+        n = self.hp.eval_episodes
+        print(f"[eval] step {self.num_timesteps}: {n} greedy episode{'s' if n != 1 else ''}...", file=sys.stderr, flush=True)
+        self.last_eval = int(self.num_timesteps)
+        started = time.perf_counter()
         returns, _ = evaluate_policy(self.model, self.eval_env, n_eval_episodes=self.hp.eval_episodes,
                                      deterministic=True, return_episode_rewards=True)
         # the epsilon-greedy training episodes so far (SB3 keeps the last 100): a smoother curve than a
@@ -141,8 +169,10 @@ class EvalCheckpointCallback(BaseCallback):
             save_checkpoint(self.make_ckpt(score), self.paths["best"])
         if self.save_state is not None:
             save_training_state(self.model, self.paths, self.save_state)
-        if self.verbose:
-            print(f"[eval] step {row['timesteps']}: return {row['mean_return']:.1f} ± {row['std_return']:.1f}")
+        print(f"[eval] step {row['timesteps']}: return {row['mean_return']:.1f} ± {row['std_return']:.1f}",
+              file=sys.stderr, flush=True)
+        self.last_line, self.line_steps = time.monotonic(), self.num_timesteps
+        self.eval_seconds += time.perf_counter() - started
 
 
 
@@ -211,6 +241,7 @@ def check_train_args(args: argparse.Namespace) -> None:
                           ("--tau-out", args.tau_out)):
         check_real(option, value, positive=True)
     check_int("--time-steps", args.time_steps, 1, MAX_TIME_STEPS_TRAIN)
+    check_int("--envs", args.envs, 1, MAX_ENVS)
     out = Path(args.output)
     stem = out.with_suffix("")
     for path in (out, Path(f"{stem}.last.pt"), Path(f"{stem}.eval.csv")):
@@ -244,9 +275,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="total environment steps (same as --hp total_steps=N)")
     p.add_argument("--double", action="store_true", help="Double DQN target")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--envs", type=int, default=1,
+                   help="environments stepped in parallel, each in its own process when > 1 (Gymnasium/SB3 "
+                        "vector env; the updates per transition stay the hyperparameters'); changes the run")
+    p.add_argument("--device", default="auto", help="auto (CUDA if torch sees a GPU, else CPU), cpu or cuda")
     p.add_argument("--threads", type=int,
-                   help="torch threads (default 1 for classic control, all cores for Atari); part of "
-                        "what makes a seed reproduce a run bit for bit")
+                   help="torch threads (default: half the cores, less those the --envs workers use, at least 1); "
+                        "part of what makes a seed reproduce a run bit for bit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--save-state", action="store_true",
                    help="at every evaluation also keep what --resume needs: model.state.pt (networks, optimizer, "
@@ -264,6 +299,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 MAX_HIDDEN = 1 << 20  # units of one hidden layer
+MAX_ENVS = 256  # environment processes of one run
+PROGRESS_EVERY_S = 60.0  # a progress line this often when no bar is shown
 MAX_TIME_STEPS_TRAIN = 10_000  # T while training (each step is a forward and a backward pass)
 INIT_OBSERVATIONS = 64  # random-play observations for the data-dependent init
 INIT_EVERY = 4  # keep one observation in this many steps, so they differ
@@ -291,7 +328,7 @@ def init_to_rate(agent: SB3DQN, env_id: str, rate: float, seed: int) -> list[flo
     the target network; returns the mean firing rate each hidden layer reaches."""
     raw = random_play_observations(env_id, INIT_OBSERVATIONS, seed + 3_000_017)
     with torch.no_grad():
-        obs = agent.q_net.features_extractor(torch.as_tensor(raw))
+        obs = agent.q_net.features_extractor(torch.as_tensor(raw).to(agent.device))
     rates = data_dependent_init(agent.q_net.q_net, obs, rate)
     agent.q_net_target.load_state_dict(agent.q_net.state_dict())
     return [round(r, 4) for r in rates]
@@ -305,24 +342,44 @@ def output_paths(out: Path) -> dict[str, Path]:
             "json": Path(f"{stem}.train.json"), "png": Path(f"{stem}.curve.png"), **state_paths(stem)}
 
 
-def training_envs(env: Any, env_id: str, reward_shaping: str, gamma: float, seed: int) -> tuple[DummyVecEnv, DummyVecEnv]:
-    """SB3's training env (``env``, reward-shaped if asked) and a separate, seeded evaluation env."""
-    if reward_shaping != "none":
+def training_env_factory(env_id: str, reward_shaping: str, gamma: float, env: Any = None) -> Callable[[], Any]:
+    """A function that makes one training env (``env`` itself if given), reward-shaped if asked;
+    module-level so that a subprocess worker can receive it."""
+
+    def make() -> Any:
         # Monitor sits inside the shaping so logged training returns stay in the true reward
-        train_env = DummyVecEnv([lambda: shape_reward(Monitor(env), env_id, reward_shaping, gamma)])
+        monitored = Monitor(env if env is not None else make_env(env_id))
+        return shape_reward(monitored, env_id, reward_shaping, gamma) if reward_shaping != "none" else monitored
+
+    return make
+
+
+def training_envs(env: Any, env_id: str, reward_shaping: str, gamma: float, seed: int,
+                  n_envs: int = 1) -> tuple[VecEnv, DummyVecEnv]:
+    """SB3's training env and a separate, seeded evaluation env.
+
+    One environment runs in this process (``env``); ``n_envs > 1`` run in worker processes
+    (SB3's ``SubprocVecEnv``), so stepping them overlaps with the learner. SB3 seeds env ``i``
+    with ``seed + i`` either way, so ``--envs 1`` is the run it always was.
+    """
+    if n_envs == 1:
+        train_env: VecEnv = DummyVecEnv([training_env_factory(env_id, reward_shaping, gamma, env)])
     else:
-        train_env = DummyVecEnv([lambda: Monitor(env)])
+        env.close()
+        train_env = SubprocVecEnv([training_env_factory(env_id, reward_shaping, gamma) for _ in range(n_envs)])
     eval_env = DummyVecEnv([lambda: Monitor(make_env(env_id))])
     eval_env.seed(seed + 1_000_003)
     return train_env, eval_env
 
 
-def final_evaluation(best_path: Path, episodes: int, seed: int, best_step: int, progress: bool) -> dict[str, Any]:
+def final_evaluation(best_path: Path, episodes: int, seed: int, best_step: int, progress: bool,
+                     device: str = "cpu") -> dict[str, Any]:
     """Greedy episodes of the best checkpoint on unseen seeds; the score goes into its provenance."""
     from pipeline.checkpoint import load_checkpoint
     from pipeline.evaluate import evaluate_checkpoint
 
-    result = evaluate_checkpoint(best_path, episodes=episodes, seed=seed, progress=progress)
+    print(f"[final eval] {episodes} greedy episodes of {best_path.name}...", file=sys.stderr, flush=True)
+    result = evaluate_checkpoint(best_path, episodes=episodes, seed=seed, progress=progress, device=device)
     best = load_checkpoint(best_path)
     best.provenance["evaluation"] = {k: result[k] for k in ("mean_return", "std_return", "episodes", "seed")}
     best.provenance["evaluation"]["timesteps"] = best_step
@@ -373,24 +430,28 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     overrides += ["double_dqn=true"] if args.double else []
     hp = parse_hp(HP_PRESETS[preset], overrides)
     pre = default_preprocessing(env_id, args.scale_obs)
-    default_threads = (os.cpu_count() or 1) if is_atari(env_id) else 1
-    threads = args.threads if args.threads is not None else default_threads
+    device = resolve_device(args.device)
+    vector_schedule(hp.train_freq, hp.gradient_steps, args.envs)  # refuse an --envs that breaks the schedule now
+    threads = args.threads if args.threads is not None else default_torch_threads(os.cpu_count(), args.envs - 1)
     set_torch_threads(threads)
     check_replay_memory(hp, int(np.prod(shape)) * env.observation_space.dtype.itemsize)
 
     paths = output_paths(Path(args.output))
-    train_env, eval_env = training_envs(env, env_id, args.reward_shaping, hp.gamma, args.seed)
+    train_env, eval_env = training_envs(env, env_id, args.reward_shaping, hp.gamma, args.seed, args.envs)
     algo = DoubleDQN if hp.double_dqn else SB3DQN
     meta = {"env_id": env_id, "model": args.model, "reward_shaping": args.reward_shaping, "hp_preset": preset, "hyperparams": asdict(hp),
             "spec": spec.to_dict()}
+    # results-changing settings a resume must repeat; left out at their defaults so that runs
+    # saved before these options existed still resume
+    meta.update({k: v for k, v in (("envs", args.envs), ("device", device)) if (k, v) not in (("envs", 1), ("device", "cpu"))})
     settings = {**meta, "seed": args.seed, "preprocessing": pre.to_dict()}
     rows: list[dict[str, float]] = []
     if args.resume:
         agent, rows = load_training_state(algo, paths, settings, train_env, hp,
-                                          make_agent=lambda: new_agent(algo, train_env, hp, spec, pre, args.seed),
+                                          make_agent=lambda: new_agent(algo, train_env, hp, spec, pre, args.seed, device),
                                           trust_legacy=args.trust_legacy_state)
     else:
-        agent = new_agent(algo, train_env, hp, spec, pre, args.seed)
+        agent = new_agent(algo, train_env, hp, spec, pre, args.seed, device)
         if hp.init_rate > 0 and isinstance(agent.q_net.q_net, SpikingQNetwork):
             meta["init_rates"] = init_to_rate(agent, env_id, hp.init_rate, args.seed)
 
@@ -398,15 +459,18 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         return Checkpoint(spec=spec, state_dict=model_state_dict(agent), env_id=env_id, preprocessing=pre,
                           provenance=provenance(args.seed, evaluation=score, hp_preset=preset,
                                                 reward_shaping=args.reward_shaping, threads=threads,
+                                                envs=args.envs, device=device,
                                                 hyperparams=asdict(hp), training_steps=agent.num_timesteps))
 
     save_state = settings if (args.save_state or args.resume) else None
-    callback = EvalCheckpointCallback(eval_env, hp, make_ckpt, paths, save_state=save_state, rows=rows)
-    t0 = time.perf_counter()
+    callback = EvalCheckpointCallback(eval_env, hp, make_ckpt, paths, save_state=save_state, rows=rows,
+                                      progress_lines=args.no_progress)
+    t0, start_steps = time.perf_counter(), agent.num_timesteps
     with stop_on_signal(callback):
         agent.learn(total_timesteps=hp.total_steps - agent.num_timesteps, callback=callback,
                     progress_bar=not args.no_progress, reset_num_timesteps=not args.resume)
     train_seconds = time.perf_counter() - t0
+    learn_seconds = max(train_seconds - callback.eval_seconds, 1e-9)  # without evaluations and saves
     if callback.stop_signal is not None:
         return stopped_summary(callback, agent.num_timesteps, paths, save_state is not None)
     if not callback.rows or callback.rows[-1]["timesteps"] != agent.num_timesteps:
@@ -414,12 +478,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     plot_curve(callback.rows, f"{args.model} on {env_id} (seed {args.seed})", paths["png"])
 
     summary = {**meta, "seed": args.seed, "train_seconds": round(train_seconds, 1),
+               "steps_per_second": round((agent.num_timesteps - start_steps) / learn_seconds, 1),
                "best_eval": callback.best, "best_step": callback.best_step, "evals": callback.rows,
                "files": {k: str(v) for k, v in paths.items()
                          if k not in LEGACY_FILES and (save_state or k not in STATE_FILES)}}
     if hp.final_eval_episodes > 0:
         summary["final_eval"] = final_evaluation(paths["best"], hp.final_eval_episodes, args.seed + 2_000_003,
-                                                 callback.best_step, progress=not args.no_progress)
+                                                 callback.best_step, progress=not args.no_progress, device=device)
     with open(paths["json"], "w") as fh:
         json.dump(summary, fh, indent=2)
     return summary

@@ -114,6 +114,9 @@ def test_init_rate_wakes_the_network_and_stays_deterministic(tmp_path: Path):
         (["--env", "CartPole-v1", "--preset", "fast"], "unknown hyperparameter preset 'fast'"),
         (["--env", "CartPole-v1", "--model", "dqn", "-T", "8"], "--model dqn takes no spiking options"),
         (["--env", "CartPole-v1", "--arch", "nature_cnn"], "does not fit CartPole-v1"),
+        (["--env", "CartPole-v1", "--envs", "3", "--hp", "train_freq=4"], "--envs 3 does not keep train_freq=4"),
+        (["--env", "CartPole-v1", "--envs", "0"], "--envs"),
+        (["--env", "CartPole-v1", "--device", "tpu"], "--device must be one of auto, cpu, cuda"),
     ],
 )
 def test_bad_input_one_line_error(tmp_path: Path, args: list[str], needle: str):
@@ -177,3 +180,79 @@ def test_save_state_and_resume(tmp_path: Path, capsys, recwarn):
     assert float(rows[2]["elapsed_s"]) >= float(first[-1]["elapsed_s"])
     assert load_checkpoint(out.with_name("m.last.pt")).provenance["training_steps"] == 1200
     assert json.loads(out.with_name("m.state.json").read_text())["timesteps"] == 1200
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA: --device cuda is valid here")
+def test_device_cuda_without_gpu_is_one_error(tmp_path: Path, capsys):
+    assert train_main(["--env", "CartPole-v1", "--device", "cuda", *TINY, "-o", str(tmp_path / "m.pt")]) == 2
+    assert "--device cuda: torch sees no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_vector_schedule_keeps_the_replay_ratio():
+    from pipeline.errors import UserError
+    from pipeline.sb3_glue import vector_schedule
+
+    assert vector_schedule(4, 1, 1) == (4, 1)
+    assert vector_schedule(4, 1, 2) == (2, 1)  # 2 calls x 2 envs = 4 transitions per update
+    assert vector_schedule(4, 1, 8) == (1, 2)  # 8 transitions per call: 2 updates
+    assert vector_schedule(256, 128, 4) == (64, 128)
+    with pytest.raises(UserError, match="--envs 3"):
+        vector_schedule(4, 1, 3)
+
+
+def test_vectorised_training_same_updates_per_transition(tmp_path: Path, capsys):
+    """--envs 2 steps two worker processes; evaluations fall on the same steps, the learner makes
+    as many updates per transition as with one env, and a resume must repeat --envs."""
+    one, two = tmp_path / "one" / "m.pt", tmp_path / "two" / "m.pt"
+    run_train(one, "--model", "dqn", "--save-state", "--hp", "final_eval_episodes=0")
+    run_train(two, "--model", "dqn", "--envs", "2", "--save-state", "--hp", "final_eval_episodes=0")
+    for out in (one, two):
+        rows = list(csv.DictReader(open(out.with_name("m.eval.csv"))))
+        assert [int(r["timesteps"]) for r in rows] == [300, 600]
+    updates = [torch.load(o.with_name("m.state.pt"), weights_only=True)["counters"]["_n_updates"] for o in (one, two)]
+    assert updates[0] == updates[1] > 0
+    assert load_checkpoint(two).provenance["envs"] == 2
+    capsys.readouterr()
+    assert train_main(["--env", "CartPole-v1", "--model", "dqn", *TINY, "--steps", "900", "--resume",
+                       "-o", str(two)]) == 2  # --envs 2 left out
+    assert "the saved run used other settings (envs)" in capsys.readouterr().err
+    assert train_main(["--env", "CartPole-v1", "--model", "dqn", "--envs", "2", *TINY, "--steps", "900",
+                       "--resume", "-o", str(two)]) == 0
+    assert json.loads(two.with_name("m.state.json").read_text())["timesteps"] == 900
+
+
+def test_replay_memory_error_names_settings_that_fit(monkeypatch):
+    """liu-atari's 1e6-frame buffer on a small machine: the error gives a buffer_size that fits,
+    and proposes optimize_memory_usage only where it is allowed (n_steps 1) and enough."""
+    import pipeline.hyperparams as hps
+    from pipeline.errors import UserError
+
+    monkeypatch.setattr(hps, "cgroup_available", lambda: 10 * 2**30)
+    monkeypatch.setattr(hps, "rlimit_available", lambda: None)
+    frame = 4 * 84 * 84  # bytes of one stacked Atari observation
+    with pytest.raises(UserError) as err:
+        hps.check_replay_memory(hps.HP_PRESETS["liu-atari"], frame)
+    fits = int(0.8 * 10 * 2**30 // (2 * frame)) // 1000 * 1000
+    assert f"--hp buffer_size={fits}" in str(err.value) and "optimize_memory_usage" not in str(err.value)
+    hps.check_replay_memory(hps.parse_hp(hps.HP_PRESETS["liu-atari"], [f"buffer_size={fits}"]), frame)  # fits
+    monkeypatch.setattr(hps, "cgroup_available", lambda: 4 * 2**30)
+    with pytest.raises(UserError, match="optimize_memory_usage=true"):
+        hps.check_replay_memory(hps.HP_PRESETS["atari"], frame)  # 5.3 GiB; 2.6 GiB stored once
+    with pytest.raises(UserError) as err:
+        hps.check_replay_memory(hps.parse_hp(hps.HP_PRESETS["atari"], ["n_steps=3"]), frame)
+    assert "optimize_memory_usage" not in str(err.value)  # SB3's n-step buffer cannot store frames once
+
+
+def test_no_progress_still_reports_progress_and_evaluations(tmp_path: Path, capsys, monkeypatch):
+    """--no-progress is not silence: one line per period (60 s; 0 here) and one before and after
+    every evaluation, so a long run shows that it is alive and where it is."""
+    import pipeline.train as train_module
+
+    monkeypatch.setattr(train_module, "PROGRESS_EVERY_S", 0.0)
+    run_train(tmp_path / "m.pt", "--model", "dqn")
+    err = capsys.readouterr().err
+    assert "[train] step " in err and " steps/s, epsilon " in err
+    assert "[eval] step 300: 1 greedy episode..." in err and "[eval] step 300: return " in err
+    assert "[final eval] 2 greedy episodes of m.pt" in err
+    assert json.loads((tmp_path / "m.train.json").read_text())["steps_per_second"] > 0
