@@ -52,6 +52,7 @@ from pipeline.hyperparams import (  # noqa: F401  (re-exported: pipeline.train.*
     parse_hp,
 )
 from pipeline.models import SpikingQNetwork, data_dependent_init
+from pipeline.progress import interval as progress_interval
 from pipeline.runtime import default_torch_threads, resolve_device, set_torch_threads
 from pipeline.sb3_glue import (  # noqa: F401  (re-exported; old SB3 state files name pipeline.train.ModelDQNPolicy)
     DoubleDQN,
@@ -104,6 +105,7 @@ class EvalCheckpointCallback(BaseCallback):
         self.stop_signal: int | None = None  # set by the signal handler: stop at the next step
         self.last_eval = int(self.rows[-1]["timesteps"]) if self.rows else 0
         self.progress_lines = progress_lines  # periodic one-line progress (when no bar is shown)
+        self.every = progress_interval()  # seconds between those lines (DSQN_PROGRESS_SECONDS)
         self.last_line = time.monotonic()
         self.line_steps = 0  # num_timesteps at the last progress line
         self.eval_seconds = 0.0  # spent in evaluations and saves (this invocation)
@@ -114,7 +116,7 @@ class EvalCheckpointCallback(BaseCallback):
         if steps // self.hp.eval_freq > self.last_eval // self.hp.eval_freq or (
                 self.last_eval < self.hp.total_steps <= steps):
             self.evaluate()
-        elif self.progress_lines and time.monotonic() - self.last_line >= PROGRESS_EVERY_S:
+        elif self.progress_lines and time.monotonic() - self.last_line >= self.every:
             self.progress_line()
         if self.stop_signal is not None:
             self.stop()
@@ -300,7 +302,6 @@ def make_parser() -> argparse.ArgumentParser:
 
 MAX_HIDDEN = 1 << 20  # units of one hidden layer
 MAX_ENVS = 256  # environment processes of one run
-PROGRESS_EVERY_S = 60.0  # a progress line this often when no bar is shown
 MAX_TIME_STEPS_TRAIN = 10_000  # T while training (each step is a forward and a backward pass)
 INIT_OBSERVATIONS = 64  # random-play observations for the data-dependent init
 INIT_EVERY = 4  # keep one observation in this many steps, so they differ

@@ -245,11 +245,9 @@ def test_replay_memory_error_names_settings_that_fit(monkeypatch):
 
 
 def test_no_progress_still_reports_progress_and_evaluations(tmp_path: Path, capsys, monkeypatch):
-    """--no-progress is not silence: one line per period (60 s; 0 here) and one before and after
-    every evaluation, so a long run shows that it is alive and where it is."""
-    import pipeline.train as train_module
-
-    monkeypatch.setattr(train_module, "PROGRESS_EVERY_S", 0.0)
+    """--no-progress is not silence: one line per period (DSQN_PROGRESS_SECONDS, 60 s; 0 here) and
+    one before and after every evaluation, so a long run shows that it is alive and where it is."""
+    monkeypatch.setenv("DSQN_PROGRESS_SECONDS", "0")
     run_train(tmp_path / "m.pt", "--model", "dqn")
     err = capsys.readouterr().err
     assert "[train] step " in err and " steps/s, epsilon " in err
