@@ -44,11 +44,31 @@ def file_version(path: Path) -> str:
     return raw.decode("utf8", "replace") if isinstance(raw, bytes) else str(raw)
 
 
+def refuse_checkpoints(path: Path) -> None:
+    """A model.pt or an SB3 zip where a NIR file belongs is a common slip: say what the file is and
+    the command that makes a graph of it, rather than "not a readable HDF5 file"."""
+    import zipfile
+
+    from pipeline.checkpoint import is_sb3_zip
+
+    if not zipfile.is_zipfile(path):  # HDF5 files are not zips; torch and SB3 files are
+        return
+    if is_sb3_zip(path):
+        raise UserError(f"{path}: a Stable-Baselines3 zip, not a NIR graph; import it (import-agent {path} -o "
+                        "model.pt), then export it (export-nir model.pt -o model.nir)")
+    with zipfile.ZipFile(path) as zf:
+        if any(n.endswith("data.pkl") for n in zf.namelist()):
+            raise UserError(f"{path}: a torch checkpoint (model.pt), not a NIR graph; export it first: "
+                            f"export-nir {path} -o model.nir")
+    raise UserError(f"{path}: a zip archive, not a NIR graph (NIR files are HDF5)")
+
+
 def read_graph(path: str | os.PathLike) -> nir.NIRGraph:
     """Read and type-check a NIR file; refuse files from a newer NIR than the installed one."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"NIR file not found: {path}")
+    refuse_checkpoints(path)
     scan_hdf5(path)  # no links, external or virtual data, bombs or endless HDF5 loops
     version = file_version(path)
     if not _version_tuple(version):

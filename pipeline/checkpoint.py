@@ -134,7 +134,13 @@ def unsafe_reason(exc: BaseException) -> str:
     import re
 
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    found = re.search(r"(?:Unsupported global|Unsupported operand|GLOBAL)[^\n.]*", text)
+    name = re.search(r"GLOBAL ([\w.]+)", text)
+    if name and name.group(1).startswith("torch.nn.modules."):
+        return (f"a whole torch module ({name.group(1)}) saved with torch.save(model); loading it could run "
+                "code. Save model.state_dict() instead and import it: import-agent FILE --arch ARCH --env ENV")
+    if name:
+        return f"it holds a pickled {name.group(1)}, and loading that could run code"
+    found = re.search(r"(?:Unsupported global|Unsupported operand)[^\n]*?(?=\. |\n|$)", text)
     if found:
         return f"refused to load {found.group(0).strip()[:160]}: loading it could run code"
     first = text.strip().splitlines()[0] if text.strip() else "unsafe or corrupt pickle"
