@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -65,6 +66,8 @@ def run_neuron(step: NeuronStep, current: Tensor, T: int, p: dict[str, ParamT]) 
     ``current`` may have a time dimension of 1 (constant input, docs/DESIGN.md's ``current``).
     """
     cur = current.expand(T, *current.shape[1:]) if current.shape[0] == 1 else current
+    if _numpy_path(step, cur):
+        return _run_neuron_numpy(step, cur, T, p)
     v_init = p["v_init"]
     v = torch.full_like(cur[0], v_init) if isinstance(v_init, float) else v_init.expand_as(cur[0]).clone()
     syn = torch.zeros_like(cur[0]) if step.tau_syn is not None else None
@@ -106,6 +109,70 @@ def run_neuron(step: NeuronStep, current: Tensor, T: int, p: dict[str, ParamT]) 
             v, s_prev = u, s
         out.append(s)
     return torch.stack(out), v
+
+
+def _numpy_path(step: NeuronStep, cur: Tensor) -> bool:
+    """Whether :func:`_run_neuron_numpy` can run this step: spiking, no synaptic current, hard or
+    soft reset, one spike at most, on CPU float32/float64 without autograd."""
+    return (step.spiking and step.tau_syn is None and step.reset in ("hard", "soft") and not step.multi_spike
+            and cur.device.type == "cpu" and cur.dtype in (torch.float32, torch.float64)
+            and not (torch.is_grad_enabled() and cur.requires_grad))
+
+
+def _as_np(value: ParamT, dtype: Any) -> Any:
+    return value.detach().numpy().astype(dtype, copy=False) if isinstance(value, Tensor) else dtype.type(value)
+
+
+def _run_neuron_numpy(step: NeuronStep, cur: Tensor, T: int, p: dict[str, ParamT]) -> tuple[Tensor, Tensor]:
+    """:func:`run_neuron`'s loop as in-place numpy ufuncs on preallocated buffers: the loop runs T
+    times per layer, and at batch 1 the cost of a torch call, not the arithmetic, dominates it
+    (as in pipeline.neurons' inference path). Each ufunc is the IEEE operation the torch
+    expression performs, in the same order and on the same operands (scalars in the working
+    dtype, as torch casts them), so the bits are those of the torch loop, signed zeros included.
+    """
+    x = cur.detach().numpy()  # a view; a constant (stride-0) current stays one
+    dt = x.dtype
+    gain, tau, v_leak = p["gain"], p["tau"], p["v_leak"]
+    unit_gain = isinstance(gain, float) and gain == 1.0
+    g = None if unit_gain else _as_np(gain, dt)
+    tau_ = None if tau is None else _as_np(tau, dt)
+    leak = _as_np(v_leak, dt)
+    th = _as_np(p["v_th"], dt)
+    hard = step.reset == "hard"
+    v_reset = _as_np(p["v_reset"], dt)
+    v_sub = _as_np(p["v_sub"], dt)
+    ge = step.compare == ">="
+    shape = x.shape[1:]
+    out = np.empty((T, *shape), dtype=dt)
+    v = np.empty(shape, dtype=dt)
+    v[...] = _as_np(p["v_init"], dt)
+    a, b = np.empty(shape, dtype=dt), np.empty(shape, dtype=dt)
+    mask = np.empty(shape, dtype=bool)
+    one = dt.type(1)
+    for t in range(T):
+        drive = x[t]
+        if g is not None:  # drive = gain * drive
+            np.multiply(g, drive, out=b)
+            drive = b
+        if tau_ is None:  # u = v + drive
+            np.add(v, drive, out=a)
+        else:  # u = v + (drive - (v - v_leak)) / tau
+            np.subtract(v, leak, out=a)
+            np.subtract(drive, a, out=a)
+            np.divide(a, tau_, out=a)
+            np.add(v, a, out=a)
+        s = out[t]
+        (np.greater_equal if ge else np.greater)(a, th, out=mask)
+        s[...] = mask  # 0/1 in the working dtype, as .to(u.dtype)
+        if hard:  # v = u * (1 - s) + v_reset * s
+            np.subtract(one, s, out=v)
+            np.multiply(a, v, out=v)
+            np.multiply(v_reset, s, out=b)
+            np.add(v, b, out=v)
+        else:  # v = u - v_sub * s
+            np.multiply(v_sub, s, out=b)
+            np.subtract(a, b, out=v)
+    return torch.from_numpy(out), torch.from_numpy(v)
 
 
 def reduce_time(y: Tensor, how: str, T: int) -> Tensor:
