@@ -137,9 +137,12 @@ class Preprocessor(torch.nn.Module):
 
 
 def preprocess(obs: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """Numpy twin of :class:`Preprocessor` for a batch ``[N, *obs_shape]``; float32 result."""
-    with torch.no_grad():
-        return Preprocessor(pre)(torch.as_tensor(np.asarray(obs))).numpy()
+    """Numpy twin of :class:`Preprocessor` for a batch ``[N, *obs_shape]``; float32 result.
+
+    The same two float32 IEEE operations on the same operands (``(x - offset) * scale``), so the
+    same bits, without building a torch module on every closed-loop step."""
+    x = np.asarray(obs).astype(np.float32)
+    return (x - np.asarray(pre.offset, np.float32)) * np.asarray(pre.scale, np.float32)
 
 
 # --- potential-based reward shaping (training only) ------------------------------------------

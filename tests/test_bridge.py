@@ -140,3 +140,24 @@ def test_compare_converted_graph_with_its_dqn(tmp_path: Path):
     assert not torch.allclose(torch.as_tensor(mapped.run_raw(obs).q), torch.as_tensor(plain.run_raw(obs).q))
     # the graph's robust rates are <= 1 per step; the DQN in those units is within a few 1/T of them
     assert rec["q_abs_err"] < 0.05, rec
+
+
+def test_numpy_preprocess_equals_the_torch_preprocessor_bit_for_bit():
+    """The closed loop's numpy preprocessing and the module SB3 trains with give the same bytes:
+    float32 and float64 observations with per-feature offsets/scales, uint8 frames scaled by 1/255."""
+    import numpy as np
+
+    from pipeline.envs import Preprocessor, preprocess
+    from pipeline.spec import Preprocessing
+
+    rng = np.random.default_rng(0)
+    cases = [(rng.standard_normal((64, 4)).astype(np.float32),
+              Preprocessing(offset=(0.1, -0.3, 0.7, 2.0), scale=(0.5, 1 / 3, 7.0, 1 / 1.2))),
+             (rng.standard_normal((64, 2)) * 3, Preprocessing(offset=(-0.3, 0.0), scale=(1 / 0.9, 1 / 0.07))),
+             (rng.integers(0, 256, (3, 4, 84, 84), dtype=np.uint8), Preprocessing(offset=(0.0,), scale=(1 / 255,))),
+             (rng.standard_normal((5, 4)).astype(np.float32), Preprocessing())]
+    for x, pre in cases:
+        with torch.no_grad():
+            want = Preprocessor(pre)(torch.as_tensor(x)).numpy()
+        got = preprocess(x, pre)
+        assert got.dtype == np.float32 and got.tobytes() == want.tobytes()
