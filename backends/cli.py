@@ -97,6 +97,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="lava-fixed weight precision: 8 (default, one 8-bit mantissa + exponent per "
                           "map) or 16 (weight splitting: each map as two 8-bit synapse sets, docs/LAVA.md)")
     ap.add_argument("--json", type=Path, help="write a JSON summary here")
+    ap.add_argument("--plot-raster", type=Path,
+                    help="write a figure of one observation: each layer's spike raster and membrane potential "
+                         "over the T steps (the open loop's --raster-obs, the closed loop's first step)")
+    ap.add_argument("--raster-obs", type=int, default=0, help="open loop: the observation --plot-raster shows (0)")
     return ap.parse_args(argv)
 
 
@@ -173,6 +177,8 @@ def check_args(args: argparse.Namespace) -> None:
     check_output("--plot", args.plot, suffixes=PLOT_FORMATS)
     check_output("--results", args.results)
     check_output("--record", args.record, suffixes=("npy",))
+    check_output("--plot-raster", args.plot_raster, suffixes=PLOT_FORMATS)
+    check_int("--raster-obs", args.raster_obs, 0)
     if args.record is not None and (args.env is None or args.resume):
         raise UserError("--record keeps the observations of the episodes a closed-loop run plays: it needs --env "
                         "and cannot go with --resume (the finished episodes' observations are not kept)")
@@ -225,6 +231,12 @@ def open_loop(args: argparse.Namespace) -> int:
         agreement = {"compare": args.compare, "agreement": 1.0 - differ / max(len(readout.action), 1),
                      "disagreements": differ, "q_abs_err": dq,
                      "q_rel_err": dq / max(float(np.abs(theirs.q).max()) if theirs.q.size else 0.0, 1e-12)}
+    if args.plot_raster is not None:
+        if args.raster_obs >= len(obs):
+            raise UserError(f"--raster-obs {args.raster_obs}: --inputs holds {len(obs)} observations")
+        i = args.raster_obs
+        draw_raster(args, plan, obs[i], None if spikes_in is None else spikes_in[:, i:i + 1],
+                    {k: v[i] for k, v in readout.spikes.items()}, f"observation {i} of {args.inputs}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     readout.save(args.out)
     n = int(readout.q.shape[0])
@@ -289,6 +301,9 @@ def closed_loop(args: argparse.Namespace) -> int:
     summary["firing_rates"] = warn_activity(plan, summary["spikes_per_step"])
     if args.record is not None:
         summary["record"] = {"path": str(args.record), "observations": backend.save(args.record)}
+    if args.plot_raster is not None and backend.batches:
+        draw_raster(args, plan, backend.batches[0][0], None, backend.first_counts,
+                    f"the first step of episode {records[0]['episode'] if records else 0} of {args.env}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
@@ -315,7 +330,7 @@ def local_episodes(args: argparse.Namespace, graph: Any, plan: Any, io: Any, set
     try:
         t0 = time.perf_counter()
         backend = make_backend(args.target, plan, **backend_options(args.target, args))
-        if args.record is not None:
+        if args.record is not None or args.plot_raster is not None:
             backend = Recorder(backend)
         t_build = time.perf_counter() - t0
         compare_preprocessing = None
@@ -369,14 +384,19 @@ def ray_episodes(args: argparse.Namespace, io: Any, settings: Any, results: Path
 
 class Recorder:
     """A backend that keeps every batch of preprocessed observations it is asked to run
-    (``--record``); the loop sees the wrapped backend unchanged."""
+    (``--record``), and the spike counts of the first one (``--plot-raster``); the loop sees the
+    wrapped backend unchanged."""
 
     def __init__(self, backend: Any) -> None:
         self.backend, self.name, self.batches = backend, backend.name, []
+        self.first_counts: dict[str, np.ndarray] | None = None
 
     def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Any:
         self.batches.append(np.array(obs, dtype=np.float32, copy=True))
-        return self.backend.run(obs, input_spikes)
+        readout = self.backend.run(obs, input_spikes)
+        if self.first_counts is None:
+            self.first_counts = {k: v[0] for k, v in readout.spikes.items()}
+        return readout
 
     def close(self) -> None:
         self.backend.close()
@@ -392,6 +412,17 @@ class Recorder:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, obs)
         return int(obs.shape[0])
+
+
+def draw_raster(args: argparse.Namespace, plan: Any, obs: np.ndarray, input_spikes: np.ndarray | None,
+                counts: dict[str, np.ndarray] | None, which: str) -> None:
+    """--plot-raster for one observation (backends.raster); says where the figure went."""
+    from backends.raster import raster_for
+
+    args.plot_raster.parent.mkdir(parents=True, exist_ok=True)
+    title = f"{args.graph.name} on {args.target}: {which} (T {plan.semantics.time_steps})"
+    note = raster_for(plan, obs, input_spikes, args.plot_raster, title, args.target, counts)
+    print(f"raster plot -> {args.plot_raster} ({note})")
 
 
 def warn_activity(plan: Any, spikes_per_obs: dict[str, float]) -> dict[str, float]:

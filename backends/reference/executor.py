@@ -82,8 +82,10 @@ class ReferenceBackend:
         return encode_seeded(obs, self.T, self.sem.encoding, self.sem.encoding_seed)
 
     def run_batch(self, obs: torch.Tensor, input_spikes: torch.Tensor | None = None,
-                  record: bool = True) -> RunResult:
-        """Run ``obs`` ``[N, *obs_shape]`` (already in the working dtype); torch in, torch out."""
+                  record: bool = True, traces: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+                  ) -> RunResult:
+        """Run ``obs`` ``[N, *obs_shape]`` (already in the working dtype); torch in, torch out.
+        ``traces``, when given, receives each neuron op's (output ``[T, N, ...]``, U ``[T, N, ...]``)."""
         T = self.T
         values: dict[str, torch.Tensor] = {}
         final_v: dict[str, torch.Tensor] = {}
@@ -107,7 +109,10 @@ class ReferenceBackend:
                 values[op.name] = spike(x, p["threshold"], p["compare"], False)
             else:
                 assert op.neuron is not None
-                values[op.name], final_v[op.name] = run_neuron(op.neuron, x, T, p)
+                u: list[torch.Tensor] | None = [] if traces is not None else None
+                values[op.name], final_v[op.name] = run_neuron(op.neuron, x, T, p, membrane=u)
+                if traces is not None:
+                    traces[op.name] = (values[op.name], torch.stack(u))
             if record and op.spiking:
                 s = values[op.name]
                 counts[op.name] = (s.expand(T, *s.shape[1:]) if s.shape[0] == 1 else s).sum(dim=0)
@@ -146,6 +151,23 @@ class ReferenceBackend:
         spk = {k: (np.concatenate(v) if v else np.zeros((n, *self.plan.op(k).out_shape), np.int64))
                for k, v in spikes.items()}
         return Readout(q=q, action=action, spikes=spk, timings=timings)
+
+    def traces(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> dict[str, dict[str, np.ndarray]]:
+        """Step by step, for one observation: each neuron node's ``spikes`` ``[T, n]`` (for spiking
+        nodes; its output otherwise) and membrane ``u`` ``[T, n]`` (before the reset), flattened over
+        the node's shape. For plots (``run-backend --plot-raster``), not for speed."""
+        obs = check_batch(obs, self.obs_shape, self.plan.input, self.T, input_spikes)[:1]
+        found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        with torch.no_grad():
+            s_in = None if input_spikes is None else torch.as_tensor(input_spikes[:, :1]).to(self.dtype)
+            self.run_batch(torch.as_tensor(obs).to(self.dtype), s_in, record=False, traces=found)
+        out = {}
+        for name, (y, u) in found.items():
+            op = self.plan.op(name)
+            y = y.expand(self.T, *y.shape[1:]) if y.shape[0] == 1 else y
+            out[name] = {"spikes" if op.spiking else "output": y[:, 0].reshape(self.T, -1).double().numpy(),
+                         "u": u[:, 0].reshape(self.T, -1).double().numpy()}
+        return out
 
     def close(self) -> None:
         """Nothing to release: the reference holds only tensors."""

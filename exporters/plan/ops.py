@@ -59,11 +59,14 @@ def spike(u: Tensor, v_th: ParamT, compare: str, multi: bool) -> Tensor:
     return (u >= v_th).to(u.dtype) if compare == ">=" else (u > v_th).to(u.dtype)
 
 
-def run_neuron(step: NeuronStep, current: Tensor, T: int, p: dict[str, ParamT]) -> tuple[Tensor, Tensor]:
+def run_neuron(step: NeuronStep, current: Tensor, T: int, p: dict[str, ParamT],
+               membrane: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Run a population over T steps from its initial state; return (output ``[T, N, ...]``, V(T)).
 
     The output is the spike train for spiking steps and the membrane trace otherwise.
     ``current`` may have a time dimension of 1 (constant input, docs/DESIGN.md's ``current``).
+    ``membrane``, when given, receives U of every step (before the spike's reset): what
+    ``run-backend --plot-raster`` draws; the arithmetic is the same either way.
     """
     cur = current.expand(T, *current.shape[1:]) if current.shape[0] == 1 else current
     if _numpy_path(step, cur):
@@ -96,6 +99,8 @@ def run_neuron(step: NeuronStep, current: Tensor, T: int, p: dict[str, ParamT]) 
             syn = syn - syn / p["tau_syn"]
         if step.reset == "soft_next" and s_prev is not None:
             u = u - p["v_sub"] * s_prev
+        if membrane is not None:
+            membrane.append(u)
         if not step.spiking:
             v = u
             out.append(u)
