@@ -69,7 +69,7 @@ def run_neuron(step: NeuronStep, current: Tensor, T: int, p: dict[str, ParamT],
     ``run-backend --plot-raster`` draws; the arithmetic is the same either way.
     """
     cur = current.expand(T, *current.shape[1:]) if current.shape[0] == 1 else current
-    if _numpy_path(step, cur):
+    if membrane is None and _numpy_path(step, cur):  # the same bits; the torch loop below keeps U per step
         return _run_neuron_numpy(step, cur, T, p)
     v_init = p["v_init"]
     v = torch.full_like(cur[0], v_init) if isinstance(v_init, float) else v_init.expand_as(cur[0]).clone()
