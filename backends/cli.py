@@ -24,7 +24,7 @@ import numpy as np
 
 from backends import TARGETS, make_backend
 from backends.base import plan_for_env
-from exporters.conventions import CONVENTIONS
+from exporters.conventions import convention_arg, convention_names
 from exporters.metadata import READOUT_REDUCE
 from pipeline.checks import (
     PLOT_FORMATS,
@@ -83,8 +83,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sem.add_argument("--readout", choices=sorted(READOUT_REDUCE), help="override the graph's readout")
     sem.add_argument("--time-steps", type=int, help="T steps per observation")
     sem.add_argument("--dt", type=float, help="seconds per step")
-    sem.add_argument("--convention", choices=sorted(CONVENTIONS),
-                     help="normalise a third-party graph (snntorch, norse, sinabs, spikingjelly)")
+    sem.add_argument("--convention", type=convention_arg, metavar="NAME[+MOD...]",
+                     help="normalise a third-party graph: " + ", ".join(convention_names()))
     ref = ap.add_argument_group("backend options")
     ref.add_argument("--dtype", choices=("float32", "float64"),
                      help="reference precision (default float32; float64 when it is the comparison "

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backends import TARGETS
-from exporters.conventions import CONVENTIONS
+from exporters.conventions import convention_arg, convention_names
 from pipeline.checks import ArgumentParser, check_int, check_real
 from pipeline.cli import cli_entry
 from pipeline.errors import UserError
@@ -85,7 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--rate", type=float, default=0.1, help="assumed spikes per neuron per step (no --inputs)")
     ap.add_argument("--time-steps", type=int, help="T for graphs without metadata (default 1 for inspection)")
     ap.add_argument("--dt", type=float)
-    ap.add_argument("--convention", choices=sorted(CONVENTIONS))
+    ap.add_argument("--convention", type=convention_arg, metavar="NAME[+MOD...]",
+                    help="normalise a third-party graph: " + ", ".join(convention_names()))
     reports = {name: t.report for name, t in TARGETS.items() if t.report is not None}
     mappings = " or ".join(f"{r.title} mapping ({r.module})" for r in reports.values())
     ap.add_argument("--target", choices=tuple(reports), help=f"also report the {mappings}")

@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--framework", default="spikingjelly", choices=("spikingjelly", "snntorch", "norse", "sinabs"))
     ap.add_argument("--graph", type=Path, help="your own NIR export (default: the framework's fixture)")
-    ap.add_argument("--convention", help="the exporter's conventions (default: --framework)")
+    ap.add_argument("--convention", help="the exporter's conventions (default: the fixture's, e.g. sinabs+no-floor)")
+    ap.add_argument("--dt", type=float, help="the dt the graph was exported at (default: the fixture's; Norse needs it)")
     ap.add_argument("--time-steps", type=int, help="T (default: the fixture's)")
     ap.add_argument("--inputs", type=Path, help="inputs [N, *shape] .npy (default: the fixture's)")
     ap.add_argument("-n", type=int, default=64, help="inputs to run (the first n)")
@@ -35,8 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     graph = args.graph or FIXTURES / f"{args.framework}.nir"
     inputs = (np.load(args.inputs) if args.inputs else fixture["inputs"])[: args.n]
     own = None if args.inputs or args.graph else fixture["counts"][: args.n]  # the framework's output spikes
-    options = {"convention": args.convention or args.framework,
-               "time_steps": args.time_steps or int(fixture["time_steps"])}
+    fixture_dt = float(fixture["dt"]) if "dt" in fixture.files else float("nan")
+    options = {"convention": args.convention or str(fixture["convention"]),
+               "time_steps": args.time_steps or int(fixture["time_steps"]),
+               "dt": args.dt if args.dt is not None else (None if np.isnan(fixture_dt) else fixture_dt)}
 
     ref = dd.run_open_loop(graph, inputs, target="reference", dtype="float64", **options)
     print(f"{graph.name} ({options['convention']}, T {options['time_steps']}), {len(inputs)} inputs")

@@ -5,13 +5,17 @@ does (snnTorch writes a hard-reset LIF for a subtract-reset neuron, Norse an IF 
 an integrator that adds its input without dt, Sinabs a leak that it integrates exactly). A
 :class:`Convention` names those differences so :mod:`exporters.plan.build` can turn any
 graph into the discrete step of docs/DESIGN.md. docs/NIR.md has the table with the evidence.
+
+What the file cannot say (Sinabs' spike function, reset and membrane floor, snnTorch's
+``reset_delay``, Norse's tau encoding) is chosen by a modifier: ``--convention
+sinabs+single-spike+no-floor``; :data:`MODIFIERS` lists them per convention.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from pipeline.errors import check_choice
+from pipeline.errors import UserError, check_choice
 
 
 @dataclass(frozen=True)
@@ -24,8 +28,11 @@ class Convention:
     leak: str = "euler"  # euler: 1 - dt/tau per step | exp: exp(-dt/tau) (exact integration)
     cuba_order: str = "nir"  # nir: syn then v (same step) | norse: jump syn, v, decay syn
     multi_spike: bool = False  # Sinabs: floor(U / V_th) spikes per step
-    tau_written: str = "tau"  # tau | dt_times_tau (Norse 1.1 writes dt / tau_mem_inv = dt * tau)
+    tau_written: str = "tau"  # tau | dt_times_tau (Norse 1.1 writes dt / tau_mem_inv = dt * tau) | auto (by file)
     v_init: str = "v_reset"  # membrane at the start of each observation: v_reset | zero | v_leak
+    if_floor: bool = False  # Sinabs from_nir: IF membrane floored at -V_th after the reset (min_v_mem)
+    leaky_input: str = "norm"  # norm: (1-a) x enters a leaky membrane | raw: x (Sinabs norm_input=False)
+    needs_dt: bool = False  # the framework's dt is an export argument nobody stores: --dt is required
     description: str = ""
 
 
@@ -40,16 +47,61 @@ CONVENTIONS: dict[str, Convention] = {
         v_init="zero",
         description="snnTorch 1.0 Leaky/Synaptic defaults: subtract reset applied one step late, spike on >"),
     "snntorch-zero": Convention(
-        "snntorch-zero", 1e-4, compare=">", v_init="zero", description="snnTorch with reset_mechanism='zero'"),
+        "snntorch-zero", 1e-4, compare=">", v_init="zero",
+        description="snnTorch with reset_mechanism='zero' (the same step with or without reset_delay)"),
     "norse": Convention(
-        "norse", 1e-3, compare=">", if_gain="unit", cuba_order="norse", v_init="v_leak", tau_written="dt_times_tau",
-        description="Norse 1.1: dt 1e-3, tau written as dt*tau, IAF adds its input, LIFCell current jumps then decays"),
+        "norse", None, compare=">", if_gain="unit", cuba_order="norse", v_init="v_leak", tau_written="auto",
+        needs_dt=True,
+        description="Norse: --dt required; tau as dt*tau (NIR files >= 1.0, Norse 1.1) or 1/tau_mem_inv (older "
+                    "files), IAF adds its input, LIFCell current jumps then decays"),
     "sinabs": Convention(
         "sinabs", 1.0, spiking_reset="soft", if_gain="unit", leak="exp", multi_spike=True, v_init="zero",
-        description="Sinabs 3.1: unit steps, exp(-1/tau) leak, subtract reset, multi-spike"),
+        if_floor=True,
+        description="Sinabs 3.1 from_nir: unit steps, exp(-1/tau) leak, subtract reset, multi-spike, IF "
+                    "membrane floor -v_th"),
+}
+
+#: modifier -> the fields it changes, per convention (``--convention NAME+MOD+MOD``)
+MODIFIERS: dict[str, dict[str, dict[str, object]]] = {
+    "sinabs": {
+        "single-spike": {"multi_spike": False},  # spike_fn=SingleSpike (what Speck runs)
+        "no-floor": {"if_floor": False},  # min_v_mem=None, the Sinabs layers' default
+        "membrane-reset": {"spiking_reset": "graph"},  # reset_fn=MembraneReset (to v_reset, 0)
+        "no-norm-input": {"leaky_input": "raw"},  # LIF/ExpLeak(norm_input=False)
+    },
+    "snntorch": {"no-delay": {"spiking_reset": "soft"}},  # reset_delay=False: subtract in the same step
+    "norse": {
+        "dt-tau": {"tau_written": "dt_times_tau"},  # Norse 1.1's to_nir
+        "tau-inverse": {"tau_written": "tau"},  # older Norse: tau = 1 / tau_mem_inv
+    },
 }
 
 
+def convention_names() -> list[str]:
+    """Every base name and ``name+modifier`` (for help texts and error messages)."""
+    return sorted([*CONVENTIONS, *(f"{c}+{m}" for c, mods in MODIFIERS.items() for m in mods)])
+
+
 def get_convention(name: str) -> Convention:
-    check_choice("NIR convention", name, CONVENTIONS)
-    return CONVENTIONS[name]
+    """``NAME`` or ``NAME+MOD+...``; the result's name is the canonical spelling (modifiers sorted)."""
+    base, *mods = str(name).split("+")
+    check_choice("NIR convention", base, CONVENTIONS)
+    cv = CONVENTIONS[base]
+    allowed = MODIFIERS.get(base, {})
+    changes: dict[str, object] = {}
+    for mod in mods:
+        if mod not in allowed:
+            valid = ", ".join(allowed) if allowed else "none"
+            raise UserError(f"unknown modifier {mod!r} for NIR convention {base!r}; valid modifiers: {valid}")
+        for key, value in allowed[mod].items():
+            if key in changes and changes[key] != value:
+                raise UserError(f"NIR convention {name!r}: modifiers {'+'.join(mods)} contradict each other")
+            changes[key] = value
+    if not mods:
+        return cv
+    return replace(cv, name="+".join([base, *sorted(set(mods))]), **changes)  # type: ignore[arg-type]
+
+
+def convention_arg(text: str) -> str:
+    """argparse ``type`` for ``--convention``: validated, one ``error:`` line otherwise."""
+    return get_convention(text).name

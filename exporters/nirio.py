@@ -98,7 +98,18 @@ def read_graph(path: str | os.PathLike) -> nir.NIRGraph:
         check_graph(graph)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
+    setattr(graph, FILE_VERSION_ATTR, version)  # not a dataclass field: nir.write ignores it
     return graph
+
+
+FILE_VERSION_ATTR = "_dsqn_file_version"
+
+
+def graph_file_version(graph: nir.NIRGraph) -> tuple[int, ...] | None:
+    """The NIR version of the file ``graph`` was read from (None: built in memory). Older writers
+    differ in what they store (Norse before NIR 1.0 wrote tau as 1/tau_mem_inv, Norse 1.1 dt*tau)."""
+    version = getattr(graph, FILE_VERSION_ATTR, None)
+    return _version_tuple(version) if version else None
 
 
 def write_graph(graph: nir.NIRGraph, path: str | os.PathLike) -> None:

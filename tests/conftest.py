@@ -114,3 +114,9 @@ def mixed_cuba_graph(readout_li: bool = False, norse: bool = False, seed: int = 
                 if hasattr(node, attr):
                     setattr(node, attr, getattr(node, attr) * dt)
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": T, "dt": dt})
+
+
+def fixture_options(data: Any) -> dict[str, Any]:
+    """How to read a third-party fixture (its .npz): the convention and dt the file cannot say."""
+    dt = float(data["dt"]) if "dt" in data else float("nan")
+    return {"convention": str(data["convention"]), "dt": None if np.isnan(dt) else dt}

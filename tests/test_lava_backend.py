@@ -36,7 +36,7 @@ from exporters.zoo import atari_obs, cartpole_obs, make_checkpoint  # noqa: E402
 from pipeline.encoding import encode  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 
-from conftest import FIXTURES, assert_same, zoo_graph  # noqa: E402
+from conftest import FIXTURES, assert_same, fixture_options, zoo_graph  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 HIDDEN = (24, 24)
@@ -152,9 +152,9 @@ def test_third_party_conventions(name: str) -> None:
     from exporters.nirio import read_graph
 
     with np.load(FIXTURES / f"{name}.npz") as data:
-        inputs, counts, T, conv = data["inputs"][:24], data["counts"][:24], int(data["time_steps"]), str(
-            data["convention"])
-    got, _ = run_lava(read_graph(path), inputs, convention=conv, time_steps=T)
+        inputs, counts, T, opts = data["inputs"][:24], data["counts"][:24], int(data["time_steps"]), fixture_options(
+            data)
+    got, _ = run_lava(read_graph(path), inputs, time_steps=T, **opts)
     assert np.array_equal(got.q, counts)
 
 

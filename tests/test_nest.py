@@ -20,7 +20,7 @@ from exporters.to_nir import model_to_nir  # noqa: E402
 from exporters.zoo import atari_obs, cartpole_obs, make_checkpoint  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 
-from conftest import FIXTURES, assert_same, mixed_cuba_graph, run_target, zoo_graph  # noqa: E402
+from conftest import FIXTURES, assert_same, fixture_options, mixed_cuba_graph, run_target, zoo_graph  # noqa: E402
 
 
 def run_nest(graph, obs, input_spikes=None, **options):
@@ -149,11 +149,11 @@ def test_third_party_graphs_reproduce_their_framework(name: str) -> None:
     """snnTorch's delayed subtract reset with strict '>' (eprop_iaf + autapse), Norse, SpikingJelly."""
     with np.load(FIXTURES / f"{name}.npz") as data:
         d = {k: data[k] for k in data.files}
-    T, cv = int(d["time_steps"]), str(d["convention"])
+    T, opts = int(d["time_steps"]), fixture_options(d)
     g = read_graph(FIXTURES / f"{name}.nir")
-    r = run_nest(g, d["inputs"], convention=cv, time_steps=T)
+    r = run_nest(g, d["inputs"], time_steps=T, **opts)
     assert np.array_equal(r.q, d["counts"])
-    assert_same(r, ReferenceBackend(g, convention=cv, time_steps=T, dtype="float64").run(d["inputs"]))
+    assert_same(r, ReferenceBackend(g, time_steps=T, dtype="float64", **opts).run(d["inputs"]))
 
 
 # ---------------------------------------------------------------- errors and interface
@@ -256,7 +256,7 @@ def test_cubalif_between_lif_layers_equals_the_reference(readout_li: bool, norse
     """issue 20: CubaLIF (NIR's order and Norse's jump-then-decay order) and a CubaLI readout as
     iaf_psc_exp_multisynapse, one step deeper than its inputs: equal spike counts in every layer."""
     graph = mixed_cuba_graph(readout_li=readout_li, norse=norse)
-    conv = "norse" if norse else None
+    conv = "norse+dt-tau" if norse else None
     obs = cartpole_obs(16, seed=5).numpy()
     ref = ReferenceBackend(graph, dtype="float64", convention=conv).run(obs)
     backend = NestBackend(graph, convention=conv)

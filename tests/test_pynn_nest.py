@@ -158,7 +158,7 @@ def test_run_backend_closed_loop_agrees_with_the_reference(tmp_path) -> None:
 def test_cubalif_between_lif_layers_equals_the_reference(readout_li: bool, norse: bool) -> None:
     """issue 20: CubaLIF through PyNN's native iaf_psc_exp_multisynapse (receptor 1, tau_syn set in NEST)."""
     graph = mixed_cuba_graph(readout_li=readout_li, norse=norse)
-    conv = "norse" if norse else None
+    conv = "norse+dt-tau" if norse else None
     obs = cartpole_obs(16, seed=5).numpy()
     ref = ReferenceBackend(graph, dtype="float64", convention=conv).run(obs)
     assert_same(run_target("pynn-nest", graph, obs, convention=conv), ref)

@@ -14,8 +14,11 @@ from exporters.canonical import build_plan
 from exporters.nirio import read_graph
 from pipeline.errors import UserError
 
+from conftest import fixture_options
+
 FIXTURES = Path(__file__).parent / "fixtures" / "thirdparty"
 FRAMEWORKS = ("snntorch", "norse", "sinabs", "spikingjelly")
+
 
 
 def load(name: str) -> tuple[Path, dict]:
@@ -30,8 +33,7 @@ def load(name: str) -> tuple[Path, dict]:
 def test_reference_reproduces_the_framework(name: str) -> None:
     path, data = load(name)
     T = int(data["time_steps"])
-    backend = ReferenceBackend(read_graph(path), convention=str(data["convention"]), time_steps=T,
-                               dtype="float64")
+    backend = ReferenceBackend(read_graph(path), time_steps=T, dtype="float64", **fixture_options(data))
     r = backend.run(data["inputs"])
     assert np.array_equal(r.q, data["counts"]), f"{name}: output spike counts differ"
     hidden = [op.name for op in backend.plan.ops if op.spiking][0]

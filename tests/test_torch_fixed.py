@@ -143,7 +143,7 @@ def test_norse_order_cubalif_within_the_lava_fixed_tolerance() -> None:
     for node in graph.nodes.values():  # Norse 1.1 writes tau as dt * tau
         if hasattr(node, "tau_syn"):
             node.tau_syn, node.tau_mem = node.tau_syn * dt, node.tau_mem * dt
-    plan = build_plan(graph, convention="norse")
+    plan = build_plan(graph, convention="norse+dt-tau")
     assert {op.neuron.syn_order for op in plan.ops if op.neuron is not None} == {"norse"}
     obs = cartpole_obs(24, seed=3).numpy()
     ref = ReferenceBackend(plan, dtype="float64").run(obs)

@@ -217,7 +217,7 @@ class LavaBackend:
             p.update(threshold=_flat_param(pop.threshold, pop.shape), compare=pop.compare)
         if pop.step is not None:
             st = pop.step
-            for k in ("gain", "tau", "v_leak", "v_th", "v_reset", "v_sub", "v_init", "tau_syn", "w_in"):
+            for k in ("gain", "tau", "v_leak", "v_th", "v_reset", "v_sub", "v_init", "tau_syn", "w_in", "v_floor"):
                 v = getattr(st, k)
                 p[k] = None if v is None else _flat_param(v, pop.shape)
             p.update(reset=st.reset, compare=st.compare, multi_spike=st.multi_spike, syn_order=st.syn_order)

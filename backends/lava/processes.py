@@ -253,12 +253,16 @@ class PyPopulationFloat(_PopulationBase):
             self.v = u
             return u, u
         s = _spike(u, p["v_th"], p["compare"], p["multi_spike"])
-        if p["reset"] == "hard":
+        if p["reset"] == "hard" and p["multi_spike"]:  # several spikes still reset once
+            self.v = np.where(s > 0, p["v_reset"], u)
+        elif p["reset"] == "hard":
             self.v = u * (1 - s) + p["v_reset"] * s
         elif p["reset"] == "soft":
             self.v = u - p["v_sub"] * s
         else:
             self.v, self.s_prev = u, s
+        if p.get("v_floor") is not None:  # Sinabs' min_v_mem, as Sinabs writes it
+            self.v = np.maximum(self.v - p["v_floor"], 0.0) + p["v_floor"]
         return s, s
 
     @property

@@ -229,6 +229,8 @@ def check_fixed_support(pop: Population) -> None:
         what = "a synaptic current without a membrane leak"
     elif st.multi_spike:
         what = "multi-spike output"
+    elif st.v_floor is not None:
+        what = "a membrane floor (Sinabs min_v_mem; --convention sinabs+no-floor if the model had none)"
     if what:
         raise UserError(f"node {pop.name!r}: the fixed-point Lava backend does not implement {what}; "
                         "use --target lava (floating point)")

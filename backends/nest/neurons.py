@@ -135,7 +135,11 @@ def population_spec(op: Op, h: float) -> PopSpec:
     assert step is not None
     what = f"node {op.name!r} ({op.nir_type})"
     if step.multi_spike:
-        raise UserError(f"{what}: multi-spike neurons (several spikes per step, Sinabs) cannot run on NEST")
+        raise UserError(f"{what}: multi-spike neurons (several spikes per step, Sinabs) cannot run on NEST "
+                        "(a single-spike Sinabs model: --convention sinabs+single-spike)")
+    if step.v_floor is not None:
+        raise UserError(f"{what}: a membrane floor (Sinabs min_v_mem) has no NEST form (V_min holds the reset "
+                        "between observations); --convention sinabs+no-floor if the model had none")
     if step.tau_syn is not None:
         return cuba_spec(op, h)
     tau_m, decay = _decays(step.tau, shape, h)

@@ -126,6 +126,9 @@ def spinnaker_population(name: str, p: Any, ts: float) -> tuple[str, dict[str, A
                         "its exponential synapses integrate differently")
     if step.multi_spike:
         raise UserError(f"{what}: sPyNNaker neurons emit at most one spike per step (multi-spike neurons)")
+    if step.v_floor is not None:
+        raise UserError(f"{what}: a membrane floor (Sinabs min_v_mem) has no sPyNNaker form; "
+                        "--convention sinabs+no-floor if the model had none")
     if step.spiking and step.reset != "hard":
         raise UserError(f"{what}: soft (subtractive) reset needs a neuron model sPyNNaker 7.4 lacks "
                         "(its IF/LIF models all reset to v_reset); export the network with hard reset or "

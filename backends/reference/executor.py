@@ -39,7 +39,7 @@ def _neuron_params(op: Op, dtype: torch.dtype) -> dict[str, Any]:
     step = op.neuron
     assert step is not None
     out: dict[str, Any] = {}
-    for k in ("gain", "tau", "v_leak", "v_th", "v_reset", "v_sub", "v_init", "tau_syn", "w_in"):
+    for k in ("gain", "tau", "v_leak", "v_th", "v_reset", "v_sub", "v_init", "tau_syn", "w_in", "v_floor"):
         v = getattr(step, k)
         out[k] = torch.as_tensor(v, dtype=dtype) if isinstance(v, np.ndarray) else v
     return out

@@ -16,7 +16,7 @@ the :class:`~exporters.plan.ir.Semantics`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import nir
@@ -24,6 +24,7 @@ import numpy as np
 
 from exporters.conventions import Convention, get_convention
 from exporters.metadata import DEFAULT_DT, is_ours, read_metadata
+from exporters.nirio import graph_file_version
 from exporters.plan.ir import Op, Plan
 from exporters.plan.neurons import (
     NEURON_STEPS,
@@ -151,6 +152,11 @@ class BuildSettings:
 def read_settings(graph: nir.NIRGraph, convention: str | None, dt: float | None) -> BuildSettings:
     meta = read_metadata(graph.metadata)
     cv = get_convention(convention or ("dsqn" if is_ours(meta) else "nir"))
+    if cv.needs_dt and dt is None and meta.get("dt") is None:
+        raise UserError(f"--convention {cv.name}: the graph does not record the dt it was exported at (an "
+                        "argument of the framework's exporter, not stored in the file); pass --dt")
+    if cv.tau_written == "auto":
+        cv = replace(cv, tau_written=_norse_tau_encoding(graph, cv))
     extensions = tuple(e for e in str(meta.get("extensions", "")).replace(",", " ").split() if e)
     for ext in extensions:
         if ext not in KNOWN_EXTENSIONS:
@@ -163,6 +169,18 @@ def read_settings(graph: nir.NIRGraph, convention: str | None, dt: float | None)
     compare = str(meta.get("threshold", cv.compare)) if cv.name in ("nir", "dsqn") else cv.compare
     check_choice("threshold comparison", compare, (">=", ">"))
     return BuildSettings(meta=meta, convention=cv, extensions=extensions, dt=dt, compare=compare)
+
+
+def _norse_tau_encoding(graph: nir.NIRGraph, cv: Convention) -> str:
+    """Norse 1.1 writes ``tau = dt / tau_mem_inv`` into NIR >= 1.0 files; the Norse of the NIR paper
+    wrote ``1 / tau_mem_inv`` into NIR 0.x files (``lif_norse.nir``, version 0.1.1). A graph
+    built in memory says neither: the modifier must."""
+    version = graph_file_version(graph)
+    if version is None:
+        raise UserError(f"--convention {cv.name}: this graph was not read from a file, so its tau encoding "
+                        f"cannot be told; use --convention {cv.name}+dt-tau (Norse 1.1) or "
+                        f"{cv.name}+tau-inverse (older Norse)")
+    return "dt_times_tau" if version >= (1,) else "tau"
 
 
 @dataclass(frozen=True)

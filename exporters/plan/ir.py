@@ -27,6 +27,8 @@ class NeuronStep:
     spike:  ``U >= v_th`` (or ``>``); multi-spike: ``trunc(U / v_th)`` spikes for U > 0.
     reset:  hard ``V = U (1-S) + v_reset S``; soft ``V = U - v_sub S``; soft_next: the
             subtraction lands on the next step's charge (snnTorch's delayed reset).
+    floor:  with ``v_floor``, ``V = relu(V - v_floor) + v_floor`` after the reset, written as Sinabs
+            computes it (not ``max``: the two differ by rounding above the floor).
     """
 
     gain: Param = 1.0
@@ -42,6 +44,7 @@ class NeuronStep:
     tau_syn: Param | None = None
     w_in: Param = 1.0
     syn_order: str = "nir"
+    v_floor: Param | None = None  # after the reset: V = relu(V - v_floor) + v_floor (Sinabs min_v_mem)
 
     @property
     def spiking(self) -> bool:

@@ -114,8 +114,12 @@ class _Reader:
                             "(pass the right --dt)")
         return p
 
-    def leaky_gain(self) -> Param:
-        return snap_param(collapse(self.get("r")))
+    def leaky_gain(self, tau_steps: Param | None = None) -> Param:
+        """``r``; Sinabs' ``norm_input=False`` adds the input unscaled, ``a V + r x``: ``r tau``."""
+        r = self.get("r")
+        if self.cv.leaky_input == "raw" and tau_steps is not None:
+            return collapse(r * np.asarray(tau_steps, dtype=np.float64))
+        return snap_param(collapse(r))
 
     def integrator_gain(self) -> Param:
         r = self.get("r")
@@ -136,13 +140,15 @@ class _Reader:
 
 def _lif(p: _Reader) -> NeuronStep:
     v_th, v_reset, v_leak = (collapse(p.get(a)) for a in ("v_threshold", "v_reset", "v_leak"))
-    return NeuronStep(gain=p.leaky_gain(), tau=p.tau_steps("tau"), v_leak=v_leak, v_th=v_th,
+    tau = p.tau_steps("tau")
+    return NeuronStep(gain=p.leaky_gain(tau), tau=tau, v_leak=v_leak, v_th=v_th,
                       v_init=p.init(v_reset, v_leak), **p.spiking_reset(v_th, v_reset), **p.common)
 
 
 def _if(p: _Reader) -> NeuronStep:
     v_th, v_reset = collapse(p.get("v_threshold")), collapse(p.get("v_reset"))
-    return NeuronStep(gain=p.integrator_gain(), v_th=v_th, v_init=p.init(v_reset, 0.0),
+    floor = collapse(-np.asarray(v_th, dtype=np.float64)) if p.cv.if_floor else None
+    return NeuronStep(gain=p.integrator_gain(), v_th=v_th, v_init=p.init(v_reset, 0.0), v_floor=floor,
                       **p.spiking_reset(v_th, v_reset), **p.common)
 
 
@@ -162,7 +168,8 @@ def _cuba_li(p: _Reader) -> NeuronStep:
 
 def _li(p: _Reader) -> NeuronStep:
     v_leak = collapse(p.get("v_leak"))
-    return NeuronStep(gain=p.leaky_gain(), tau=p.tau_steps("tau"), v_leak=v_leak,
+    tau = p.tau_steps("tau")
+    return NeuronStep(gain=p.leaky_gain(tau), tau=tau, v_leak=v_leak,
                       v_init=0.0 if p.cv.v_init == "zero" else v_leak, compare=p.compare)
 
 

@@ -106,12 +106,16 @@ def run_neuron(step: NeuronStep, current: Tensor, T: int, p: dict[str, ParamT],
             out.append(u)
             continue
         s = spike(u, p["v_th"], step.compare, step.multi_spike)
-        if step.reset == "hard":
+        if step.reset == "hard" and step.multi_spike:  # several spikes still reset once
+            v = torch.where(s > 0, torch.as_tensor(p["v_reset"], dtype=u.dtype), u)
+        elif step.reset == "hard":
             v = u * (1 - s) + p["v_reset"] * s
         elif step.reset == "soft":
             v = u - p["v_sub"] * s
         else:
             v, s_prev = u, s
+        if step.v_floor is not None:  # Sinabs' min_v_mem, as Sinabs writes it
+            v = torch.relu(v - p["v_floor"]) + p["v_floor"]
         out.append(s)
     return torch.stack(out), v
 
