@@ -268,3 +268,20 @@ def test_cubalif_between_lif_layers_equals_the_reference(readout_li: bool, norse
         backend.close()
     assert_same(got, ref)
     assert np.array_equal(again.q, got.q[:4])
+
+
+@pytest.mark.parametrize("convention", [None, "snntorch"])
+def test_leak_above_threshold_fires_without_input(convention: str | None) -> None:
+    """issue 20 (two_lif_neurons.nir): v_leak at or above the threshold. E_L moves to the start and the
+    pull toward v_leak becomes a constant input; hard reset (iaf_psc_delta) and snnTorch's delayed
+    subtract reset (eprop_iaf, which subtracts its threshold relative to E_L: v_leak != 0 was off
+    before issue 20) both equal the reference, with and without input."""
+    n, dt = 6, 1e-3
+    rng = np.random.default_rng(4)
+    lif = nir.LIF(tau=np.full(n, 4 * dt), r=np.ones(n), v_leak=np.array([1.5, 2.0, 3.0, 0.9, 0.0, 0.5]),
+                  v_threshold=np.ones(n), v_reset=np.zeros(n))
+    g = chain(lif, n=n, w=rng.normal(size=(n, n)).astype(np.float32) * 0.3, meta={"time_steps": 30})
+    obs = np.concatenate([np.zeros((1, n)), rng.normal(size=(7, n))]).astype(np.float32)
+    ref = ReferenceBackend(g, dtype="float64", convention=convention).run(obs)
+    assert ref.spikes["n"][0, :3].min() > 0  # fires with no input at all
+    assert_same(run_nest(g, obs, convention=convention), ref, active=False)

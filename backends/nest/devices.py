@@ -195,6 +195,8 @@ class NestNetwork:
         n, scale, rc = spec.size, spec.scale, spec.receptor
         ids = self.first[name] + np.arange(n)
         const = np.zeros(n) if drive.const is None else drive.const * scale
+        if spec.leak_bias is not None:
+            const = const + spec.leak_bias
         d_in = p.input_depth  # a CubaLIF's inputs arrive one step before its window (layout.PopLayout.lag)
         for src, mat in drive.terms.items():
             coo = mat.tocoo()

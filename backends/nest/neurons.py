@@ -97,6 +97,7 @@ class PopSpec:
     autapse: Arr | None  # one-step self-connection weight (eprop_iaf variants)
     v_correction: Arr | None  # reference V(T) = recorded V_m + v_correction * S(T)
     clamp: Arr | None = None  # weight of the clamp pulse (None: CLAMP_WEIGHT)
+    leak_bias: Arr | None = None  # per-step input carrying the leak toward v_leak when E_L is elsewhere
     receptor: int = 0  # receptor_type of every connection into the population (0: NEST's default)
     tau_syn: Arr | None = None  # CubaLIF: tau_syn (ms) per neuron, set after creation (a list parameter)
 
@@ -148,6 +149,16 @@ def population_spec(op: Op, h: float) -> PopSpec:
     v_init = _per_neuron(step.v_init, shape)
     # no leak: E_L only sets NEST's reference point, put it at the initial state
     e_l = v_init if step.tau is None else _per_neuron(step.v_leak, shape)
+    leak_bias = None
+    if step.tau is not None and step.spiking:
+        # A neuron whose v_leak is at or above its threshold fires without input (two_lif_neurons.nir).
+        # NEST's reset between observations leaves V at E_L, so E_L moves to the start v_init and the
+        # pull toward v_leak becomes a constant input: U - E = d (V - E) + (v_leak - E)/tau + (g/tau) I.
+        above = _threshold(step.v_th, step.compare, shape) <= e_l
+        if np.any(above):
+            v_leak = e_l
+            e_l = np.where(above, v_init, v_leak)
+            leak_bias = (v_leak - e_l) / _per_neuron(step.tau, shape)
     start = v_init - e_l
     init = decay * start if np.any(start != 0) else None
     params = {"E_L": _compact(e_l), "V_m": _compact(e_l), "tau_m": _compact(tau_m), "V_min": V_MIN, "t_ref": 0.0,
@@ -158,21 +169,23 @@ def population_spec(op: Op, h: float) -> PopSpec:
         return PopSpec(op.name, "iaf_psc_delta", n, params, decay, scale, False, restore, init, None, None)
     th = _threshold(step.v_th, step.compare, shape)
     if np.any(th <= e_l):
-        raise UserError(f"{what}: NEST needs the threshold above the resting potential (v_leak, or the initial "
-                        "membrane without leak): the state reset between observations rests there")
+        raise UserError(f"{what}: NEST needs the initial membrane below the threshold (the state reset between "
+                        "observations rests there; a neuron that starts above it fires at once)")
     params["V_th"] = _compact(th)
     if step.reset == "hard":
         v_reset = _per_neuron(step.v_reset, shape)
         if np.any(v_reset >= th):
             raise UserError(f"{what}: NEST needs the reset potential below the threshold")
         params["V_reset"] = _compact(v_reset)
-        return PopSpec(op.name, "iaf_psc_delta", n, params, decay, scale, True, restore, init, None, None)
+        return PopSpec(op.name, "iaf_psc_delta", n, params, decay, scale, True, restore, init, None, None,
+                       leak_bias=leak_bias)
     v_sub = _per_neuron(step.v_sub, shape)
-    a = autapse(step.reset, decay, th, v_sub)
-    corr = th - v_sub if step.reset == "soft" else th.copy()
+    # eprop_iaf holds V_th relative to E_L and subtracts that (NEST 3.10's code): th - E_L
+    a = autapse(step.reset, decay, th - e_l, v_sub)
+    corr = th - e_l - v_sub if step.reset == "soft" else th - e_l
     params.update(c_reg=0.0)
     return PopSpec(op.name, "eprop_iaf", n, params, decay, scale, True, restore, init,
-                   a if np.any(a != 0) else None, corr if np.any(corr != 0) else None)
+                   a if np.any(a != 0) else None, corr if np.any(corr != 0) else None, leak_bias=leak_bias)
 
 
 def autapse(reset: str, decay: Arr, th: Arr, v_sub: Arr) -> Arr:
