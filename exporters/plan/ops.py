@@ -122,8 +122,9 @@ def run_neuron(step: NeuronStep, current: Tensor, T: int, p: dict[str, ParamT],
 
 def _numpy_path(step: NeuronStep, cur: Tensor) -> bool:
     """Whether :func:`_run_neuron_numpy` can run this step: spiking, no synaptic current, hard or
-    soft reset, one spike at most, on CPU float32/float64 without autograd."""
+    soft reset, one spike at most, no membrane floor, on CPU float32/float64 without autograd."""
     return (step.spiking and step.tau_syn is None and step.reset in ("hard", "soft") and not step.multi_spike
+            and step.v_floor is None
             and cur.device.type == "cpu" and cur.dtype in (torch.float32, torch.float64)
             and not (torch.is_grad_enabled() and cur.requires_grad))
 
