@@ -310,7 +310,8 @@ def closed_loop(args: argparse.Namespace) -> int:
     if args.plot:
         opts = settings.describe_options()
         plot_results(records, args.plot,
-                     f"{args.graph.name} on {args.target}{f' ({opts})' if opts else ''}, {args.env}")
+                     f"{args.graph.name} on {args.target}{f' ({opts})' if opts else ''}, {args.env}",
+                     compare=args.compare)
     print_closed_loop_table(summary)
     if args.record is not None:
         print(f"recorded {summary['record']['observations']} preprocessed observations -> {args.record} "

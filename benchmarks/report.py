@@ -304,6 +304,41 @@ def md_spinnaker(res: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- plots
 
 
+def plot_energy(rows: list[dict[str, Any]], path: Path) -> None:
+    """DQN vs SNN energy per observation on a log axis that shows every bar whole (the axis spans
+    whole decades around the values), each bar labelled with its value, and rows without a
+    spiking model marked as such rather than left as a gap."""
+    import matplotlib.pyplot as plt
+
+    labels = [r["label"] for r in rows]
+    snn = np.array([r["energy_snn_pj"] / 1e3 if r.get("energy_snn_pj") else np.nan for r in rows])
+    dqn = np.array([r["energy_dqn_pj"] / 1e3 for r in rows])
+    values = np.concatenate([dqn, snn])
+    values = values[np.isfinite(values) & (values > 0)]
+    lo = 10 ** np.floor(np.log10(values.min())) if values.size else 1e-3
+    hi = 10 ** (np.ceil(np.log10(values.max())) + 0.5) if values.size else 1.0  # room for the labels
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    x = np.arange(len(rows))
+    for offset, vals, label in ((-0.2, dqn, "DQN of the same architecture: multiply-accumulates x 4.6 pJ"),
+                                (0.2, snn, "SNN: synaptic operations x 0.9 pJ (+ its input layer's MACs)")):
+        bars = ax.bar(x + offset, np.where(np.isfinite(vals), vals, 0), 0.4, label=label)
+        for bar, v in zip(bars, vals):
+            text = "no SNN" if not np.isfinite(v) else (f"{v:.3g}" if v < 1e3 else f"{v:.2e}")
+            y = lo * 1.3 if not np.isfinite(v) else v * 1.15
+            ax.text(bar.get_x() + bar.get_width() / 2, y, text, ha="center", va="bottom", fontsize=7,
+                    rotation=90 if np.isfinite(v) else 0, color="0.2" if np.isfinite(v) else "0.45")
+    ax.set_xticks(x, labels, rotation=25, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylim(lo, hi)
+    ax.set_ylabel("nJ per observation (log scale)")
+    ax.set_title("Estimated arithmetic energy per observation (45 nm float32 operation costs, "
+                 "docs/ENERGY.md); lower is better", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_all(res: dict[str, Any], out: Path) -> list[str]:
     import matplotlib
 
@@ -315,21 +350,28 @@ def plot_all(res: dict[str, Any], out: Path) -> list[str]:
     if cells:
         models, targets = _models(cells), _targets(cells)
         grid = np.full((len(models), len(targets)), np.nan)
+        state = np.full((len(models), len(targets)), "not run", dtype=object)
         for i, (task, model) in enumerate(models):
             for j, t in enumerate(targets):
                 c = _cell(cells, task, model, t)
                 if c and "agreement" in c:
                     grid[i, j] = 100 * c["agreement"]
-        fig, ax = plt.subplots(figsize=(1.6 * len(targets) + 3, 0.55 * len(models) + 1.5))
+                elif c:
+                    state[i, j] = "error"
+        fig, ax = plt.subplots(figsize=(max(1.6 * len(targets) + 4, 7.5), 0.55 * len(models) + 2))
+        ax.set_facecolor("0.9")  # cells without a figure: light grey, labelled
         im = ax.imshow(grid, vmin=50, vmax=100, cmap="viridis", aspect="auto")
         for i in range(len(models)):
             for j in range(len(targets)):
-                ax.text(j, i, "err" if np.isnan(grid[i, j]) else f"{grid[i, j]:.1f}", ha="center", va="center",
-                        color="w" if np.isnan(grid[i, j]) or grid[i, j] < 80 else "k", fontsize=8)
+                missing = np.isnan(grid[i, j])
+                ax.text(j, i, state[i, j] if missing else f"{grid[i, j]:.1f}", ha="center", va="center",
+                        color="0.3" if missing else ("w" if grid[i, j] < 80 else "k"), fontsize=8)
         ax.set_xticks(range(len(targets)), targets, rotation=30, ha="right")
         ax.set_yticks(range(len(models)), [f"{t} / {m}" for t, m in models])
-        fig.colorbar(im, ax=ax, label="% actions equal to the float64 reference")
-        ax.set_title("Agreement matrix")
+        fig.colorbar(im, ax=ax, label="% equal actions")
+        fig.suptitle("Actions equal to the float64 reference's on the same observations (%)\n"
+                     "error: the cell failed or was refused (see the table); not run: not measured",
+                     fontsize=9)
         fig.tight_layout()
         fig.savefig(out / "agreement_matrix.png", dpi=110)
         plt.close(fig)
@@ -337,18 +379,30 @@ def plot_all(res: dict[str, Any], out: Path) -> list[str]:
 
         ok = [c for c in cells if "timing_ms" in c]
         if ok:
-            fig, ax = plt.subplots(figsize=(10, 0.32 * len(ok) + 1.5))
+            # stacked segments on a log axis would misstate their sizes: the total on a log axis
+            # on the left, and what share of it each phase takes (linear) on the right
+            fig, (tot_ax, ax) = plt.subplots(1, 2, figsize=(12, 0.32 * len(ok) + 1.8), sharey=True,
+                                             gridspec_kw={"width_ratios": [1, 1]})
             labels = [f"{c['task'].split()[0]} {c['model']} · {c['target']}" for c in ok]
+            keys = (("set_input_median", "tab:blue", "set input (and reset state)"),
+                    ("simulate_median", "tab:orange", "simulate T steps"),
+                    ("read_out_median", "tab:green", "read out (spikes to Q)"))
+            parts = np.array([[c["timing_ms"][k] for k, _, _ in keys] for c in ok])
+            total = parts.sum(axis=1)
+            tot_ax.barh(labels, total, color="0.4")
+            tot_ax.set_xscale("log")
+            tot_ax.set_xlabel("ms per observation (sum of the phases' medians), log scale")
+            tot_ax.invert_yaxis()
             left = np.zeros(len(ok))
-            for key, color in (("set_input_median", "tab:blue"), ("simulate_median", "tab:orange"),
-                               ("read_out_median", "tab:green")):
-                vals = np.array([c["timing_ms"][key] for c in ok])
-                ax.barh(labels, vals, left=left, color=color, label=key.replace("_median", ""))
-                left += vals
-            ax.set_xscale("log")
-            ax.set_xlabel("ms per observation (median), log scale")
-            ax.legend(loc="lower right")
-            ax.set_title("Per-step split")
+            share = 100 * parts / np.where(total > 0, total, 1)[:, None]
+            for j, (_, color, label) in enumerate(keys):
+                ax.barh(labels, share[:, j], left=left, color=color, label=label)
+                left += share[:, j]
+            ax.set_xlim(0, 100)
+            ax.set_xlabel("% of the time per observation")
+            ax.legend(loc="lower right", fontsize=8)
+            fig.suptitle("Time per observation by target and where it goes (median over observations)",
+                         fontsize=10)
             fig.tight_layout()
             fig.savefig(out / "step_split.png", dpi=110)
             plt.close(fig)
@@ -356,49 +410,19 @@ def plot_all(res: dict[str, Any], out: Path) -> list[str]:
 
     rob = res.get("robustness", {}).get("rows", [])
     if rob:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        keys = []
-        for r in rob:
-            k = (Path(str(r.get("checkpoint"))).name, r.get("attack"))
-            if k not in keys:
-                keys.append(k)
-        for name, attack in keys:
-            rs = sorted((r for r in rob if (Path(str(r.get("checkpoint"))).name, r.get("attack")) == (name, attack)),
-                        key=lambda r: r["eps"])
-            style = "-" if attack == "fgsm" else ":"
-            axes[0].plot([r["eps"] for r in rs], [100 * r["agreement"] for r in rs], style, marker="o",
-                         label=f"{name} {attack}")
-            if any(r.get("return_mean") is not None for r in rs):
-                axes[1].plot([r["eps"] for r in rs if r.get("return_mean") is not None],
-                             [r["return_mean"] for r in rs if r.get("return_mean") is not None], style, marker="o",
-                             label=f"{name} {attack}")
-        axes[0].set_ylabel("% agreement with the clean action")
-        axes[1].set_ylabel("return")
-        for ax in axes:
-            ax.set_xlabel("ε")
-        axes[0].legend(fontsize=7)
-        fig.suptitle("FGSM (solid) and random-sign noise (dotted)")
-        fig.tight_layout()
-        fig.savefig(out / "robustness.png", dpi=110)
-        plt.close(fig)
-        made.append("robustness.png")
+        # one figure per environment: eps is in different units (feature std vs grey levels) and
+        # the returns on different scales (CartPole 0..500, Pong -21..21), so one axis serves neither
+        from benchmarks.robustness import plot as plot_robustness
+
+        envs = list(dict.fromkeys(str(r.get("env_id")) for r in rob))
+        for env in envs:
+            name = "robustness.png" if len(envs) == 1 else f"robustness_{env.split('/')[-1].split('-')[0].lower()}.png"
+            plot_robustness([r for r in rob if str(r.get("env_id")) == env], out / name, title=env)
+            made.append(name)
 
     en = res.get("energy", {}).get("rows", [])
     if en:
-        fig, ax = plt.subplots(figsize=(8, 3.5))
-        labels = [r["label"] for r in en]
-        snn = [r["energy_snn_pj"] / 1e3 if r.get("energy_snn_pj") else np.nan for r in en]
-        dqn = [r["energy_dqn_pj"] / 1e3 for r in en]
-        x = np.arange(len(en))
-        ax.bar(x - 0.2, dqn, 0.4, label="DQN, same architecture (MACs)")
-        ax.bar(x + 0.2, snn, 0.4, label="SNN (SOPs)")
-        ax.set_xticks(x, labels, rotation=25, ha="right")
-        ax.set_yscale("log")
-        ax.set_ylabel("nJ per observation (45 nm model)")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "energy.png", dpi=110)
-        plt.close(fig)
+        plot_energy(en, out / "energy.png")
         made.append("energy.png")
 
     work = out / "work"

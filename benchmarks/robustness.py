@@ -484,7 +484,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     Console(width=130).print(table)
 
 
-def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
+def plot(rows: list[dict[str, Any]], path: str | Path, title: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -517,7 +517,8 @@ def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
         axes[0][1].set(xlabel=xlabel, ylabel="return (mean ± std)",
                        title=f"closed loop, {rows[0]['episodes']} episodes, every observation attacked")
         axes[0][1].grid(alpha=0.3)
-    fig.suptitle("FGSM (solid) vs random-sign noise (dotted) of the same size", fontsize=10)
+    fig.suptitle(f"{title + ': ' if title else ''}FGSM (solid) vs random-sign noise (dotted) of the same size",
+                 fontsize=10)
     handles, labels = axes[0][0].get_legend_handles_labels()
     ncol = min(4, len(labels))
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)

@@ -415,27 +415,38 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def plot_results(records: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Returns, agreement and spikes per layer per step, one panel each."""
+def plot_results(records: list[dict[str, Any]], path: Path, title: str, compare: str | None = None) -> None:
+    """Returns, agreement and spikes per layer per agent step, one panel each."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     eps = [r["episode"] for r in records]
     has_cmp = "agreement" in records[0]
-    fig, axes = plt.subplots(1, 3 if has_cmp else 2, figsize=(12 if has_cmp else 8, 3.2))
-    axes[0].bar(eps, [r["return"] for r in records])
-    axes[0].set(xlabel="episode", ylabel="return", title="return")
+    fig, axes = plt.subplots(1, 3 if has_cmp else 2, figsize=(12 if has_cmp else 8, 3.4))
+    returns = [r["return"] for r in records]
+    axes[0].bar(eps, returns)
+    axes[0].set(xlabel="episode", ylabel="return (sum of rewards)",
+                title=f"return per episode (mean {np.mean(returns):.1f} ± {np.std(returns):.1f})")
     spk_ax = axes[-1]
     if has_cmp:
-        axes[1].plot(eps, [100 * r["agreement"] for r in records], marker="o")
-        axes[1].set(xlabel="episode", ylabel="% of actions", title="agreement with comparison")
+        agree = [100 * r["agreement"] for r in records]
+        axes[1].plot(eps, agree, marker="o")
+        axes[1].set_ylim(max(0.0, min(agree) - 5), 100.5)  # a percentage: never above 100
+        axes[1].set(xlabel="episode", ylabel="% of steps with the same action",
+                    title=f"agreement with {compare or 'the comparison'}")
+    for ax in axes[:-1]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     layers = list(records[0]["spikes_per_step"])
     spk_ax.bar(range(len(layers)), [np.mean([r["spikes_per_step"][k] for r in records]) for k in layers])
     spk_ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right", fontsize=8)
-    spk_ax.set(ylabel="spikes per step", title="spikes per layer")
-    fig.suptitle(title, fontsize=10)
+    spk_ax.set(xlabel="layer", ylabel="spikes per observation (all T steps)",
+               title="spikes per layer (mean over agent steps)")
+    for ax in axes:
+        ax.title.set_fontsize(10)
+    fig.suptitle(f"{title}; {len(records)} episodes", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

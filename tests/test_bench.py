@@ -103,7 +103,9 @@ def _results() -> dict:
                                                 "episodes_per_seed": 3, "mean_return": 487.25, "std_return": 3.5,
                                                 "std_of_seed_means": 1.0}]},
         "robustness": {"rows": [{"checkpoint": "a.pt", "model_kind": "dqn", "attack": "fgsm", "eps": e,
-                                 "agreement": 1 - e, "return_mean": 500 - 100 * e, "return_std": 1.0}
+                                 "agreement": 1 - e, "return_mean": 500 - 100 * e, "return_std": 1.0,
+                                 "env_id": "CartPole-v1", "model": "DQN", "eps_unit": "std", "n_obs": 50,
+                                 "episodes": 2}
                                 for e in (0.0, 0.1, 0.5)]},
     }
 
@@ -161,3 +163,34 @@ def test_matrix_rerun_of_some_columns_keeps_the_others(tmp_path: Path, monkeypat
     md = (out / "results.md").read_text()
     assert "Columns rerun later, under the load of that time: `lava` (started" in md
     assert f"The other columns come from `{earlier['command']}`" in md
+
+
+def test_energy_plot_shows_every_bar(tmp_path: Path) -> None:
+    """The log axis spans whole decades around every value (no bar cut at the bottom), and a row
+    without a spiking model is drawn as 'no SNN', not as a gap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    from benchmarks.report import plot_energy
+
+    rows = [{"label": "CartPole dqn", "energy_dqn_pj": 2.1e4, "energy_snn_pj": None},
+            {"label": "Pong converted", "energy_dqn_pj": 4.2e7, "energy_snn_pj": 4.3e7}]
+    seen = {}
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig, *a, **k):
+        seen["fig"] = fig
+        return real_savefig(fig, *a, **k)
+
+    plt.Figure.savefig = keep
+    try:
+        plot_energy(rows, tmp_path / "energy.png")
+    finally:
+        plt.Figure.savefig = real_savefig
+    ax = seen["fig"].axes[0]
+    lo, hi = ax.get_ylim()
+    assert lo <= 21.0 and hi >= 4.3e4 and ax.get_title()
+    assert "no SNN" in [t.get_text() for t in ax.texts]
+    assert (tmp_path / "energy.png").stat().st_size > 10_000
