@@ -98,7 +98,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         axes[0][0].plot(ts, [100 * r["agreement"] for r in sel], **kw)
         if has_returns:
             axes[0][1].plot(ts, [r["return"] for r in sel], **kw)
-    axes[0][0].axhline(99, color="grey", lw=0.8, ls="--")
+    axes[0][0].axhline(99, color="grey", lw=0.8, ls="--", label="99 % agreement")
     axes[0][0].set(xscale="log", xlabel="T (steps per observation)", ylabel="agreement with DQN (%)",
                    title=f"conversion rate on {results['eval_obs']} held-out observations")
     axes[0][0].grid(alpha=0.3)
