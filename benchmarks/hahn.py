@@ -1,17 +1,17 @@
 """Hahn 2020's comparison in one table: DQN, DSQN, direct conversion, classifier (indirect)
-conversion and policy-gradient conversion on CartPole-v1 and MountainCar-v0.
+conversion and policy-gradient conversion on CartPole-v1 and MountainCar-v0, and policy-gradient
+conversion alone on Acrobot-v1 (MountainCar's PPO does not learn here; issue 16 allows Acrobot).
 
 For each task:
 
-* **DQN** — ``examples/cartpole_dqn.pt``; MountainCar has no bundled DQN, so one is trained
-  with ``train-agent --model dqn`` (the MountainCar DSQN's settings: ``--scale-obs``,
-  ``--reward-shaping mountaincar-energy``) unless ``--mc-dqn`` names one.
+* **DQN** — ``examples/cartpole_dqn.pt`` and ``examples/mountaincar_dqn.pt`` (``--mc-dqn`` names
+  another; how they were made: examples/README.md). Acrobot has no DQN or DSQN: PG rows only.
 * **DSQN** — ``examples/cartpole_dsqn.pt`` and ``examples/mountaincar_dsqn.pt`` (trained directly).
 * **direct conversion** — ``convert-dqn`` on the DQN (Tan/Hahn: IF, soft reset).
 * **classifier conversion** — ``train-classifier`` on the DQN's greedy actions, then ``convert-dqn``.
 * **PG conversion** — a PPO (ReLU MLP) trained here by Stable-Baselines3, read with
-  ``import-agent`` (MountainCar: with ``VecNormalize`` statistics and the energy shaping used
-  for the DSQN), then ``convert-dqn``.
+  ``import-agent`` (MountainCar and Acrobot: with ``VecNormalize`` observation statistics;
+  MountainCar also with the energy shaping used for the DSQN), then ``convert-dqn``.
 
 Torch rows are played by ``evaluate-agent``'s code; spiking rows are exported to NIR and run
 closed loop on the reference backend (``run-backend --env ... --compare SOURCE``), which gives the
@@ -22,7 +22,7 @@ layer's width; these are MLPs), the input current and the readout excluded.
 Returns are mean ± std over all episodes of all seeds (episode i of seed s is reset with
 seed ``1000 s + i``).
 
-    nice -n 5 .venv/bin/python benchmarks/hahn.py --out out/hahn [--episodes 10 --seeds 0 1 2]
+    nice -n 5 .venv/bin/python benchmarks/hahn.py --out out/hahn [--envs Acrobot-v1 --episodes 10 --seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -38,10 +38,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+ENVS = ("CartPole-v1", "MountainCar-v0", "Acrobot-v1")
+DQN_TASKS = {  # tasks with a bundled DQN and DSQN: every row; the others get the PPO rows only
+    "CartPole-v1": ("cartpole_dqn.pt", "cartpole_dsqn.pt"),
+    "MountainCar-v0": ("mountaincar_dqn.pt", "mountaincar_dsqn.pt"),
+}
 HAHN = {  # Hahn 2020's reported returns (DSQN trained directly vs DQN)
     "CartPole-v1": {"DQN": 226.31, "DSQN": 454.84},
     "MountainCar-v0": {"DQN": -175.4, "DSQN": -130.92},
@@ -53,7 +57,14 @@ PPO_SETTINGS = {
     # MountainCar: VecNormalize and the potential-based energy shaping (as for the DSQN)
     "MountainCar-v0": dict(n_envs=8, n_steps=128, batch_size=256, gae_lambda=0.95, gamma=0.99, n_epochs=10,
                            ent_coef=0.0, learning_rate=1e-3, clip_range=0.2),
+    # RL-Zoo's Acrobot PPO (VecNormalize on observations, n_steps 256, lambda 0.94, 4 epochs) with
+    # ReLU instead of Tanh, and 8 environments and batches of 128 instead of 16 and 64: more updates
+    # per step, half the gradient steps per update, so that it learns in the few minutes a shared
+    # 2-core machine gives it
+    "Acrobot-v1": dict(n_envs=8, n_steps=256, batch_size=128, gae_lambda=0.94, gamma=0.99, n_epochs=4,
+                       ent_coef=0.0, learning_rate=3e-4, clip_range=0.2),
 }
+VECNORMALIZE = ("MountainCar-v0", "Acrobot-v1")
 
 
 def log(msg: str) -> None:
@@ -71,6 +82,7 @@ def run_cli(module: str, args: list[str]) -> None:
 
 def train_ppo(env_id: str, steps: int, seed: int, out: Path) -> dict[str, Any]:
     """A ReLU PPO trained by SB3; returns where its zip (and VecNormalize stats) are, and the time."""
+    import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
@@ -82,12 +94,12 @@ def train_ppo(env_id: str, steps: int, seed: int, out: Path) -> dict[str, Any]:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     vecnorm = None
+    wrap = None
     if env_id == "MountainCar-v0":
         wrap = lambda env: shape_reward(env, env_id, "mountaincar-energy", hp["gamma"])  # noqa: E731
-        venv = VecNormalize(make_vec_env(env_id, n_envs=n_envs, seed=seed, wrapper_class=wrap),
-                            norm_obs=True, norm_reward=False)
-    else:
-        venv = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    venv = make_vec_env(env_id, n_envs=n_envs, seed=seed, wrapper_class=wrap)
+    if env_id in VECNORMALIZE:
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=False)
     model = PPO("MlpPolicy", venv, seed=seed, verbose=0,
                 policy_kwargs=dict(activation_fn=torch.nn.ReLU, net_arch=[64, 64]), **hp)
     model.learn(steps)
@@ -160,22 +172,19 @@ def convert(src: Path, dst: Path, T: int, seed: int) -> dict[str, Any]:
     return {"convert_s": time.perf_counter() - t0, "heldout_agreement": ev.get("agreement")}
 
 
+def bundled_agents(env_id: str, args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """The task's DQN and DSQN (None for a PG-only task); ``--mc-dqn`` replaces MountainCar's DQN."""
+    if env_id not in DQN_TASKS:
+        return None, None
+    dqn, dsqn = (EXAMPLES / name for name in DQN_TASKS[env_id])
+    return (Path(args.mc_dqn) if env_id == "MountainCar-v0" and args.mc_dqn else dqn), dsqn
+
+
 def task(env_id: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     short = env_id.split("-")[0].lower()
     timings: dict[str, float] = {}
     seeds, episodes = args.seeds, args.episodes
-    if env_id == "CartPole-v1":
-        dqn, dsqn = EXAMPLES / "cartpole_dqn.pt", EXAMPLES / "cartpole_dsqn.pt"
-    else:
-        dsqn = EXAMPLES / "mountaincar_dsqn.pt"
-        dqn = Path(args.mc_dqn) if args.mc_dqn else out / "mountaincar_dqn.pt"
-        if not dqn.is_file():
-            log(f"training a MountainCar DQN ({args.mc_dqn_steps} steps)")
-            t0 = time.perf_counter()
-            run_cli("pipeline.train", ["--env", env_id, "--model", "dqn", "--scale-obs", "--reward-shaping",
-                                       "mountaincar-energy", "--steps", str(args.mc_dqn_steps), "--seed", "2",
-                                       "--no-progress", "-o", str(dqn)])
-            timings["dqn_train_s"] = time.perf_counter() - t0
+    dqn, dsqn = bundled_agents(env_id, args)
     log(f"{env_id}: PPO ({args.ppo_steps[env_id]} steps)")
     ppo = train_ppo(env_id, args.ppo_steps[env_id], args.train_seed, out)
     timings["ppo_train_s"] = ppo["train_s"]
@@ -183,15 +192,17 @@ def task(env_id: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     imp = ["--env", env_id, "-o", str(actor)] + (["--vecnormalize", str(ppo["vecnormalize"])]
                                                   if ppo["vecnormalize"] else [])
     run_cli("pipeline.sb3_import", [str(ppo["zip"]), *imp])
-    log(f"{env_id}: classifier of the DQN")
-    clf = out / f"classifier_{short}.pt"
-    t0 = time.perf_counter()
-    run_cli("pipeline.classifier", [str(dqn), "-o", str(clf), "--observations", str(args.clf_obs),
-                                    "--seed", str(args.train_seed), "--no-progress"])
-    timings["classifier_train_s"] = time.perf_counter() - t0
-    from pipeline.checkpoint import load_checkpoint
+    clf, clf_info = None, None
+    if dqn is not None:
+        log(f"{env_id}: classifier of the DQN")
+        clf = out / f"classifier_{short}.pt"
+        t0 = time.perf_counter()
+        run_cli("pipeline.classifier", [str(dqn), "-o", str(clf), "--observations", str(args.clf_obs),
+                                        "--seed", str(args.train_seed), "--no-progress"])
+        timings["classifier_train_s"] = time.perf_counter() - t0
+        from pipeline.checkpoint import load_checkpoint
 
-    clf_info = load_checkpoint(clf).provenance["classifier"]
+        clf_info = load_checkpoint(clf).provenance["classifier"]
 
     rows: list[dict[str, Any]] = []
 
@@ -200,12 +211,16 @@ def task(env_id: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
         log(f"{env_id}: {method} T={res['T']} return {res['return_mean']:.2f} ± {res['return_std']:.2f}, "
             f"agreement {res['agreement']:.3f}")
 
-    add("DQN", "-", run_torch(dqn, seeds, episodes), path=str(dqn))
+    if dqn is not None:
+        add("DQN", "-", run_torch(dqn, seeds, episodes), path=str(dqn))
     add("PPO actor (torch)", "-", run_torch(actor, seeds, episodes), path=str(actor))
-    add("DSQN (trained directly)", "DQN", run_snn(dsqn, env_id, dqn, seeds, episodes, out), path=str(dsqn))
+    if dsqn is not None:
+        add("DSQN (trained directly)", "DQN", run_snn(dsqn, env_id, dqn, seeds, episodes, out), path=str(dsqn))
+    methods = [("PG conversion", actor, "pg")]
+    if dqn is not None:
+        methods = [("direct conversion", dqn, "direct"), ("classifier conversion", clf, "clf"), *methods]
     for T in args.T:
-        for method, src, name in (("direct conversion", dqn, "direct"), ("classifier conversion", clf, "clf"),
-                                  ("PG conversion", actor, "pg")):
+        for method, src, name in methods:
             dst = out / f"{name}_{short}_T{T}.pt"
             conv = convert(src, dst, T, args.train_seed)
             compare = actor if name == "pg" else dqn
@@ -214,24 +229,44 @@ def task(env_id: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return {"env_id": env_id, "rows": rows, "timings": timings, "classifier": clf_info,
             "ppo": {"steps": ppo["steps"], "settings": PPO_SETTINGS[env_id], "train_s": ppo["train_s"],
                     "vecnormalize": bool(ppo["vecnormalize"])},
-            "hahn": HAHN[env_id], "dqn": str(dqn)}
+            "hahn": HAHN.get(env_id, {}), "dqn": str(dqn) if dqn else None}
 
 
-def markdown(results: dict[str, Any]) -> str:
-    lines = []
-    for t in results["tasks"]:
-        h = t["hahn"]
-        lines += [f"**{t['env_id']}** (Hahn 2020: DQN {h['DQN']}, DSQN {h['DSQN']})", "",
-                  "| method | agreement with | T | return (mean ± std) | agreement | SOPs / obs | Hahn 2020 |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        for r in t["rows"]:
-            hahn = h["DQN"] if r["method"] == "DQN" else h["DSQN"] if r["method"].startswith("DSQN") else ""
-            sops = f"{r['sops']:.0f}" if r["sops"] is not None else "(MACs)"
-            agree = f"{100 * r['agreement']:.1f} %" if r["source"] != "-" else "-"
-            lines.append(f"| {r['method']} | {r['source']} | {r['T'] or '-'} | {r['return_mean']:.2f} ± "
-                         f"{r['return_std']:.2f} | {agree} | {sops} | {hahn} |")
-        lines.append("")
-    return "\n".join(lines)
+HEADING = "## Hahn 2020's comparison (DQN, DSQN, direct, classifier and policy-gradient conversion)"
+METHOD = (
+    "Made by `benchmarks/hahn.py` (one run per task; the line above each table gives its command, seeds, "
+    "episodes, wall time and the machine's load average when it started; JSON in `<--out>/hahn.json`). "
+    "Returns are mean ± std over all episodes of all seeds (episode i of seed s reset with 1000 s + i). "
+    "Spiking rows run closed loop on the reference backend; agreement is the step agreement with the named "
+    "source network on the spiking agent's own trajectory; SOPs per observation are hidden-layer spikes × "
+    "the width they drive. Conversions: IF, soft reset, `--norm data --readout spike_count`, calibration "
+    "seed 0. PPO: ReLU 64-64, SB3, trained by the script. Method and caveats: `docs/IMPORT.md`.")
+
+
+def task_markdown(t: dict[str, Any]) -> str:
+    """One task's block: its heading, the run that measured it, its table."""
+    h, run = t["hahn"], t["run"]
+    anchor = f"Hahn 2020: DQN {h['DQN']}, DSQN {h['DSQN']}" if h else "PG conversion only: no DQN or DSQN here"
+    ppo = (f"PPO {t['ppo']['steps']:,} steps in {t['ppo']['train_s']:.0f} s"
+           + (" (VecNormalize" + (", energy-shaped reward)" if t["env_id"] == "MountainCar-v0" else ")")
+              if t["ppo"]["vecnormalize"] else ""))
+    facts = [f"`{run['command']}`: {len(run['seeds'])} seeds × {run['episodes_per_seed']} episodes (seeds "
+             f"{', '.join(map(str, run['seeds']))}), {run['wall_s']:.0f} s wall, load average "
+             f"{run['load_at_start']:.1f} at its start", ppo]
+    if t.get("dqn"):
+        facts.append(f"DQN `{rel(t['dqn'])}`")
+    if t.get("classifier"):
+        facts.append(f"classifier held-out accuracy {100 * t['classifier']['heldout_accuracy']:.1f} %")
+    lines = [f"**{t['env_id']}** ({anchor})", "", "; ".join(facts) + ".", "",
+             "| method | agreement with | T | return (mean ± std) | agreement | SOPs / obs | Hahn 2020 |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in t["rows"]:
+        hahn = h.get("DQN", "") if r["method"] == "DQN" else h.get("DSQN", "") if r["method"].startswith("DSQN") else ""
+        sops = f"{r['sops']:.0f}" if r["sops"] is not None else "(MACs)"
+        agree = f"{100 * r['agreement']:.1f} %" if r["source"] != "-" else "-"
+        lines.append(f"| {r['method']} | {r['source']} | {r['T'] or '-'} | {r['return_mean']:.2f} ± "
+                     f"{r['return_std']:.2f} | {agree} | {sops} | {hahn} |")
+    return "\n".join(lines) + "\n"
 
 
 def rel(path: str) -> str:
@@ -240,35 +275,31 @@ def rel(path: str) -> str:
 
 
 def section(results: dict[str, Any]) -> str:
-    """The docs/RESULTS.md section: how it was measured, then one table per task."""
-    tasks = results["tasks"]
-    ppo = "; ".join(f"{t['env_id']} {t['ppo']['steps']:,} steps in {t['ppo']['train_s']:.0f} s"
-                    + (" (VecNormalize, energy-shaped reward)" if t["ppo"]["vecnormalize"] else "")
-                    for t in tasks)
-    clf = "; ".join(f"{t['env_id']} held-out accuracy {100 * t['classifier']['heldout_accuracy']:.1f} %"
-                    for t in tasks)
-    dqns = "; ".join(f"{t['env_id']} `{rel(t['dqn'])}`" for t in tasks)
-    runs = results.get("runs") or [{"command": results["command"], "wall_s": results.get("wall_s", 0)}]
-    how = " and ".join(f"`{r['command']}` ({r['wall_s']:.0f} s wall)" for r in runs)
-    head = [
-        "## Hahn 2020's comparison (DQN, DSQN, direct, classifier and policy-gradient conversion)", "",
-        f"{how}, on the shared 2-core machine (load average 15-19 during the runs); JSON in "
-        f"`out/hahn*/hahn.json`. Returns are mean ± std over {len(results['seeds'])} seeds × "
-        f"{results['episodes_per_seed']} episodes (seeds {', '.join(map(str, results['seeds']))}; episode i "
-        "of seed s reset with 1000 s + i). Spiking rows run closed loop on the reference backend; "
-        "agreement is the step agreement with the named source network on the spiking agent's own "
-        "trajectory; SOPs per observation are hidden-layer spikes × the width they drive. Conversions: "
-        "IF, soft reset, `--norm data --readout spike_count`, calibration seed 0. DQNs: "
-        f"{dqns}. PPO (ReLU 64-64, SB3, trained by the script): {ppo}. Classifiers: {clf}. Method and "
-        "caveats: `docs/IMPORT.md`.", ""]
-    return "\n".join(head) + "\n" + markdown(results)
+    """The docs/RESULTS.md section: how it was measured, then one block per task."""
+    return "\n".join([HEADING, "", METHOD, "", *(task_markdown(t) for t in results["tasks"])])
+
+
+def task_blocks(text: str) -> dict[str, str]:
+    """The per-task blocks of an earlier section, keyed by environment id (``**<env>** (...`` starts one)."""
+    starts = sorted((text.find(f"**{env}** ("), env) for env in ENVS if f"**{env}** (" in text)
+    ends = [pos for pos, _ in starts[1:]] + [len(text)]
+    return {env: text[pos:end].strip() + "\n" for (pos, env), end in zip(starts, ends)}
+
+
+def merged_section(results: dict[str, Any], earlier: str) -> str:
+    """This run's task blocks, and the earlier section's blocks of the tasks it did not measure."""
+    blocks = task_blocks(earlier)
+    blocks.update({t["env_id"]: task_markdown(t) for t in results["tasks"]})
+    return "\n".join([HEADING, "", METHOD, "", *(blocks[env] for env in ENVS if env in blocks)])
 
 
 def write_docs(results: dict[str, Any]) -> None:
-    """docs/results/hahn.md, and the same section in docs/RESULTS.md (the rest of it untouched)."""
-    text = section(results).strip() + "\n"
-    (ROOT / "docs" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "docs" / "results" / "hahn.md").write_text(text)
+    """docs/results/hahn.md, and the same section in docs/RESULTS.md (the rest of it untouched); the
+    tasks this run did not measure keep their earlier blocks, each with its own command."""
+    path = ROOT / "docs" / "results" / "hahn.md"
+    text = merged_section(results, path.read_text() if path.is_file() else "").strip() + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
     page_path = ROOT / "docs" / "RESULTS.md"
     page = page_path.read_text()
     start = page.find("## Hahn 2020's comparison")
@@ -284,23 +315,22 @@ def write_docs(results: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="out/hahn")
-    p.add_argument("--envs", nargs="+", default=["CartPole-v1", "MountainCar-v0"])
+    p.add_argument("--envs", nargs="+", default=list(ENVS), choices=ENVS)
     p.add_argument("--episodes", type=int, default=10, help="episodes per seed (10)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("-T", type=int, nargs="+", default=[50, 200], help="conversion T (50 200)")
     p.add_argument("--train-seed", type=int, default=0)
     p.add_argument("--cartpole-ppo-steps", type=int, default=50_000)
     p.add_argument("--mountaincar-ppo-steps", type=int, default=150_000)
-    p.add_argument("--mc-dqn", help="a MountainCar DQN checkpoint (default: train one)")
-    p.add_argument("--mc-dqn-steps", type=int, default=100_000)
+    p.add_argument("--acrobot-ppo-steps", type=int, default=200_000)
+    p.add_argument("--mc-dqn", help="a MountainCar DQN checkpoint (default: examples/mountaincar_dqn.pt)")
     p.add_argument("--clf-obs", type=int, default=20_000)
     p.add_argument("--merge", nargs="+", help="only write one table from these hahn.json files")
     p.add_argument("--docs", action="store_true", help="write the section of docs/RESULTS.md")
     args = p.parse_args(argv)
     if args.merge:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
-        merged = {**parts[0], "tasks": [t for part in parts for t in part["tasks"]],
-                  "runs": [{"command": part["command"], "wall_s": part["wall_s"]} for part in parts]}
+        merged = {"tasks": [t for part in parts for t in part["tasks"]]}  # each task carries its run
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "hahn.json").write_text(json.dumps(merged, indent=2, default=float))
@@ -309,15 +339,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.docs:
             write_docs(merged)
         return 0
-    args.ppo_steps = {"CartPole-v1": args.cartpole_ppo_steps, "MountainCar-v0": args.mountaincar_ppo_steps}
+    args.ppo_steps = {"CartPole-v1": args.cartpole_ppo_steps, "MountainCar-v0": args.mountaincar_ppo_steps,
+                      "Acrobot-v1": args.acrobot_ppo_steps}
+    for env_id in args.envs:  # before any training: every bundled agent a task needs is there
+        for path in bundled_agents(env_id, args):
+            if path is not None and not path.is_file():
+                print(f"error: {env_id} needs {path}, which is not there (examples/README.md says how it was made)",
+                      file=sys.stderr)
+                return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    results: dict[str, Any] = {"command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-                               "seeds": args.seeds, "episodes_per_seed": args.episodes, "T": args.T,
-                               "tasks": []}
+    command = " ".join(["benchmarks/hahn.py", *(sys.argv[1:] if argv is None else argv)])
+    results: dict[str, Any] = {"command": command, "seeds": args.seeds, "episodes_per_seed": args.episodes,
+                               "T": args.T, "tasks": []}
     for env_id in args.envs:
+        t_task, load = time.perf_counter(), os.getloadavg()[0]
         results["tasks"].append(task(env_id, args, out))
+        results["tasks"][-1]["run"] = {"command": command, "seeds": args.seeds, "episodes_per_seed": args.episodes,
+                                       "load_at_start": load, "wall_s": time.perf_counter() - t_task}
         results["wall_s"] = time.perf_counter() - t0
         (out / "hahn.json").write_text(json.dumps(results, indent=2, default=float))
     (out / "hahn.md").write_text(section(results))

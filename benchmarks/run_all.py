@@ -15,6 +15,9 @@ recorded with its error and makes the exit code 1; nothing is skipped silently):
 6. ``robustness``  FGSM and random-sign noise vs epsilon (benchmarks/robustness.py).
 7. ``spinnaker``   sPyNNaker virtual-board mapping of the CartPole network (and the Nature
                    CNN in the full run): chips, cores, routing entries.
+8. ``hahn``        Hahn 2020's comparison: DQN, DSQN, direct, classifier and PG conversion
+                   (benchmarks/hahn.py; it trains its PPOs and classifiers; the quick size runs
+                   MountainCar with 1 episode at one T, a few thousand PPO steps).
 
 Then ``<out>/results.md``, PNGs in ``<out>/``, and ``docs/RESULTS.md`` (with ``--docs``) are
 regenerated from the JSON. Inputs: the bundled agents in examples/; optional trained agents
@@ -51,7 +54,7 @@ from pipeline.cli import cli_entry  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 
 PY = sys.executable
-SECTIONS = ("forward", "matrix", "energy", "conversion", "scores", "robustness", "spinnaker")
+SECTIONS = ("forward", "matrix", "energy", "conversion", "scores", "robustness", "spinnaker", "hahn")
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class Profile:
     atari_robust_obs: int = 100
     atari_robust_episodes: int = 1  # closed loop capped at robustness.ATARI_MAX_STEPS agent steps
     spinnaker_cnn: bool = True
+    hahn_args: tuple[str, ...] = ("--envs", "CartPole-v1", "MountainCar-v0", "Acrobot-v1", "--episodes", "5",
+                                  "--seeds", "0", "1", "-T", "20", "100", "--acrobot-ppo-steps", "60000")
 
 
 FULL = Profile("full", cartpole_obs=500, atari_obs=40, atari_T=64, atari_cap={"spinnaker-fixedpoint": 10})
@@ -90,7 +95,9 @@ QUICK = Profile("quick", cartpole_obs=100, atari_obs=3, atari_T=8, atari_cap={"s
                 conv_readouts=("robust_rate",), conv_eval_obs=300, conv_calib=2000, conv_episodes=2,
                 conv_T=50, atari_conv_obs=50, score_seeds=(0,), score_episodes=3, atari_score_episodes=1,
                 robust_eps=(0.0, 0.2), atari_eps=(0.0, 2 / 255), robust_obs=50, robust_episodes=1,
-                atari_robust_obs=10, atari_robust_episodes=0, spinnaker_cnn=False)
+                atari_robust_obs=10, atari_robust_episodes=0, spinnaker_cnn=False,
+                hahn_args=("--envs", "MountainCar-v0", "--episodes", "1", "--seeds", "0", "-T", "20",
+                           "--mountaincar-ppo-steps", "2048", "--clf-obs", "2000"))
 
 # Bundled (examples/) and optional trained (runs/) agents, with the command that makes a missing one.
 CARTPOLE = {
@@ -515,6 +522,12 @@ def section_spinnaker(prof: Profile, work: Path) -> dict[str, Any]:
     return json.loads(path.read_text())["spinnaker"]
 
 
+def section_hahn(prof: Profile, work: Path) -> dict[str, Any]:
+    out = work / "hahn"
+    run_script(["benchmarks/hahn.py", "--out", str(out), *prof.hahn_args])
+    return json.loads((out / "hahn.json").read_text())
+
+
 # ---------------------------------------------------------------- driver
 
 
@@ -588,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         "scores": lambda: section_scores(prof, work, missing),
         "robustness": lambda: section_robustness(prof, work, missing),
         "spinnaker": lambda: section_spinnaker(prof, work),
+        "hahn": lambda: section_hahn(prof, work),
     }
     for name in SECTIONS:
         if name not in args.only:

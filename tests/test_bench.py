@@ -194,3 +194,37 @@ def test_energy_plot_shows_every_bar(tmp_path: Path) -> None:
     assert lo <= 21.0 and hi >= 4.3e4 and ax.get_title()
     assert "no SNN" in [t.get_text() for t in ax.texts]
     assert (tmp_path / "energy.png").stat().st_size > 10_000
+
+
+def _hahn_task(env_id: str, pg_only: bool) -> dict:
+    run = {"command": f"benchmarks/hahn.py --envs {env_id}", "seeds": [0], "episodes_per_seed": 2,
+           "load_at_start": 3.0, "wall_s": 60.0}
+    rows = [{"method": "PPO actor (torch)", "source": "-", "T": None, "return_mean": -80.5, "return_std": 9.0,
+             "agreement": 1.0, "sops": None},
+            {"method": "PG conversion", "source": "PPO actor", "T": 20, "return_mean": -91.25, "return_std": 12.0,
+             "agreement": 0.9512, "sops": 1234.4}]
+    if not pg_only:
+        rows.insert(0, {"method": "DQN", "source": "-", "T": None, "return_mean": -101.0, "return_std": 8.0,
+                        "agreement": 1.0, "sops": None})
+    return {"env_id": env_id, "rows": rows, "run": run, "hahn": {} if pg_only else {"DQN": -175.4, "DSQN": -130.92},
+            "dqn": None if pg_only else "examples/mountaincar_dqn.pt",
+            "classifier": None if pg_only else {"heldout_accuracy": 0.987},
+            "ppo": {"steps": 2048, "train_s": 5.0, "vecnormalize": True, "settings": {}}}
+
+
+def test_hahn_section_from_json_and_kept_blocks() -> None:
+    """run_all's hahn section renders from its JSON (a PG-only task too); a run of some tasks keeps the
+    earlier blocks of the others in docs/results/hahn.md, each with its own command."""
+    from benchmarks import hahn
+
+    res = {**_results(), "hahn": {"tasks": [_hahn_task("Acrobot-v1", pg_only=True)]}}
+    md = report.md_hahn(res)
+    assert "**Acrobot-v1** (PG conversion only" in md and "| PG conversion | PPO actor | 20 | -91.25 ± 12.00 | 95.1 % | 1234 |" in md
+    assert "`benchmarks/hahn.py --envs Acrobot-v1`: 1 seeds × 2 episodes" in md and "(VecNormalize)" in md
+    earlier = hahn.section({"tasks": [_hahn_task("CartPole-v1", pg_only=False), _hahn_task("Acrobot-v1", True)]})
+    merged = hahn.merged_section({"tasks": [_hahn_task("MountainCar-v0", pg_only=False)]}, earlier)
+    blocks = hahn.task_blocks(merged)
+    assert list(blocks) == ["CartPole-v1", "MountainCar-v0", "Acrobot-v1"]
+    assert blocks["CartPole-v1"] == hahn.task_blocks(earlier)["CartPole-v1"]
+    assert "energy-shaped reward" in blocks["MountainCar-v0"] and "classifier held-out accuracy 98.7 %" in merged
+    assert merged.count(hahn.HEADING) == 1
