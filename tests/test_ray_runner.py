@@ -168,8 +168,9 @@ def test_a_worker_that_cannot_import_the_backend_is_one_error(tmp_path: Path, gr
 
 
 def test_bench_matrix_cells_as_ray_tasks_equal_the_local_run(tmp_path: Path, local_ray):
-    """Two agreement-matrix cells (benchmarks/backend_cell.py) shipped by content to Ray workers:
-    the same figures as when run here, one after the other."""
+    """Agreement-matrix cells (benchmarks/backend_cell.py) shipped by content to Ray workers: the
+    same figures as when run here (the fixed-point SpiNNaker emulation: its Q-values differ from
+    the reference's, so equal figures mean the same computation, not two perfect scores)."""
     import numpy as np
 
     from backends.reference import ReferenceBackend
@@ -186,7 +187,7 @@ def test_bench_matrix_cells_as_ray_tasks_equal_the_local_run(tmp_path: Path, loc
                            ["--target", t, "--graph", "{graph}", "--obs", "{obs}", "--reference", "{ref}",
                             "--options", "{}", "--out", "{out}"],
                            {"graph": gpath, "obs": opath, "ref": rpath}, {"out": f"{t}.json"})
-            for t in ("reference", "spinnaker-fixedpoint")]
+            for t in ("spinnaker-fixedpoint",)]
     local, remote = run_jobs(jobs), run_jobs(jobs, workers=2)
     for a, b in zip(local, remote):
         assert a.returncode == b.returncode == 0, (a.stderr[-500:], b.stderr[-500:])
