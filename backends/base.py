@@ -13,7 +13,8 @@ import numpy as np
 from pipeline.backend_api import Backend, Readout, check_batch, greedy_action
 from pipeline.errors import UserError
 
-__all__ = ["Backend", "Readout", "check_batch", "greedy_action", "plan_for_env", "spiking_populations"]
+__all__ = ["Backend", "Readout", "check_batch", "greedy_action", "plan_for_env", "refuse_recurrence",
+           "spiking_populations"]
 
 
 def plan_for_env(graph, *, time_steps: int | None = None, dt: float | None = None, readout: str | None = None,
@@ -39,9 +40,20 @@ def plan_for_env(graph, *, time_steps: int | None = None, dt: float | None = Non
     return plan, graph_shape, n_out
 
 
+def refuse_recurrence(plan, target: str) -> None:
+    """One UserError naming the first node that receives a loop's previous-step value, for a
+    target that runs feed-forward graphs only."""
+    for op in plan.recurrent_ops:
+        raise UserError(f"node {op.name!r} ({op.nir_type}): it receives {', '.join(map(repr, op.recurrent))} one "
+                        f"step late (a recurrent loop); {target} runs feed-forward graphs only (the reference "
+                        "runs recurrent ones)")
+
+
 def spiking_populations(plan, target: str) -> list:
     """The plan's neuron and threshold ops, for a spike-passing simulator named ``target``;
-    a ReLU (a DQN) or a graph without neurons is a UserError naming the node or the target."""
+    a ReLU (a DQN), a recurrent loop or a graph without neurons is a UserError naming the node or
+    the target."""
+    refuse_recurrence(plan, target)
     for op in plan.ops:
         if op.kind == "relu":
             raise UserError(f"node {op.name!r}: ReLU (a DQN) has no spiking form on {target}; convert the DQN "

@@ -243,7 +243,12 @@ def test_graph_problems_name_the_node() -> None:
     g = small_graph(time_steps=2)
     g.nodes["rec"] = nir.Linear(f32(3, 3))
     g.edges += [("lif", "rec"), ("rec", "lif")]
-    with pytest.raises(UserError, match="recurrent NIR graph"):
+    assert build_plan(g).op("lif").recurrent == ["rec"]  # a loop the Input reaches: one step late
+    g = small_graph(time_steps=2)
+    g.nodes["x"], g.nodes["y"] = nir.Linear(f32(3, 3)), nir.Linear(f32(3, 3))
+    g.edges += [("x", "y"), ("y", "x"), ("y", "lif")]
+    with pytest.raises(UserError, match="recurrent NIR graph: nodes x, y form a loop that the Input node does "
+                                        "not reach"):
         build_plan(g)
     with pytest.raises(UserError, match="no time_steps"):
         build_plan(small_graph())

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from backends.base import refuse_recurrence
 from backends.common.sparse import conv_matrix, dense_bias, dense_matrix, pool_matrix
 from exporters.canonical import SYNAPSES, NeuronStep, Op, Plan
 from pipeline.errors import UserError
@@ -169,6 +170,7 @@ def _add(a: _Linear, b: _Linear) -> _Linear:
 
 def lower(plan: Plan, *, fixed_point: bool = False) -> Layout:
     """Check that Lava can run ``plan`` and lay it out (see the module docstring)."""
+    refuse_recurrence(plan, "Lava")
     out_src = plan.readout_source
     walk = _Walk()
     for op in plan.ops:

@@ -17,7 +17,7 @@ import torch
 
 from backends.base import Readout, check_batch
 from exporters.canonical import SYNAPSES, Op, Plan, build_plan
-from exporters.plan.ops import per_step, run_neuron, spike
+from exporters.plan.ops import NeuronState, apply_synapse, neuron_advance, neuron_state, per_step, run_neuron, spike
 from exporters.plan.readout import finish_q, head_q, pushes_mean_through_head, q_and_action, summed, tensor_params
 from pipeline.encoding import encode_seeded
 from pipeline.errors import UserError
@@ -86,6 +86,8 @@ class ReferenceBackend:
                   ) -> RunResult:
         """Run ``obs`` ``[N, *obs_shape]`` (already in the working dtype); torch in, torch out.
         ``traces``, when given, receives each neuron op's (output ``[T, N, ...]``, U ``[T, N, ...]``)."""
+        if self.plan.recurrent_ops:
+            return self._run_stepwise(obs, input_spikes, record, traces)
         T = self.T
         values: dict[str, torch.Tensor] = {}
         final_v: dict[str, torch.Tensor] = {}
@@ -116,6 +118,59 @@ class ReferenceBackend:
             if record and op.spiking:
                 s = values[op.name]
                 counts[op.name] = (s.expand(T, *s.shape[1:]) if s.shape[0] == 1 else s).sum(dim=0)
+        q = head_q(self.plan, values, params=self.params)
+        q, tiebreak = finish_q(self.sem, q, final_v.get(src.name), src.name)
+        return RunResult(q=q, tiebreak=tiebreak, spikes=counts)
+
+    def _run_stepwise(self, obs: torch.Tensor, input_spikes: torch.Tensor | None, record: bool,
+                      traces: dict[str, tuple[torch.Tensor, torch.Tensor]] | None) -> RunResult:
+        """A recurrent plan, one step at a time (docs/NIR.md "Recurrence"): every op at step t from its
+        inputs at t and its recurrent inputs at t - 1 (zero at t = 0); all state starts afresh for
+        each observation, as in the layer-wise path."""
+        T, src = self.T, self.plan.readout_source
+        x_in = self._input_value(obs, input_spikes)
+        series: dict[str, list[torch.Tensor]] = {}
+        membranes: dict[str, list[torch.Tensor]] = {}
+        states: dict[str, NeuronState] = {}
+        prev: dict[str, torch.Tensor] = {}
+        for t in range(T):
+            now: dict[str, torch.Tensor] = {}
+            for op in self.plan.ops:
+                p = self.params[op.name]
+                if op.kind == "input":
+                    now[op.name] = x_in[t if x_in.shape[0] > 1 else 0]
+                    continue
+                if op.kind == "output":
+                    break
+                if self.pushdown and op.name == src.name:
+                    continue
+                x = now[op.inputs[0]]
+                for other in op.inputs[1:]:
+                    x = x + now[other]
+                for late in op.recurrent:  # the loop's value of the previous step
+                    x = x + prev[late] if late in prev else x
+                if op.kind in SYNAPSES:
+                    y = apply_synapse(op, x, p)
+                elif op.kind == "relu":
+                    y = torch.relu(x)
+                elif op.kind == "threshold":
+                    y = spike(x, p["threshold"], p["compare"], False)
+                else:
+                    assert op.neuron is not None
+                    if op.name not in states:
+                        states[op.name] = neuron_state(op.neuron, x, p)
+                    u = membranes.setdefault(op.name, []) if traces is not None else None
+                    y = neuron_advance(op.neuron, x, states[op.name], p, u)
+                now[op.name] = y
+                series.setdefault(op.name, []).append(y)
+            prev = now
+        values = {name: torch.stack(ys) for name, ys in series.items()}
+        values[self.plan.input] = x_in
+        counts = {name: values[name].sum(dim=0) for name in self.spiking_ops if record and name in values}
+        if traces is not None:
+            for name, us in membranes.items():
+                traces[name] = (values[name], torch.stack(us))
+        final_v = {name: st.v for name, st in states.items()}
         q = head_q(self.plan, values, params=self.params)
         q, tiebreak = finish_q(self.sem, q, final_v.get(src.name), src.name)
         return RunResult(q=q, tiebreak=tiebreak, spikes=counts)

@@ -16,7 +16,7 @@ the :class:`~exporters.plan.ir.Semantics`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import nir
@@ -98,6 +98,34 @@ def find_soft_loops(nodes: Mapping[str, nir.NIRNode], edges: Edges) -> dict[str,
     return loops
 
 
+def loop_edges(names: list[str], pred: Mapping[str, list[str]], start: str) -> set[tuple[str, str]]:
+    """The edges that close loops: a depth-first walk from the Input node (successors in edge order)
+    meets each loop at its entry first; the edge leading back to a node on the walk's path is the
+    one whose value arrives a step late (snnTorch RLeaky, the Braille nets: ``lif -> w_rec -> lif``,
+    the recurrent current W s[t-1] enters lif at step t)."""
+    succ: dict[str, list[str]] = {n: [] for n in names}
+    for b in names:
+        for a in pred[b]:
+            succ[a].append(b)
+    back: set[tuple[str, str]] = set()
+    state: dict[str, int] = {}  # 1 on the path, 2 done
+    stack: list[tuple[str, int]] = [(start, 0)]
+    state[start] = 1
+    while stack:
+        node, i = stack.pop()
+        if i < len(succ[node]):
+            stack.append((node, i + 1))
+            nxt = succ[node][i]
+            if state.get(nxt) == 1:
+                back.add((node, nxt))
+            elif nxt not in state:
+                state[nxt] = 1
+                stack.append((nxt, 0))
+        else:
+            state[node] = 2
+    return back
+
+
 def topo_order(names: list[str], pred: Mapping[str, list[str]]) -> list[str]:
     """``names`` with every node after its predecessors; a cycle is a UserError naming its nodes."""
     done: list[str] = []
@@ -106,10 +134,15 @@ def topo_order(names: list[str], pred: Mapping[str, list[str]]) -> list[str]:
     while remaining:
         ready = [n for n in remaining if all(p in placed for p in pred[n])]
         if not ready:
-            stuck = ", ".join(sorted(remaining)[:6])
+            loop = set(remaining)  # prune what only hangs off the loop (no successor left in it)
+            while True:
+                feeding = {p for n in loop for p in pred[n] if p in loop}
+                if feeding >= loop:
+                    break
+                loop &= feeding
+            stuck = ", ".join(sorted(loop)[:6])
             raise UserError(
-                f"recurrent NIR graph: nodes {stuck} form a loop; only feed-forward graphs and the "
-                "soft-reset loop (I/LI -> Threshold -> Scale -> I/LI) are supported"
+                f"recurrent NIR graph: nodes {stuck} form a loop that the Input node does not reach"
             )
         for n in ready:
             done.append(n)
@@ -195,6 +228,7 @@ class FlatGraph:
     edges: Edges
     loops: dict[str, tuple[str, str]]
     pred: dict[str, list[str]]
+    recurrent: dict[str, list[str]] = field(default_factory=dict)  # node -> sources one step late
 
 
 def flatten_graph(graph: nir.NIRGraph) -> FlatGraph:
@@ -231,6 +265,23 @@ def _collapse_soft_loops(nodes: Mapping[str, nir.NIRNode], edges: Edges,
         if outs != [soma]:
             raise UserError(f"node {sc!r}: a soft-reset feedback Scale must feed only its soma {soma!r}")
     return pred
+
+
+def _split_loops(g: FlatGraph, input_name: str) -> FlatGraph:
+    """Take each loop-closing edge (:func:`loop_edges`) out of ``pred`` into ``recurrent``; a loop
+    the Input node does not reach stays in ``pred`` and :func:`topo_order` names it."""
+    back = loop_edges(list(g.pred), g.pred, input_name) if input_name in g.pred else set()
+    if not back:
+        return g
+    pred = {n: [a for a in ins if (a, n) not in back] for n, ins in g.pred.items()}
+    recurrent: dict[str, list[str]] = {}
+    for a, b in sorted(back):
+        recurrent.setdefault(b, []).append(a)
+    for b, srcs in recurrent.items():
+        if not pred[b]:
+            raise UserError(f"node {b!r}: it is reached only through a loop ({', '.join(srcs)}), never from the "
+                            "Input node")
+    return FlatGraph(g.nodes, g.edges, g.loops, pred, recurrent)
 
 
 def _one_input_and_output(nodes: Mapping[str, nir.NIRNode]) -> tuple[str, str]:
@@ -345,12 +396,18 @@ def build_ops(ctx: NodeContext, order: list[str]) -> dict[str, Op]:
         in_shape = _in_shape(name, tname, ins, ops)
         if name in g.loops:
             ops[name] = _soft_loop_op(ctx, name, ins, in_shape)
-            continue
-        builder = next((NODE_BUILDERS[c] for c in type(node).__mro__ if c in NODE_BUILDERS), None)
-        if builder is None:
-            raise UserError(f"node {name!r}: NIR node type {tname} is not supported by dsqn-deploy "
-                            f"(supported: {_SUPPORTED})")
-        ops[name] = builder(ctx, name, node, ins, in_shape)
+        else:
+            builder = next((NODE_BUILDERS[c] for c in type(node).__mro__ if c in NODE_BUILDERS), None)
+            if builder is None:
+                raise UserError(f"node {name!r}: NIR node type {tname} is not supported by dsqn-deploy "
+                                f"(supported: {_SUPPORTED})")
+            ops[name] = builder(ctx, name, node, ins, in_shape)
+        ops[name].recurrent = list(g.recurrent.get(name, []))
+    for name, late in g.recurrent.items():  # a loop's sources are built after the node they feed
+        for src in late:
+            if ops[src].out_shape != ops[name].in_shape:
+                raise UserError(f"node {name!r} ({ops[name].nir_type}): its recurrent input {src!r} has shape "
+                                f"{ops[src].out_shape}, its other inputs {ops[name].in_shape}")
     return ops
 
 
@@ -365,6 +422,7 @@ def build_plan(graph: nir.NIRGraph, *, convention: str | None = None, time_steps
     settings = read_settings(graph, convention, dt)
     flat = flatten_graph(graph)
     input_name, output_name = _one_input_and_output(flat.nodes)
+    flat = _split_loops(flat, input_name)
     order = topo_order(list(flat.pred), flat.pred)
     ops = build_ops(NodeContext(settings, flat), order)
 

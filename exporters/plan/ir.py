@@ -64,6 +64,9 @@ class Op:
     params: dict[str, Any] = field(default_factory=dict)
     neuron: NeuronStep | None = None
     members: tuple[str, ...] = ()  # NIR nodes merged into this op (the soft-reset loop)
+    # sources whose value arrives one step late (the edge closing a loop, docs/NIR.md "Recurrence");
+    # kept out of ``inputs`` so that a backend that does not read this field cannot mistake them
+    recurrent: list[str] = field(default_factory=list)
 
     @property
     def spiking(self) -> bool:
@@ -104,6 +107,11 @@ class Plan:
             if op.name == name:
                 return op
         raise KeyError(name)
+
+    @property
+    def recurrent_ops(self) -> list[Op]:
+        """Ops that receive a loop's previous-step value (empty for a feed-forward graph)."""
+        return [op for op in self.ops if op.recurrent]
 
     @property
     def readout_source(self) -> Op:

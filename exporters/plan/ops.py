@@ -10,6 +10,7 @@ are bit-identical to the torch model and the acceptance tolerance is never neede
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -71,53 +72,72 @@ def run_neuron(step: NeuronStep, current: Tensor, T: int, p: dict[str, ParamT],
     cur = current.expand(T, *current.shape[1:]) if current.shape[0] == 1 else current
     if membrane is None and _numpy_path(step, cur):  # the same bits; the torch loop below keeps U per step
         return _run_neuron_numpy(step, cur, T, p)
+    state = neuron_state(step, cur[0], p)
+    out = [neuron_advance(step, cur[t], state, p, membrane) for t in range(T)]
+    return torch.stack(out), state.v
+
+
+@dataclass
+class NeuronState:
+    """A population's state between steps: membrane, synaptic current, the last spikes (soft_next)."""
+
+    v: Tensor
+    syn: Tensor | None = None
+    s_prev: Tensor | None = None
+
+
+def neuron_state(step: NeuronStep, like: Tensor, p: dict[str, ParamT]) -> NeuronState:
+    """The state at the start of an observation, shaped like one step's input ``like``."""
     v_init = p["v_init"]
-    v = torch.full_like(cur[0], v_init) if isinstance(v_init, float) else v_init.expand_as(cur[0]).clone()
-    syn = torch.zeros_like(cur[0]) if step.tau_syn is not None else None
+    v = torch.full_like(like, v_init) if isinstance(v_init, float) else v_init.expand_as(like).clone()
+    return NeuronState(v, torch.zeros_like(like) if step.tau_syn is not None else None)
+
+
+def neuron_advance(step: NeuronStep, x: Tensor, st: NeuronState, p: dict[str, ParamT],
+                   membrane: list[Tensor] | None = None) -> Tensor:
+    """One step of docs/DESIGN.md's neuron on input ``x``; updates ``st``, returns S (or U when
+    non-spiking). :func:`run_neuron` is T of these; a recurrent plan calls it step by step."""
     gain, tau, v_leak = p["gain"], p["tau"], p["v_leak"]
     unit_gain = isinstance(gain, float) and gain == 1.0
     w_in = p["w_in"]
     unit_w = isinstance(w_in, float) and w_in == 1.0
-    s_prev: Tensor | None = None
-    out = []
-    for t in range(T):
-        x = cur[t]
-        if syn is not None:
-            xin = x if unit_w else w_in * x
-            if step.syn_order == "nir":
-                syn = syn + (xin - syn) / p["tau_syn"]
-                drive = syn
-            else:  # norse: the current jumps by the input, drives v, then decays
-                syn = syn + xin
-                drive = syn
-        else:
-            drive = x
-        if not unit_gain:
-            drive = gain * drive
-        u = v + drive if tau is None else v + (drive - (v - v_leak)) / tau
-        if syn is not None and step.syn_order == "norse":
-            syn = syn - syn / p["tau_syn"]
-        if step.reset == "soft_next" and s_prev is not None:
-            u = u - p["v_sub"] * s_prev
-        if membrane is not None:
-            membrane.append(u)
-        if not step.spiking:
-            v = u
-            out.append(u)
-            continue
-        s = spike(u, p["v_th"], step.compare, step.multi_spike)
-        if step.reset == "hard" and step.multi_spike:  # several spikes still reset once
-            v = torch.where(s > 0, torch.as_tensor(p["v_reset"], dtype=u.dtype), u)
-        elif step.reset == "hard":
-            v = u * (1 - s) + p["v_reset"] * s
-        elif step.reset == "soft":
-            v = u - p["v_sub"] * s
-        else:
-            v, s_prev = u, s
-        if step.v_floor is not None:  # Sinabs' min_v_mem, as Sinabs writes it
-            v = torch.relu(v - p["v_floor"]) + p["v_floor"]
-        out.append(s)
-    return torch.stack(out), v
+    v, syn = st.v, st.syn
+    if syn is not None:
+        xin = x if unit_w else w_in * x
+        if step.syn_order == "nir":
+            syn = syn + (xin - syn) / p["tau_syn"]
+            drive = syn
+        else:  # norse: the current jumps by the input, drives v, then decays
+            syn = syn + xin
+            drive = syn
+    else:
+        drive = x
+    if not unit_gain:
+        drive = gain * drive
+    u = v + drive if tau is None else v + (drive - (v - v_leak)) / tau
+    if syn is not None and step.syn_order == "norse":
+        syn = syn - syn / p["tau_syn"]
+    st.syn = syn
+    if step.reset == "soft_next" and st.s_prev is not None:
+        u = u - p["v_sub"] * st.s_prev
+    if membrane is not None:
+        membrane.append(u)
+    if not step.spiking:
+        st.v = u
+        return u
+    s = spike(u, p["v_th"], step.compare, step.multi_spike)
+    if step.reset == "hard" and step.multi_spike:  # several spikes still reset once
+        v = torch.where(s > 0, torch.as_tensor(p["v_reset"], dtype=u.dtype), u)
+    elif step.reset == "hard":
+        v = u * (1 - s) + p["v_reset"] * s
+    elif step.reset == "soft":
+        v = u - p["v_sub"] * s
+    else:
+        v, st.s_prev = u, s
+    if step.v_floor is not None:  # Sinabs' min_v_mem, as Sinabs writes it
+        v = torch.relu(v - p["v_floor"]) + p["v_floor"]
+    st.v = v
+    return s
 
 
 def _numpy_path(step: NeuronStep, cur: Tensor) -> bool:

@@ -1,0 +1,104 @@
+"""Recurrent NIR graphs (issue 20): a loop's closing edge carries the previous step's value
+(docs/NIR.md "Recurrence"). The reference runs them step by step, held here to independent
+numpy transcriptions of snnTorch's RLeaky and RSynaptic (reset_delay=False); every other target
+refuses them with one line naming the node."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import nir
+import numpy as np
+import pytest
+
+from backends import REGISTRY
+from backends.reference import ReferenceBackend
+from exporters.canonical import build_plan
+from pipeline.errors import UserError
+
+DT = 1e-4
+
+
+def rsynaptic_graph(alpha: float | None, beta: float, seed: int = 0, n_in: int = 5, n: int = 12, n_out: int = 3):
+    """input -> fc -> neuron (loop neuron -> w_rec -> neuron) -> fc2 -> out neuron, as snnTorch 1.0 writes
+    RLeaky (LIF) and RSynaptic (CubaLIF, alpha given): tau = dt/(1-beta), r = tau/dt, w_in = tau_syn/dt."""
+    rng = np.random.default_rng(seed)
+
+    def neuron(k: int):
+        tau = np.full(k, DT / (1 - beta))
+        if alpha is None:
+            return nir.LIF(tau=tau, r=tau / DT, v_leak=np.zeros(k), v_threshold=np.ones(k), v_reset=np.zeros(k))
+        tau_syn = np.full(k, DT / (1 - alpha))
+        return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau, r=tau / DT, v_leak=np.zeros(k), v_threshold=np.ones(k),
+                           v_reset=np.zeros(k), w_in=tau_syn / DT)
+
+    w_in, w_rec, w_out = rng.normal(size=(n, n_in)) * 0.8, rng.normal(size=(n, n)) * 0.5, rng.normal(size=(n_out, n))
+    nodes = {"input": nir.Input(input_type={"input": np.array([n_in])}), "fc1": nir.Linear(weight=w_in),
+             "lif1": neuron(n), "w_rec": nir.Linear(weight=w_rec), "fc2": nir.Linear(weight=w_out),
+             "lif2": neuron(n_out), "output": nir.Output(output_type={"output": np.array([n_out])})}
+    edges = [("input", "fc1"), ("fc1", "lif1"), ("lif1", "w_rec"), ("w_rec", "lif1"), ("lif1", "fc2"),
+             ("fc2", "lif2"), ("lif2", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges), (w_in, w_rec, w_out)
+
+
+def snntorch_run(weights, x: np.ndarray, alpha: float | None, beta: float, zero: bool = False):
+    """snnTorch's RLeaky/RSynaptic with reset_delay=False (snntorch/_neurons/rleaky.py, rsynaptic.py):
+    the recurrent input is V spk[t-1]; syn = alpha syn + in; mem = beta mem + syn; spk = mem > 1;
+    then mem -= spk (subtract) or mem = 0 where spk (zero). ``x`` is [T, N, n_in]."""
+    w_in, w_rec, w_out = weights
+    T, N = x.shape[:2]
+    state = [dict(syn=np.zeros((N, w.shape[0])), mem=np.zeros((N, w.shape[0]))) for w in (w_in, w_out)]
+    spk1 = np.zeros((N, w_in.shape[0]))
+    counts = [np.zeros((N, w_in.shape[0])), np.zeros((N, w_out.shape[0]))]
+    for t in range(T):
+        cur = x[t] @ w_in.T + spk1 @ w_rec.T
+        for layer in range(2):
+            st = state[layer]
+            st["syn"] = cur if alpha is None else alpha * st["syn"] + cur
+            st["mem"] = beta * st["mem"] + st["syn"]
+            spk = (st["mem"] - 1.0 > 0).astype(np.float64)
+            st["mem"] = np.where(spk > 0, 0.0, st["mem"]) if zero else st["mem"] - spk
+            counts[layer] += spk
+            if layer == 0:
+                spk1 = spk
+                cur = spk @ w_out.T
+    return counts
+
+
+@pytest.mark.parametrize("alpha, zero", [(None, False), (0.75, False), (0.6, True)])
+def test_reference_runs_snntorch_recurrent_nets(alpha: float | None, zero: bool) -> None:
+    beta, T = 0.85, 24
+    graph, weights = rsynaptic_graph(alpha, beta)
+    rng = np.random.default_rng(2)
+    spikes = (rng.random((T, 16, 5)) < 0.3).astype(np.float64)  # time-varying input (event data)
+    conv = "snntorch-zero" if zero else "snntorch+no-delay"
+    got = ReferenceBackend(graph, convention=conv, time_steps=T, dtype="float64").run(np.zeros((16, 5)), spikes)
+    want = snntorch_run(weights, spikes, alpha, beta, zero)
+    assert want[0].sum() > 0 and want[1].sum() > 0
+    assert np.array_equal(got.spikes["lif1"], want[0].astype(np.int64))
+    assert np.array_equal(got.spikes["lif2"], want[1].astype(np.int64))
+    no_loop = ReferenceBackend(graph, convention=conv, time_steps=T, dtype="float64")
+    no_loop.params["w_rec"]["weight"] = no_loop.params["w_rec"]["weight"] * 0  # the loop matters
+    assert not np.array_equal(no_loop.run(np.zeros((16, 5)), spikes).spikes["lif1"], got.spikes["lif1"])
+
+
+def test_recurrent_state_is_reset_per_observation() -> None:
+    graph, _ = rsynaptic_graph(0.75, 0.85)
+    backend = ReferenceBackend(graph, convention="snntorch+no-delay", time_steps=12, dtype="float64")
+    obs = np.random.default_rng(3).normal(0.6, 1.0, size=(2, 5))
+    seq = backend.run(np.concatenate([obs, obs[:1]]))
+    assert np.array_equal(seq.spikes["lif1"][0], seq.spikes["lif1"][2])
+    assert np.array_equal(seq.q[0], backend.run(obs[:1]).q[0])
+
+
+@pytest.mark.parametrize("target", [name for name, t in REGISTRY.items() if name != "reference" and not t.hardware])
+def test_other_targets_refuse_a_loop_naming_the_node(target: str) -> None:
+    t = REGISTRY[target]
+    if any(importlib.util.find_spec(m) is None for m in t.requires):
+        pytest.skip(f"{target} not installed")
+    graph, _ = rsynaptic_graph(None, 0.85)
+    plan = build_plan(graph, convention="snntorch+no-delay", time_steps=4)
+    assert plan.op("lif1").recurrent == ["w_rec"]
+    with pytest.raises(UserError, match=r"^node 'lif1' \(LIF\): it receives 'w_rec' one step late") as err:
+        t.build(plan).close()
+    assert "\n" not in str(err.value)
