@@ -1,0 +1,115 @@
+"""The NIR paper's graphs on every installed target against the float64 reference: the table of
+docs/NIR.md section 7 (issue 20).
+
+    .venv/bin/python benchmarks/nir_paper.py --paper ../shared/nir-paper           # prints the table
+    .venv/bin/python benchmarks/nir_paper.py --paper ../shared/nir-paper --out t.md
+
+Each graph is read as its authors' framework runs it (the convention and dt of docs/NIR.md
+section 6); the inputs are seeded (``--seed``). A cell is action agreement / max |dQ| / share of
+observations whose spike counts equal the reference's in every layer, or the one-line refusal.
+Against the frameworks themselves: Norse 1.1 fires 357 spikes on lif_norse's 32 levels (the
+interop audit's run; printed as ``framework``), and Sinabs' and snnTorch's steps are held to
+transcriptions in tests/test_thirdparty.py and tests/test_recurrent.py, as no framework is
+installed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from backends import REGISTRY  # noqa: E402
+from backends.base import Readout  # noqa: E402
+from exporters.nirio import read_graph  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
+
+TARGETS = ("reference", "nest", "pynn-nest", "lava", "lava-fixed")
+
+
+def cases(rng: np.random.Generator, n: int) -> list[dict]:
+    """(file, convention, options, observations, input spikes) per row."""
+    frames = (rng.random((n, 2, 34, 34)) < 0.05).astype(np.float32)
+    taxels = (rng.random((64, n, 12)) < 0.1).astype(np.float32)
+    return [
+        dict(file="cnn_sinabs.nir", convention="sinabs", opts=dict(time_steps=10), obs=frames, spikes=None),
+        dict(file="cnn_sinabs.nir", convention="sinabs+single-spike+no-floor", opts=dict(time_steps=10), obs=frames,
+             spikes=None),
+        dict(file="lif_norse.nir", convention="norse", opts=dict(time_steps=200, dt=1e-4),
+             obs=np.linspace(0, 0.4, 32, dtype=np.float32).reshape(32, 1), spikes=None, framework=357),
+        dict(file="two_lif_neurons.nir", convention="nir", opts=dict(time_steps=200),
+             obs=np.zeros((2, 1), np.float32), spikes=None),
+        dict(file="braille_noDelay_noBias_subtract.nir", convention="snntorch+no-delay", opts=dict(time_steps=64),
+             obs=np.zeros((n, 12), np.float32), spikes=taxels),
+        dict(file="braille_noDelay_bias_zero.nir", convention="snntorch-zero", opts=dict(time_steps=64),
+             obs=np.zeros((n, 12), np.float32), spikes=taxels),
+    ]
+
+
+def compare(r: Readout, ref: Readout) -> str:
+    agree = float(np.mean(r.action == ref.action))
+    dq = float(np.abs(r.q - ref.q).max()) if r.q.size else 0.0
+    same = np.ones(len(ref.action), bool)
+    for k, v in ref.spikes.items():
+        same &= np.all(r.spikes[k].reshape(len(v), -1) == v.reshape(len(v), -1), axis=1)
+    return f"{agree:.3f} / {dq:.3g} / {100 * same.mean():.0f} %"
+
+
+def run(target: str, graph, case: dict) -> Readout:
+    options = dict(convention=case["convention"], **case["opts"])
+    if target == "reference":
+        options["dtype"] = "float64"
+    backend = REGISTRY[target].build(graph, **options)
+    try:
+        return backend.run(case["obs"], case["spikes"])
+    finally:
+        backend.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--paper", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "nir-paper")
+    ap.add_argument("-n", type=int, default=8, help="observations per graph (lif_norse: its 32 levels)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, help="also write the table (markdown) here")
+    args = ap.parse_args(argv)
+    installed = [t for t in TARGETS if all(importlib.util.find_spec(m) is not None for m in REGISTRY[t].requires)]
+    head = "| graph | --convention | ref64 spikes (framework) | " + " | ".join(
+        ("reference f32" if t == "reference" else t) for t in installed) + " |"
+    lines = [head, "|" + " --- |" * (3 + len(installed))]
+    for case in cases(np.random.default_rng(args.seed), args.n):
+        graph = read_graph(args.paper / case["file"])
+        ref = run("reference", graph, case)
+        total = sum(int(v.sum()) for v in ref.spikes.values())
+        fw = f" ({case['framework']})" if "framework" in case else ""
+        out_total = int(ref.q.sum()) if case["file"] == "lif_norse.nir" else total
+        cells = []
+        for target in installed:
+            try:
+                if target == "reference":
+                    b = REGISTRY["reference"].build(graph, convention=case["convention"], dtype="float32",
+                                                    **case["opts"])
+                    r = b.run(case["obs"], case["spikes"])
+                else:
+                    r = run(target, graph, case)
+                cells.append(compare(r, ref))
+            except UserError as exc:  # the node and the first clause of the one-line reason
+                reason = str(exc).split(";")[0].replace(" (CubaLIF)", "").replace(" (IF)", "")
+                cells.append("refused: " + (reason if len(reason) <= 72 else reason[:70] + "…"))
+        lines.append(f"| {case['file']} | `{case['convention']}` | {out_total}{fw} | " + " | ".join(cells) + " |")
+        print(lines[-1], flush=True)
+    table = "\n".join(lines)
+    print()
+    print(table)
+    if args.out:
+        args.out.write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
