@@ -1,6 +1,6 @@
-"""Benchmark scripts as Ray tasks: ``make bench``'s agreement-matrix cells (``run_all.py
---ray-workers N`` or ``--ray-address``) run side by side on Ray workers instead of one after the
-other.
+"""Benchmark work as Ray tasks: ``make bench``'s agreement-matrix cells and multi-seed scores
+(``run_all.py --ray-workers N`` or ``--ray-address``) run side by side on Ray workers instead of
+one after the other.
 
 A cell is a script run in its own process (its build time and peak memory are its own), so a
 task is exactly that: the worker writes the cell's input files (shipped as bytes, not paths:
@@ -79,3 +79,27 @@ def run_jobs(jobs: list[ScriptJob], workers: int | None = None, address: str | N
     ray = connect(address, workers or 1)
     task = ray.remote(num_cpus=1, max_retries=RETRIES)(run_job)
     return ray.get([task.remote(j) for j in jobs])
+
+
+def score_seed(checkpoint: bytes, name: str, episodes: int, seed: int) -> dict:
+    """``evaluate_checkpoint`` of a checkpoint shipped by content (one seed of a score)."""
+    from pipeline.evaluate import evaluate_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="dsqn-score-") as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(checkpoint)
+        return evaluate_checkpoint(path, episodes=episodes, seed=seed, progress=False)
+
+
+def run_scores(calls: list[tuple[Path, int, int]], workers: int | None = None,
+               address: str | None = None) -> list[dict]:
+    """``evaluate_checkpoint(path, episodes, seed)`` for each call, in order: here, or as Ray
+    tasks (the checkpoint's bytes shipped, retried if a worker dies; an evaluation is seeded)."""
+    if workers is None and address is None:
+        return [score_seed(p.read_bytes(), p.name, e, s) for p, e, s in calls]
+    from backends.ray_runner import connect
+
+    ray = connect(address, workers or 1)
+    task = ray.remote(num_cpus=1, max_retries=RETRIES)(score_seed)
+    blobs = {p: ray.put(p.read_bytes()) for p in {c[0] for c in calls}}
+    return ray.get([task.remote(blobs[p], p.name, e, s) for p, e, s in calls])

@@ -452,8 +452,11 @@ def section_conversion(prof: Profile, work: Path, missing: dict[str, str]) -> di
     return out
 
 
-def section_scores(prof: Profile, work: Path, missing: dict[str, str]) -> dict[str, Any]:
-    from pipeline.evaluate import evaluate_checkpoint
+def section_scores(prof: Profile, work: Path, missing: dict[str, str],
+                   ray: tuple[int | None, str | None] = (None, None)) -> dict[str, Any]:
+    """Mean ± std over episodes and seeds; ``ray`` (workers, address) evaluates the (checkpoint,
+    seed) pairs as Ray tasks side by side (benchmarks/ray_tasks.py): the same seeded episodes."""
+    from benchmarks.ray_tasks import run_scores
 
     paths = {f"CartPole {k}": ROOT / v for k, v in CARTPOLE.items()}
     conv = work / f"cartpole_converted_T{prof.conv_T}.pt"
@@ -465,24 +468,30 @@ def section_scores(prof: Profile, work: Path, missing: dict[str, str]) -> dict[s
         else:
             missing[f"{key} (scores)"] = f"{rel} not found: {how}"
     rows = []
+    todo: list[tuple[str, Path, int]] = []
     for label, path in paths.items():
         if not path.is_file():
             missing[f"{label} (scores)"] = f"{path} not found"
             continue
         ck = load_checkpoint(path)
-        episodes = prof.atari_score_episodes if ck.env_id.startswith("ALE/") else prof.score_episodes
-        returns, per_seed = [], []
+        todo.append((label, path, prof.atari_score_episodes if ck.env_id.startswith("ALE/") else prof.score_episodes))
+    seeds = [3_000_000 + 1000 * seed for seed in prof.score_seeds]
+    on_ray = ray != (None, None)
+    if on_ray:  # every (checkpoint, seed) at once; a row has no wall time of its own then
+        done = iter(run_scores([(path, episodes, s) for _, path, episodes in todo for s in seeds], *ray))
+        log(f"scores: {len(todo) * len(seeds)} evaluations as Ray tasks")
+    for label, path, episodes in todo:
+        ck = load_checkpoint(path)
         t0 = time.perf_counter()
-        for seed in prof.score_seeds:
-            r = evaluate_checkpoint(path, episodes=episodes, seed=3_000_000 + 1000 * seed, progress=False)
-            returns += r["returns"]
-            per_seed.append(r["mean_return"])
+        per = [next(done) for _ in seeds] if on_ray else run_scores([(path, episodes, s) for s in seeds])
+        returns = [x for r in per for x in r["returns"]]
+        per_seed = [r["mean_return"] for r in per]
         rows.append({"label": label, "env_id": ck.env_id, "model_kind": ck.spec.kind, "variant": ck.spec.variant,
                      "checkpoint": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
                      "seeds": list(prof.score_seeds), "episodes_per_seed": episodes,
                      "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
                      "std_of_seed_means": float(np.std(per_seed)), "returns": returns,
-                     "wall_s": round(time.perf_counter() - t0, 1)})
+                     "wall_s": None if on_ray else round(time.perf_counter() - t0, 1)})
         log(f"scores: {label}: {rows[-1]['mean_return']:.1f} ± {rows[-1]['std_return']:.1f} "
             f"({len(returns)} episodes)")
     return {"rows": rows, "epsilon": 0.0, "env_seeds": "3000000 + 1000*seed + episode"}
@@ -539,9 +548,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backends", nargs="+", default=list(BACKENDS), help=f"matrix columns: {', '.join(BACKENDS)}")
     p.add_argument("--docs", action="store_true", help="also regenerate docs/RESULTS.md and docs/results/*.png")
     p.add_argument("--report-only", action="store_true", help="rebuild the reports from <out>/results.json")
-    p.add_argument("--ray-workers", type=int, help="run the matrix cells as Ray tasks on a local Ray with this many "
-                                                   "CPUs (docs/SCALING.md); their timings are then those of a shared machine")
-    p.add_argument("--ray-address", help="run the matrix cells on this Ray cluster (host:port)")
+    p.add_argument("--ray-workers", type=int, help="run the matrix cells and the scores' seeds as Ray tasks on a local "
+                                                   "Ray with this many CPUs (docs/SCALING.md); their timings are then "
+                                                   "those of a shared machine")
+    p.add_argument("--ray-address", help="run the matrix cells and the scores' seeds on this Ray cluster (host:port)")
     return p.parse_args(argv)
 
 
@@ -598,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
             {"ray": (args.ray_workers, args.ray_address)} if args.ray_workers or args.ray_address else {})),
         "energy": lambda: section_energy(prof, work, results),
         "conversion": lambda: section_conversion(prof, work, missing),
-        "scores": lambda: section_scores(prof, work, missing),
+        "scores": lambda: section_scores(prof, work, missing, **(
+            {"ray": (args.ray_workers, args.ray_address)} if args.ray_workers or args.ray_address else {})),
         "robustness": lambda: section_robustness(prof, work, missing),
         "spinnaker": lambda: section_spinnaker(prof, work),
         "hahn": lambda: section_hahn(prof, work),

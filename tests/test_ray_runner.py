@@ -194,3 +194,14 @@ def test_bench_matrix_cells_as_ray_tasks_equal_the_local_run(tmp_path: Path, loc
         ca, cb = json.loads(a.outputs["out"]), json.loads(b.outputs["out"])
         for key in ("target", "n", "agreement", "q_abs_err_max", "q_rel_err_max", "spike_counts_equal"):
             assert ca[key] == cb[key], key
+
+
+def test_bench_scores_as_ray_tasks_equal_the_local_run(local_ray):
+    """The multi-seed scores of make bench: each (checkpoint, seed) evaluation as a Ray task with
+    the checkpoint shipped by content gives the returns of the same evaluation here."""
+    from benchmarks.ray_tasks import run_scores
+
+    calls = [(ROOT / "examples" / "cartpole_dqn.pt", 2, seed) for seed in (3_000_000, 3_001_000)]
+    local, remote = run_scores(calls), run_scores(calls, workers=2)
+    assert [r["returns"] for r in local] == [r["returns"] for r in remote]
+    assert all(len(r["returns"]) == 2 for r in local)
