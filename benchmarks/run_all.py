@@ -86,7 +86,7 @@ class Profile:
     atari_robust_episodes: int = 1  # closed loop capped at robustness.ATARI_MAX_STEPS agent steps
     spinnaker_cnn: bool = True
     hahn_args: tuple[str, ...] = ("--envs", "CartPole-v1", "MountainCar-v0", "Acrobot-v1", "--episodes", "5",
-                                  "--seeds", "0", "1", "-T", "20", "100", "--acrobot-ppo-steps", "60000")
+                                  "--seeds", "0", "1", "-T", "20", "100")
 
 
 FULL = Profile("full", cartpole_obs=500, atari_obs=40, atari_T=64, atari_cap={"spinnaker-fixedpoint": 10})
