@@ -25,19 +25,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)  # before the imports below, so that --help answers at once
-    from exporters.nirio import read_graph, write_graph
+    from exporters.nirio import write_graph
+    from exporters.validate import MAX_DT
     from exporters.to_nir import model_to_nir
     from pipeline.checkpoint import load_checkpoint
 
     check_real("--dt", args.dt, positive=True)
+    if args.dt is not None and args.dt > MAX_DT:
+        raise UserError(f"--dt must be at most {MAX_DT:g} seconds, got {args.dt:g}")
     if args.output.resolve() == args.checkpoint.resolve():
         raise UserError(f"-o {args.output} would overwrite the checkpoint")
     check_output("-o", args.output)
     check_output("--json", args.json)
     ckpt = load_checkpoint(args.checkpoint)
     graph = model_to_nir(ckpt, dt=args.dt, source=args.checkpoint)
-    write_graph(graph, args.output)
-    back = read_graph(args.output)  # nir.read type-checks what we wrote
+    back = write_graph(graph, args.output, read_back=True)  # refused by the readers: nothing written
     spec = ckpt.spec
     summary = {
         "checkpoint": str(args.checkpoint),

@@ -112,14 +112,22 @@ def graph_file_version(graph: nir.NIRGraph) -> tuple[int, ...] | None:
     return _version_tuple(version) if version else None
 
 
-def write_graph(graph: nir.NIRGraph, path: str | os.PathLike) -> None:
-    """Write atomically, so an interrupted export never leaves a half-written graph."""
+def write_graph(graph: nir.NIRGraph, path: str | os.PathLike, read_back: bool = False) -> nir.NIRGraph | None:
+    """Write atomically, so an interrupted export never leaves a half-written graph. With
+    ``read_back`` the written file is read with :func:`read_graph` (every check a reader makes)
+    before it takes ``path``'s place, and returned: a graph the readers would refuse never lands."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
         nir.write(tmp, graph)
+        try:
+            back = read_graph(tmp) if read_back else None
+        except UserError as exc:
+            reason = str(exc).removeprefix(f"{tmp}: ")
+            raise UserError(f"{path}: not written, the graph would be refused when read ({reason})") from None
         os.replace(tmp, path)
+        return back
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -34,6 +34,7 @@ MAX_DEPTH = 100  # nested groups (a graph inside a graph inside ...)
 MAX_ATTRS = 1_000  # HDF5 attributes on one object (NIR writes none)
 SCAN_SECONDS = 20.0  # the forked walk (a normal graph takes milliseconds); DSQN_NIR_READ_TIMEOUT overrides
 MAX_TIME_STEPS = 100_000  # T: a few thousand at most in any published SNN-RL work
+MAX_DT = 1e6  # seconds per step: beyond any simulator; float32 arithmetic breaks down long before
 MAX_NEURONS = 1 << 28  # elements of one node's shape
 MAX_DIMS = 8
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -286,7 +287,7 @@ def meta_rules() -> dict[str, Callable[[Any], str | None]]:
         "format": _text(),
         "format_version": _int_in(1, FORMAT_VERSION),
         "time_steps": _int_in(1, MAX_TIME_STEPS),
-        "dt": _real_where(lambda x: 0 < x <= 1e6, "positive"),
+        "dt": _real_where(lambda x: 0 < x <= MAX_DT, f"positive and at most {MAX_DT:g} (seconds)"),
         "n_actions": _int_in(1, MAX_NEURONS),
         "encoding_seed": _int_in(0, 2**63 - 1),
         "input_encoding": _text(tuple(ENCODINGS)),

@@ -105,3 +105,28 @@ def test_written_file_reads_back_with_metadata_types(tmp_path: Path) -> None:
         for attr in ("weight", "bias", "tau", "r", "threshold", "scale"):
             if hasattr(node, attr):
                 assert np.array_equal(getattr(back.nodes[name], attr), getattr(node, attr)), (name, attr)
+
+
+def test_a_graph_the_readers_refuse_is_never_written(tmp_path):
+    """write_graph(read_back=True) (export-nir) reads the file back before it takes the output's
+    place: a refused graph leaves neither a new file nor a damaged old one behind."""
+    import nir
+    import numpy as np
+
+    from exporters.nirio import read_graph, write_graph
+    from pipeline.errors import UserError
+
+    nodes = {"in": nir.Input(np.array([2])), "fc": nir.Linear(np.eye(2, dtype=np.float32)),
+             "out": nir.Output(np.array([2]))}
+    good = nir.NIRGraph(nodes=nodes, edges=[("in", "fc"), ("fc", "out")], metadata={"time_steps": 4, "dt": 1e-3})
+    bad = nir.NIRGraph(nodes=nodes, edges=[("in", "fc"), ("fc", "out")], metadata={"time_steps": 4, "dt": 1e300})
+    path = tmp_path / "g.nir"
+    assert write_graph(good, path, read_back=True) is not None
+    before = path.read_bytes()
+    with pytest.raises(UserError, match=r"g\.nir: not written, the graph would be refused when read \(graph metadata 'dt'"):
+        write_graph(bad, path, read_back=True)
+    assert path.read_bytes() == before and not (tmp_path / "g.nir.tmp").exists()
+    assert read_graph(path).metadata["dt"] == 1e-3
+    with pytest.raises(UserError):
+        write_graph(bad, tmp_path / "new.nir", read_back=True)
+    assert not (tmp_path / "new.nir").exists()

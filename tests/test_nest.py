@@ -285,3 +285,44 @@ def test_leak_above_threshold_fires_without_input(convention: str | None) -> Non
     ref = ReferenceBackend(g, dtype="float64", convention=convention).run(obs)
     assert ref.spikes["n"][0, :3].min() > 0  # fires with no input at all
     assert_same(run_nest(g, obs, convention=convention), ref, active=False)
+
+
+def test_64m_neuron_graph_is_refused_cleanly_under_a_memory_cap(tmp_path) -> None:
+    """The reliability audit's 64-million-neuron graph (conv 64 ch on 3x1000x1000): under an address
+    space cap, run-backend refuses it from the estimate with one line, before any per-neuron array
+    or NEST object exists (it once died in set-up code with a traceback after 199 s)."""
+    import resource
+    import subprocess
+    import sys
+
+    c, h = 64, 1000
+    rng = np.random.default_rng(0)
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([3, h, h])}),
+        "conv": nir.Conv2d(input_shape=(h, h), weight=rng.normal(0, 0.1, (c, 3, 3, 3)).astype(np.float32), stride=1,
+                           padding=1, dilation=1, groups=1, bias=np.zeros(c, np.float32)),
+        "lif": nir.LIF(tau=np.full((c, 1, 1), 2e-3, np.float32), r=np.ones((c, 1, 1), np.float32),
+                       v_leak=np.zeros((c, 1, 1), np.float32), v_threshold=np.ones((c, 1, 1), np.float32)),
+        "pool": nir.AvgPool2d(kernel_size=np.array([h, h]), stride=np.array([h, h]), padding=np.array([0, 0])),
+        "flat": nir.Flatten(input_type={"input": np.array([c, 1, 1])}, start_dim=0, end_dim=-1),
+        "fc": nir.Affine(weight=np.ones((2, c), np.float32), bias=np.zeros(2, np.float32)),
+        "output": nir.Output(output_type={"output": np.array([2])}),
+    }
+    edges = [("input", "conv"), ("conv", "lif"), ("lif", "pool"), ("pool", "flat"), ("flat", "fc"), ("fc", "output")]
+    # per-channel LIF parameters broadcast over the 1000x1000 map; nir's own type check wants full arrays
+    graph = nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": 4, "dt": 1e-3}, type_check=False)
+    nir.write(tmp_path / "big.nir", graph)
+    np.save(tmp_path / "obs.npy", np.zeros((1, 3, h, h), np.float32))
+    cap = 6 * 2**30
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+
+    proc = subprocess.run([sys.executable, "-m", "backends.cli", str(tmp_path / "big.nir"), "--target", "nest",
+                           "--inputs", str(tmp_path / "obs.npy"), "--out", str(tmp_path / "r.npz")],
+                          capture_output=True, text=True, timeout=600, preexec_fn=limit)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: the network does not fit in memory"), proc.stderr[-2000:]
+    assert "64,000,000 neurons" in lines[0]
+    assert not (tmp_path / "r.npz").exists()
