@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def open_loop(args: argparse.Namespace) -> int:
     from exporters.nirio import read_graph
+    from exporters.plan.semantics import with_input_series
 
     if args.out is None:
         raise UserError("pass --out readouts.npz for the open-loop results")
@@ -211,6 +212,8 @@ def open_loop(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     plan, _, _ = plan_for_env(graph, convention=args.convention, time_steps=args.time_steps, dt=args.dt,
                               readout=args.readout)
+    if spikes_in is not None:  # a time-varying input also for a graph whose input is a constant current
+        plan = with_input_series(plan)
     backend = make_backend(args.target, plan, **backend_options(args.target, args))
     t_build = time.perf_counter() - t0
     try:

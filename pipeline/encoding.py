@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.errors import check_choice
+from pipeline.errors import UserError, check_choice
 from pipeline.spec import ENCODINGS
+
+# A network built for a caller-given input series [T, N, ...] (run-backend --input-spikes on a
+# ``current`` graph: event data, time-varying observations); there is nothing to encode.
+SERIES = "series"
 
 
 def encode(
     x: torch.Tensor, time_steps: int, encoding: str, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Encode ``x`` ``[B, ...]`` as ``[T, B, ...]`` (a stride-0 view for ``current``)."""
+    if encoding == SERIES:
+        raise UserError("this network was built for a time-varying input: pass the input series [T, N, ...] "
+                        "(--input-spikes) with every batch")
     check_choice("input encoding", encoding, ENCODINGS)
     if encoding == "current":
         return x.unsqueeze(0).expand(time_steps, *x.shape)

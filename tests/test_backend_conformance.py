@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 
 from backends import BENCH_COLUMNS, REGISTRY, TARGETS, make_backend
@@ -134,3 +135,29 @@ def test_choosing_the_reference_imports_no_simulator(tmp_path) -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("target", [name for name, t in REGISTRY.items() if not t.hardware])
+def test_time_varying_input_on_a_current_graph(target: str) -> None:
+    """issue 20: a real-valued input series [T, N, ...] (event data, run-backend --input-spikes) into a
+    graph whose input is a constant current: every target equals the reference within its tolerance."""
+    from exporters.canonical import build_plan
+    from exporters.plan.semantics import with_input_series
+
+    t = require(target)
+    plan = with_input_series(build_plan(conformance_graph("liu")))
+    obs = cartpole_obs(12, seed=2).numpy()
+    series = (torch.randn((8, 12, 4), generator=torch.Generator().manual_seed(5)) * 1.2).numpy()
+    ref = ReferenceBackend(plan, dtype="float64").run(obs, series)
+    backend = t.build(plan, **t.bench_options)
+    try:
+        if target == "spinnaker-fixedpoint":  # unit spike sources: real values are one error line
+            with pytest.raises(UserError, match="values other than 0 and ±1"):
+                backend.run(obs, series)
+            series = np.sign(series) * (np.abs(series) > 1.0)
+            ref = ReferenceBackend(plan, dtype="float64").run(obs, series)
+        got = backend.run(obs, series)
+    finally:
+        backend.close()
+    assert_same(got, ref, tolerance=t.tolerance)

@@ -239,7 +239,7 @@ def test_wrong_observation_shape_is_a_user_error() -> None:
 
 
 @pytest.mark.parametrize("target, encoding, spikes_shape", [
-    ("lava", "liu", (8, 2, 4)),  # a current-encoded graph given input spikes (the audit's crash)
+    ("lava", "liu", (8, 2, 3)),  # a current-encoded graph given a series of the wrong shape (the audit's crash)
     ("lava-fixed", "poisson", (8, 2, 3)),  # spike trains of the wrong shape
 ])
 def test_bad_input_spikes_are_one_error_line_and_no_hang(tmp_path: Path, target: str, encoding: str,
@@ -261,6 +261,33 @@ def test_bad_input_spikes_are_one_error_line_and_no_hang(tmp_path: Path, target:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: input spikes"), proc.stderr[-2000:]
     assert not (tmp_path / "r.npz").exists()
+
+
+def test_input_series_on_a_current_graph_needs_the_series_plan() -> None:
+    """A backend built for the constant current refuses a series in one line (the audit's crash);
+    built with with_input_series (run-backend --input-spikes does that) it runs it, and then
+    refuses to run without one."""
+    from exporters.plan.semantics import with_input_series
+
+    graph = small_graph("liu")
+    obs = cartpole_obs(2, seed=1).numpy()
+    series = np.random.default_rng(0).normal(size=(8, 2, 4)).astype(np.float32)
+    backend = LavaBackend(graph)
+    try:
+        with pytest.raises(UserError, match="input encoding is 'current'"):
+            backend.run(obs, series)
+    finally:
+        backend.close()
+    plan = with_input_series(build_plan(graph))
+    got, backend = run_lava(plan, obs, series)
+    assert_same(got, ReferenceBackend(plan, dtype="float64").run(obs, series), active=False)
+    backend = LavaBackend(plan)
+    try:
+        with pytest.raises(UserError, match=r"built for a time-varying input: pass the input series"):
+            backend.run(obs)
+    finally:
+        backend.close()
+    assert_no_children_left()
 
 
 def test_closing_a_backend_that_never_ran_is_quick() -> None:

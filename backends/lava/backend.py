@@ -36,7 +36,7 @@ from backends.lava.quantize import BIAS_SOURCE, FixedPop, check_weight_bits, qua
 from exporters.canonical import Plan, build_plan
 from exporters.plan.ops import per_step
 from exporters.plan.readout import finish_q, q_and_action, summed, tensor_params
-from pipeline.encoding import encode_seeded
+from pipeline.encoding import SERIES, encode_seeded
 from pipeline.errors import UserError, check_choice
 from pipeline.graph_meta import GraphMeta
 
@@ -49,7 +49,7 @@ def default_input_bound(plan: Plan) -> float:
     """Largest |input| the fixed-point ranges are sized for: 1 for spike encodings; for Atari
     pixels (0..255) after the graph's preprocessing; else :data:`CLASSIC_INPUT_BOUND`. An input
     beyond it can saturate the first layer's state (counted in ``LavaBackend.saturated``)."""
-    if plan.semantics.encoding != "current":
+    if plan.semantics.encoding not in ("current", SERIES):  # a given series may be real-valued
         return 1.0
     meta = GraphMeta.read(plan.metadata)
     if (meta.env_id or "").startswith("ALE/"):

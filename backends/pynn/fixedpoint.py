@@ -33,7 +33,7 @@ import torch
 from backends.base import Readout, check_batch
 from backends.common.layout import NetLayout, layout
 from backends.common.readout import Recorded, readout_arrays, spike_counts
-from backends.pynn.spinnaker import SpinNet, SpinPop, describe
+from backends.pynn.spinnaker import SpinNet, SpinPop, check_unit_spikes, describe
 from exporters.canonical import Plan, build_plan
 from pipeline.encoding import encode_seeded
 
@@ -189,6 +189,7 @@ class FixedPointSpiNNaker:
         if self.sem.encoding != "current":
             s_in = (torch.as_tensor(np.asarray(input_spikes)).to(torch.float64) if input_spikes is not None
                     else encode_seeded(x, self.T, self.sem.encoding, self.sem.encoding_seed))
+            check_unit_spikes(s_in)
         t0 = time.perf_counter()
         recs = [self._run_one(obs[i], None if s_in is None else s_in[:, i].numpy()) for i in range(n)]
         t1 = time.perf_counter()

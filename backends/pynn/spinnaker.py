@@ -65,6 +65,14 @@ NEVER = 32767.0  # threshold of a non-spiking readout population (unreachable, r
 WORKER_TIMEOUT = 3600.0
 
 
+def check_unit_spikes(s_in: torch.Tensor) -> None:
+    """sPyNNaker's spike sources send unit spikes (signed through two sources): a real-valued input
+    series (run-backend --input-spikes on a current graph) is one error line, not a rounding."""
+    if not bool(torch.all((s_in == 0) | (s_in.abs() == 1))):
+        raise UserError("the input series holds values other than 0 and ±1; SpiNNaker's spike sources send "
+                        "unit spikes only (run real-valued time-varying input on nest, pynn-nest or lava)")
+
+
 @dataclass
 class SpinPop:
     """One sPyNNaker population: model, parameters (scalars or per-neuron arrays), timing."""
@@ -397,6 +405,7 @@ class PyNNSpiNNakerBackend:
         if self.sem.encoding != "current":
             s_in = (torch.as_tensor(np.asarray(input_spikes)).to(torch.float64) if input_spikes is not None
                     else encode_seeded(x, self.T, self.sem.encoding, self.sem.encoding_seed))
+            check_unit_spikes(s_in)
         timings = {"set_input": 0.0, "simulate": 0.0, "read_out": 0.0}
         recs = []
         for i in range(n):

@@ -20,6 +20,7 @@ import torch
 
 from backends.base import Readout
 from backends.pynn.fixedpoint import FRAC, ONE, FixedPointSpiNNaker, s1615
+from backends.pynn.spinnaker import check_unit_spikes
 from backends.pynn.readout import Recorded, q_values
 from pipeline.encoding import encode_seeded
 from pipeline.errors import UserError
@@ -87,6 +88,7 @@ class SpiNNakerFixedTorch(FixedPointSpiNNaker):
         if self.sem.encoding != "current":
             s_in = (torch.as_tensor(np.asarray(input_spikes)).to(torch.float64) if input_spikes is not None
                     else encode_seeded(x, T, self.sem.encoding, self.sem.encoding_seed))
+            check_unit_spikes(s_in)
         t0 = time.perf_counter()
         trains: dict[str, torch.Tensor] = {}
         if s_in is not None:

@@ -8,11 +8,13 @@ a readout both go through :func:`readout_from_name`; our own graphs carry every 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from exporters.conventions import Convention
 from exporters.metadata import READOUT_REDUCE, REDUCTIONS
-from exporters.plan.ir import Op, Semantics
+from exporters.plan.ir import Op, Plan, Semantics
+from pipeline.encoding import SERIES
 from pipeline.errors import UserError, check_choice
 from pipeline.spec import ENCODINGS
 
@@ -78,3 +80,13 @@ def resolve_semantics(meta: Mapping[str, Any], cv: Convention, source: Op | None
     return Semantics(dt=dt, time_steps=T, encoding=encoding, encoding_seed=int(meta.get("encoding_seed", 0)),
                      n_actions=int(n_actions) if n_actions is not None else None, ours=ours,
                      convention=cv.name, **fields)  # type: ignore[arg-type]
+
+
+def with_input_series(plan: Plan) -> Plan:
+    """``plan`` taking a caller-given input series ``[T, N, *obs_shape]`` instead of its constant
+    ``current`` input (run-backend --input-spikes on a graph without a spike encoding): every
+    target then builds the time-varying input path its spike encodings use."""
+    if plan.semantics.encoding != "current":
+        return plan
+    return Plan(ops=plan.ops, input=plan.input, output=plan.output, metadata=plan.metadata,
+                semantics=replace(plan.semantics, encoding=SERIES))
