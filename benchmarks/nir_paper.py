@@ -38,6 +38,8 @@ def cases(rng: np.random.Generator, n: int) -> list[dict]:
     taxels = (rng.random((64, n, 12)) < 0.1).astype(np.float32)
     return [
         dict(file="cnn_sinabs.nir", convention="sinabs", opts=dict(time_steps=10), obs=frames, spikes=None),
+        dict(file="cnn_sinabs.nir", convention="sinabs+single-spike", opts=dict(time_steps=10), obs=frames,
+             spikes=None),
         dict(file="cnn_sinabs.nir", convention="sinabs+single-spike+no-floor", opts=dict(time_steps=10), obs=frames,
              spikes=None),
         dict(file="lif_norse.nir", convention="norse", opts=dict(time_steps=200, dt=1e-4),

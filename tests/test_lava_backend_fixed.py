@@ -156,6 +156,8 @@ def golden(backend: LavaBackend, obs: np.ndarray) -> tuple[np.ndarray, dict[str,
                     else:
                         s = (u >= fp.threshold).astype(np.int64)
                         v[name] = np.where(s > 0, fp.v_reset, u) if st.reset == "hard" else u - fp.v_sub * s
+                        if fp.v_floor is not None:  # Sinabs' min_v_mem
+                            v[name] = np.maximum(v[name], fp.v_floor)
                         y = out[name] = s
                         counts[name][i] += s
                 if name == lay.readout_pop:
@@ -381,3 +383,33 @@ def test_weight_split_host_adds_the_bias_residual() -> None:
         assert {f"<bias>->{k}" for k, p in backend.layout.pops.items() if not p.host} <= names
     finally:
         backend.close()
+
+
+def test_sinabs_single_spike_with_the_floor_equals_the_integer_scheme() -> None:
+    """issue 20: Sinabs' min_v_mem = -v_th (from_nir's IAF) in fixed point is max(V, -th) on the
+    state grid, after the reset: the Lava model, the independent integer model and the torch
+    model agree bit for bit, and the reference within the 8-bit tolerance."""
+    from backends import LAVA_8BIT
+    from backends.lava.torch_fixed import LoihiFixedTorch
+    from backends.reference import ReferenceBackend
+    from test_thirdparty import _sinabs_like_graph
+
+    from conftest import assert_same
+
+    plan = build_plan(_sinabs_like_graph(), convention="sinabs+single-spike", time_steps=12)
+    assert plan.op("if1").neuron.v_floor == -1.0
+    obs = np.random.default_rng(1).normal(0.4, 1.0, size=(24, 6)).astype(np.float32)
+    backend = LavaBackend(plan, precision="fixed_pt", batch_size=12)
+    try:
+        got = backend.run(obs)
+    finally:
+        backend.close()
+    assert backend.quant["if1"].v_floor.tolist() == (-backend.quant["if1"].threshold).tolist()
+    q, counts = golden(backend, obs)
+    for name, c in counts.items():
+        assert c.sum() > 0, name
+        assert np.array_equal(got.spikes[name].reshape(len(obs), -1), c), name
+    assert np.allclose(got.q, q, rtol=0, atol=1e-12 * max(1.0, np.abs(q).max()))
+    mine = LoihiFixedTorch(plan).run(obs)
+    assert np.array_equal(mine.q, got.q) and all(np.array_equal(mine.spikes[k], got.spikes[k]) for k in got.spikes)
+    assert_same(got, ReferenceBackend(plan, dtype="float64").run(obs), tolerance=LAVA_8BIT)

@@ -347,6 +347,8 @@ class PyPopulationFixed(_PopulationBase):
             self.v = self._saturate(u - p["v_sub"] * s)
         else:
             self.v, self.s_prev = u, s
+        if p.get("v_floor") is not None:  # Sinabs' min_v_mem: relu(v - m) + m is max(v, m) on integers
+            self.v = np.maximum(self.v, p["v_floor"])
         return s, s
 
 

@@ -172,6 +172,7 @@ class FixedPop:
     # ``bias`` then feeds the current, as the map biases do in the graph
     du: np.ndarray | None = None
     bias_v: np.ndarray | None = None
+    v_floor: np.ndarray | None = None  # Sinabs' min_v_mem on the state grid: V = max(V, v_floor) after the reset
     bound_lsb: float = 0.0  # worst-case |state| in LSBs
     errors: dict[str, float] = field(default_factory=dict)
 
@@ -229,8 +230,6 @@ def check_fixed_support(pop: Population) -> None:
         what = "a synaptic current without a membrane leak"
     elif st.multi_spike:
         what = "multi-spike output"
-    elif st.v_floor is not None:
-        what = "a membrane floor (Sinabs min_v_mem; --convention sinabs+no-floor if the model had none)"
     if what:
         raise UserError(f"node {pop.name!r}: the fixed-point Lava backend does not implement {what}; "
                         "use --target lava (floating point)")
@@ -423,6 +422,8 @@ def _reset_init_decay(fp: FixedPop, pop: Population, consts: _Constants) -> None
     fp.v_reset = np.round(consts.v_reset / q).astype(np.int64)
     if consts.v_sub is not None:
         fp.v_sub = np.round(consts.v_sub / q).astype(np.int64)
+    if st.v_floor is not None:  # -v_th: minus the threshold, an exact integer
+        fp.v_floor = np.round(_full(st.v_floor, pop.n) / q).astype(np.int64)
     if st.tau is not None:
         tau = _full(st.tau, pop.n)
         fp.dv = np.round(DECAY_UNITY / tau).astype(np.int64)

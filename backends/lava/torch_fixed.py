@@ -179,6 +179,7 @@ def _neuron(pop, fp: FixedPop, x: torch.Tensor, alpha: float | None):
     du = None if fp.du is None else torch.as_tensor(fp.du, dtype=torch.float64)
     syn = None if du is None else torch.zeros_like(x[0])
     bias_v = None if fp.bias_v is None else torch.as_tensor(fp.bias_v, dtype=torch.float64)
+    v_floor = None if fp.v_floor is None else torch.as_tensor(fp.v_floor, dtype=torch.float64)
     out = []
     sat = 0
     s_prev = None
@@ -208,6 +209,8 @@ def _neuron(pop, fp: FixedPop, x: torch.Tensor, alpha: float | None):
             v = w.clamp(-STATE_MAX, STATE_MAX)
         else:
             v, s_prev = u, s
+        if v_floor is not None:  # Sinabs' min_v_mem (processes.PyPopulationFixed)
+            v = torch.maximum(v, v_floor.expand_as(v))
         out.append(s)
     return torch.stack(out), v, sat
 
