@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import UserError, choice_error
-from pipeline.spec import Preprocessing
+from pipeline.spec import Preprocessing, is_atari  # noqa: F401  (is_atari re-exported)
 
 CLASSIC_ENVS = ("CartPole-v1", "MountainCar-v0", "Acrobot-v1")
 ATARI_DEFAULTS: dict[str, Any] = {
@@ -29,10 +29,6 @@ ATARI_DEFAULTS: dict[str, Any] = {
     "max_episode_steps": 18000,  # agent steps (Tan, Liu)
 }
 _ale_registered = False
-
-
-def is_atari(env_id: str) -> bool:
-    return env_id.startswith("ALE/")
 
 
 def _register_ale() -> None:

@@ -8,9 +8,9 @@ import os
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from pipeline.envs import is_atari
 from pipeline.errors import UserError, choice_error
 from pipeline.limits import cgroup_available, rlimit_available
+from pipeline.spec import is_atari
 
 
 @dataclass(frozen=True)

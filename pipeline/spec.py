@@ -157,6 +157,12 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 # Default T when a preset does not fix one: Liu's 64 on Atari; fewer steps on the small
 # classic-control inputs, where the MLP settles much sooner and training stays fast.
 DEFAULT_T_ATARI = 64
+
+
+def is_atari(env_id: str) -> bool:
+    """An ALE game (``ALE/<Game>-v5``); here, not in :mod:`pipeline.envs`, so that option parsing
+    and hyperparameter presets can ask without importing Gymnasium or torch."""
+    return env_id.startswith("ALE/")
 DEFAULT_T_CLASSIC = 16
 
 

@@ -16,6 +16,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -37,11 +38,9 @@ from pipeline.envs import (
     is_atari,
     make_env,
     n_actions,
-    REWARD_SHAPINGS,
     shape_reward,
 )
-from pipeline.checks import ArgumentParser, check_int, check_output, check_real, check_seed
-from pipeline.cli import cli_entry
+from pipeline.checks import check_int, check_output, check_real, check_seed
 from pipeline.errors import UserError, check_choice
 from pipeline.hyperparams import (  # noqa: F401  (re-exported: pipeline.train.* keeps working)
     HP_PRESETS,
@@ -66,11 +65,6 @@ from pipeline.sb3_glue import (  # noqa: F401  (re-exported; old SB3 state files
 from pipeline.spec import (
     DEFAULT_T_ATARI,
     DEFAULT_T_CLASSIC,
-    MODEL_PRESETS,
-    NEURONS,
-    READOUTS,
-    RESETS,
-    ENCODINGS,
     ModelSpec,
     NeuronParams,
     preset_fields,
@@ -178,7 +172,10 @@ class EvalCheckpointCallback(BaseCallback):
 
 
 
-def plot_curve(rows: list[dict[str, float]], title: str, path: Path) -> None:
+def plot_curve(rows: list[dict[str, float]], title: str, path: Path, episodes: int = 0,
+               frame_skip: int = 1) -> None:
+    """The learning curve: greedy evaluations (mean and ± 1 std band over their ``episodes``) and
+    the ε-greedy training episodes, against agent steps (``frame_skip`` frames each on Atari)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,12 +186,14 @@ def plot_curve(rows: list[dict[str, float]], title: str, path: Path) -> None:
     std = np.array([r["std_return"] for r in rows])
     train = np.array([r.get("train_return_last100", np.nan) for r in rows], dtype=float)
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, mean, marker="o", ms=3, label="greedy evaluation")
-    ax.fill_between(steps, mean - std, mean + std, alpha=0.25)
+    per = f" ({episodes} episodes)" if episodes else ""
+    ax.plot(steps, mean, marker="o", ms=3, label=f"greedy evaluation, mean{per}")
+    ax.fill_between(steps, mean - std, mean + std, alpha=0.25, label="greedy evaluation, ± 1 std")
     if np.isfinite(train).any():
-        ax.plot(steps, train, ls="--", label="training episodes (last 100, epsilon-greedy)")
-        ax.legend(fontsize=8)
-    ax.set_xlabel("environment steps")
+        ax.plot(steps, train, ls="--", label="training episodes (mean of last 100, ε-greedy)")
+    ax.legend(fontsize=8)
+    frames = f" ({frame_skip} frames each)" if frame_skip > 1 else ""
+    ax.set_xlabel(f"agent steps{frames}")
     ax.set_ylabel("return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -250,52 +249,6 @@ def check_train_args(args: argparse.Namespace) -> None:
         check_output("-o", path)
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="train-agent", description=__doc__.split("\n\n")[0])
-    p.add_argument("--env", required=True, help="CartPole-v1, MountainCar-v0, ALE/<Game>-v5")
-    p.add_argument("--model", default="dsqn", help=f"one of {', '.join(MODEL_PRESETS)}")
-    p.add_argument("--arch", help="mlp or nature_cnn (default: nature_cnn for Atari, else mlp)")
-    p.add_argument("--hidden", type=int, nargs="+", default=[64, 64], help="MLP hidden sizes")
-    p.add_argument("--time-steps", "-T", type=int, help="simulation steps per observation")
-    p.add_argument("--neuron", help=f"{'/'.join(NEURONS)}")
-    p.add_argument("--reset", help=f"{'/'.join(RESETS)}")
-    p.add_argument("--tau", type=float, help="membrane time constant in steps (LIF)")
-    p.add_argument("--v-th", type=float, help="firing threshold")
-    p.add_argument("--alpha", type=float, help="arctan surrogate alpha")
-    p.add_argument("--readout", help=f"{'/'.join(READOUTS)}")
-    p.add_argument("--encoding", help=f"{'/'.join(ENCODINGS)}")
-    p.add_argument("--tau-out", type=float, help="LI output time constant (membrane readouts)")
-    p.add_argument("--no-bias", action="store_true", help="no biases in any layer")
-    p.add_argument("--scale-obs", action="store_true",
-                   help="map finite observation bounds to [-1, 1] (e.g. MountainCar)")
-    p.add_argument("--reward-shaping", default="none",
-                   help=f"potential-based shaping of the training reward: none, {', '.join(REWARD_SHAPINGS)}; "
-                        "evaluation always uses the true reward")
-    p.add_argument("--preset", help=f"hyperparameter preset: {', '.join(HP_PRESETS)} (default: per env)")
-    p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one hyperparameter (repeatable)")
-    p.add_argument("--steps", type=int, help="total environment steps (same as --hp total_steps=N)")
-    p.add_argument("--double", action="store_true", help="Double DQN target")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--envs", type=int, default=1,
-                   help="environments stepped in parallel, each in its own process when > 1 (Gymnasium/SB3 "
-                        "vector env; the updates per transition stay the hyperparameters'); changes the run")
-    p.add_argument("--device", default="auto", help="auto (CUDA if torch sees a GPU, else CPU), cpu or cuda")
-    p.add_argument("--threads", type=int,
-                   help="torch threads (default: half the cores, less those the --envs workers use, at least 1); "
-                        "part of what makes a seed reproduce a run bit for bit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--save-state", action="store_true",
-                   help="at every evaluation also keep what --resume needs: model.state.pt (networks, optimizer, "
-                        "counters) and model.replay.npz (the replay buffer: GBs for Atari); neither can run code")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run saved with --save-state next to -o (same command; --steps may grow); "
-                        "the continued run is not bit-identical to an uninterrupted one")
-    p.add_argument("--trust-legacy-state", action="store_true",
-                   help="with --resume: load model.state.zip/model.replay.pkl of an earlier version (pickles, which "
-                        "can run code: only files you wrote) once and convert them to the safe files")
-    p.add_argument("-o", "--output", required=True, help="best checkpoint path (model.pt)")
-    return p
 
 
 
@@ -399,6 +352,9 @@ def stop_on_signal(callback: EvalCheckpointCallback):
         callback.stop_signal = signum
         print(f"train-agent: {signal.Signals(signum).name} received, stopping after this step", file=sys.stderr)
 
+    if threading.current_thread() is not threading.main_thread():  # the API called from a thread:
+        yield  # Python lets only the main thread set handlers; signals keep their usual effect
+        return
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -476,7 +432,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         return stopped_summary(callback, agent.num_timesteps, paths, save_state is not None)
     if not callback.rows or callback.rows[-1]["timesteps"] != agent.num_timesteps:
         callback.evaluate()
-    plot_curve(callback.rows, f"{args.model} on {env_id} (seed {args.seed})", paths["png"])
+    plot_curve(callback.rows, f"{args.model} on {env_id} (seed {args.seed})", paths["png"], hp.eval_episodes,
+               pre.atari.get("frame_skip", 1) if pre.atari else 1)
 
     summary = {**meta, "seed": args.seed, "train_seconds": round(train_seconds, 1),
                "steps_per_second": round((agent.num_timesteps - start_steps) / learn_seconds, 1),
@@ -510,9 +467,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"best checkpoint: {summary['files']['best']}")
 
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """``train-agent`` after its options are parsed (:mod:`pipeline.train_cli`)."""
     summary = train(args)
     if "stopped" in summary:  # a signal ended the run early
         print(f"train-agent: {summary['message']}", file=sys.stderr)
@@ -520,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(summary)
     return 0
 
+from pipeline.train_cli import main, make_parser  # noqa: E402,F401  (re-exported: pipeline.train.main keeps working)
 
 if __name__ == "__main__":
     raise SystemExit(main())

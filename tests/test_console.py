@@ -50,7 +50,7 @@ def loaded_by_help(script: str) -> list[str]:
     return out.stderr.split()
 
 
-SLOW_HELP = {"train-agent": "pipeline/train.py imports torch and SB3 when loaded (its parser lives there)"}
+SLOW_HELP: dict[str, str] = {}  # script -> why its --help still loads a heavy module
 
 
 @pytest.mark.parametrize("script", [pytest.param(s, marks=pytest.mark.xfail(reason=SLOW_HELP[s], strict=True))

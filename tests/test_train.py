@@ -254,3 +254,11 @@ def test_no_progress_still_reports_progress_and_evaluations(tmp_path: Path, caps
     assert "[eval] step 300: 1 greedy episode..." in err and "[eval] step 300: return " in err
     assert "[final eval] 2 greedy episodes of m.pt" in err
     assert json.loads((tmp_path / "m.train.json").read_text())["steps_per_second"] > 0
+
+
+def test_train_cli_names_every_reward_shaping():
+    """train-agent's parser lists the shapings without importing Gymnasium; it must not drift."""
+    from pipeline.envs import REWARD_SHAPINGS
+    from pipeline.train_cli import REWARD_SHAPING_NAMES
+
+    assert tuple(REWARD_SHAPINGS) == REWARD_SHAPING_NAMES
