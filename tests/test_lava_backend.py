@@ -300,3 +300,20 @@ def test_closing_a_backend_that_never_ran_is_quick() -> None:
     backend.close()
     assert time.perf_counter() - t0 < 10.0
     assert_no_children_left()
+
+
+@pytest.mark.parametrize("precision", ["floating_pt", "fixed_pt"])
+def test_too_large_network_is_refused_before_any_lava_process(monkeypatch, precision) -> None:
+    """issue 21: the memory this process may use (cgroup, rlimit) is checked from the layout's sizes
+    before Lava starts a process; the audit's 64M-neuron graph died in create_runtime with ENOMEM."""
+    import backends.common.memory as memory
+
+    def no_build(self):
+        raise AssertionError("built a network that does not fit")
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 256 * 2**20)
+    monkeypatch.setattr(LavaBackend, "_build", no_build)
+    graph = model_to_nir(make_checkpoint("liu", arch="nature_cnn", obs_shape=(4, 84, 84), n_actions=6,
+                                         time_steps=2, seed=1))
+    with pytest.raises(UserError, match=r"does not fit in memory on lava.*neurons, .* synapses\), 0\.2 GiB are available"):
+        LavaBackend(graph, precision=precision)

@@ -15,6 +15,14 @@ BYTES_PER_NEURON = 2048
 BYTES_PER_RECORDED_NEURON = 32 * 1024  # NEST's connector for a neuron's device connections
 BUILD_BYTES_PER_SYNAPSE = 48  # host arrays while building: COO indices, weights, CSR copies
 
+# Lava 0.10 (one OS process per population and per synapse map; docs/LAVA.md): the resident
+# memory summed over those processes grew by 0.70 GB per million LIF neurons at 1M and 0.84 GB
+# at 4M (peak RSS over the process tree, one observation); rounded up, with the synapse maps'
+# CSC arrays (value + index, in the map's process and in the parent) and Lava's start-up.
+LAVA_BYTES_PER_NEURON = 1024
+LAVA_BYTES_PER_SYNAPSE = 48
+LAVA_BASE_BYTES = 512 * 2**20
+
 
 def available_memory() -> int:
     """Bytes the build may use: the least of MemAvailable, the cgroup's and the rlimit's headroom

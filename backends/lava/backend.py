@@ -184,12 +184,29 @@ class LavaBackend:
         self.spiking_ops = [op.name for op in self.plan.ops if op.spiking]
         self.saturated: dict[str, int] = {name: 0 for name in self.layout.pops}
         self.build_s = 0.0
+        self._check_memory(per_obs)
         self._rt = _Runtime()
         self._finalizer = weakref.finalize(self, _Runtime.close, self._rt)
         self._broken = False
         self._build()
 
     # ------------------------------------------------------------------ building
+
+    def _check_memory(self, per_obs: int) -> None:
+        """Refuse, from the layout's sizes, a network whose Lava processes would not fit in the
+        memory this process may use (cgroup and rlimit included), before any process starts."""
+        from backends.common.memory import (LAVA_BASE_BYTES, LAVA_BYTES_PER_NEURON, LAVA_BYTES_PER_SYNAPSE,
+                                            available_memory, fits, gib)
+
+        neurons = sum(p.n for p in self.layout.pops.values())
+        synapses = sum(c.matrix.nnz for c in self.layout.conns if c.matrix is not None)
+        sets = self.weight_bits // 8 if self.fixed else 1
+        need = (neurons * LAVA_BYTES_PER_NEURON + sets * synapses * LAVA_BYTES_PER_SYNAPSE
+                + 2 * self.batch * per_obs + LAVA_BASE_BYTES)
+        available = available_memory()
+        if not fits(need, available):
+            raise UserError(f"the network does not fit in memory on {self.name}: it needs about {gib(need)} "
+                            f"({neurons:,} neurons, {synapses:,} synapses), {gib(available)} are available")
 
     def _payload_len(self, pop: Population) -> int:
         if not pop.host:
