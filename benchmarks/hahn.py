@@ -58,7 +58,8 @@ PPO_SETTINGS = {
     "MountainCar-v0": dict(n_envs=8, n_steps=128, batch_size=256, gae_lambda=0.95, gamma=0.99, n_epochs=10,
                            ent_coef=0.0, learning_rate=1e-3, clip_range=0.2),
     # RL-Zoo's Acrobot PPO (VecNormalize on observations, 16 envs, n_steps 256, lambda 0.94, 4 epochs),
-    # ReLU instead of Tanh (8 environments with batches of 128 did not learn in 160,000 steps here)
+    # ReLU instead of Tanh. With ReLU it did not learn here (nor with 8 environments and batches of
+    # 128); with Tanh it does: docs/IMPORT.md
     "Acrobot-v1": dict(n_envs=16, n_steps=256, batch_size=64, gae_lambda=0.94, gamma=0.99, n_epochs=4,
                        ent_coef=0.0, learning_rate=3e-4, clip_range=0.2),
 }
