@@ -137,6 +137,7 @@ SOFT_RESET = ("hahn", "tan_converted", "converted_spike_count", "lif_soft_rate")
 # LIF hard reset + rate, IF soft reset + voltage, CubaLIF (a NIR graph kind); a DQN refused
 FIXED_TEST_KINDS = ("dqn", "liu", "hahn", "cubalif")
 NO_CUBA = ("cubalif",)  # sPyNNaker's exponential synapses are not the forward-Euler current filter
+NO_DEEP_INPUT = ("skip",)  # on SpiNNaker the observation's current (i_offset) can feed first-layer populations only
 
 # In ``run-backend --target`` order (the help and the error list show visible entries in this order).
 REGISTRY: dict[str, Target] = {t.name: t for t in (
@@ -152,12 +153,12 @@ REGISTRY: dict[str, Target] = {t.name: t for t in (
     Target("pynn-nest", _pynn_nest, cli_options=("threads",), bench_column=2, bench_options={"threads": 1},
            requires=("nest", "pyNN"), refuses=("dqn",)),
     Target("pynn-spinnaker", _pynn_spinnaker, requires=("pyNN", "spynnaker"),
-           hardware="a SpiNNaker machine (hw_tests/ run it there)", refuses=("dqn", *SOFT_RESET, *NO_CUBA)),
+           hardware="a SpiNNaker machine (hw_tests/ run it there)", refuses=("dqn", *SOFT_RESET, *NO_CUBA, *NO_DEEP_INPUT)),
     # benchmark matrix columns that are not run-backend targets
     Target("lava-fixed-w16", _lava, preset={"precision": "fixed_pt", "weight_bits": 16}, hidden=True,
            bench_column=5, requires=("lava",), tolerance=FINE_FIXED, refuses=("dqn",), test_kinds=FIXED_TEST_KINDS),
     Target("spinnaker-fixedpoint", _spinnaker_fixedpoint, hidden=True, bench_column=6, tolerance=FINE_FIXED,
-           refuses=("dqn", *SOFT_RESET, *NO_CUBA)),
+           refuses=("dqn", *SOFT_RESET, *NO_CUBA, *NO_DEEP_INPUT)),
 )}
 
 # What ``run-backend --target`` accepts.

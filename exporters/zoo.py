@@ -117,5 +117,40 @@ def cubalif_graph(seed: int = 0, hidden: tuple[int, ...] = (64, 64), time_steps:
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": time_steps, "dt": dt})
 
 
+def skip_graph(seed: int = 0, hidden: tuple[int, ...] = (64, 64), time_steps: int = 16, gain: float = 3.0,
+               obs_size: int = 4, n_actions: int = 2, dt: float = 1e-4):
+    """A LIF DAG whose branches have unequal depth: the last hidden layer sums the layer before it,
+    a skip connection from the first hidden layer, and the input itself (an input feeding a deep
+    layer), as residual or dense-skip networks are exported. Weights random; per-neuron taus."""
+    import nir
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    names = [f"lif{i}" for i in range(len(hidden) + 1)]
+    sizes = [*hidden, hidden[-1]]
+    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array([obs_size])})}
+    edges: list[tuple[str, str]] = []
+
+    def affine(name: str, n_out: int, n_in: int, src: str, dst: str, scale: float = 1.0) -> None:
+        w = rng.normal(size=(n_out, n_in)) * gain * scale / np.sqrt(n_in)
+        nodes[name] = nir.Affine(weight=w.astype(np.float32), bias=(0.2 * rng.normal(size=n_out)).astype(np.float32))
+        edges.extend([(src, name), (name, dst)])
+
+    prev, n_in = "input", obs_size
+    for i, (name, n) in enumerate(zip(names, sizes)):
+        nodes[name] = nir.LIF(tau=np.where(rng.random(n) < 0.5, 2 * dt, 4 * dt), r=np.ones(n),
+                              v_leak=np.zeros(n), v_threshold=np.ones(n), v_reset=np.zeros(n))
+        affine(f"fc{i}", n, n_in, prev, name, scale=0.6 if i == len(names) - 1 else 1.0)
+        prev, n_in = name, n
+    last = names[-1]
+    affine("skip", sizes[-1], sizes[0], names[0], last, scale=0.6)  # two layers shorter
+    affine("from_input", sizes[-1], obs_size, "input", last, scale=0.6)  # the input into the deepest layer
+    w = rng.normal(size=(n_actions, sizes[-1])) / np.sqrt(sizes[-1])
+    nodes["head"] = nir.Affine(weight=w.astype(np.float32), bias=np.zeros(n_actions, np.float32))
+    nodes["output"] = nir.Output(output_type={"output": np.array([n_actions])})
+    edges += [(last, "head"), ("head", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": time_steps, "dt": dt})
+
+
 #: zoo kinds that are NIR graphs rather than checkpoints (the conformance test runs them too)
-GRAPH_KINDS = {"cubalif": cubalif_graph}
+GRAPH_KINDS = {"cubalif": cubalif_graph, "skip": skip_graph}

@@ -213,16 +213,31 @@ def _affine(n_out: int, n_in: int, seed: int) -> nir.Affine:
                       bias=np.zeros(n_out, np.float32))
 
 
-def test_skip_connection_is_refused_naming_the_layer() -> None:
+def test_skip_connection_is_held_back_and_equals_the_reference() -> None:
+    """issue 15: a map on a shorter branch waits in its synapse process (Connection.extra) until
+    the longer branch arrives, so the DAG runs exactly as the reference (Lava refused it before)."""
     nodes = {"input": nir.Input(input_type={"input": np.array([3])}), "fc1": _affine(5, 3, 1),
              "lif1": _lif(5), "fc2": _affine(5, 5, 2), "lif2": _lif(5), "fc3": _affine(5, 5, 3),
              "skip": _affine(5, 5, 4), "lif3": _lif(5),
              "output": nir.Output(output_type={"output": np.array([5])})}
     edges = [("input", "fc1"), ("fc1", "lif1"), ("lif1", "fc2"), ("fc2", "lif2"), ("lif2", "fc3"),
              ("fc3", "lif3"), ("lif1", "skip"), ("skip", "lif3"), ("lif3", "output")]
-    plan = build_plan(nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": 4}))
-    with pytest.raises(UserError, match="node 'lif3'.*different numbers of Lava connection steps"):
-        lower(plan)
+    plan = build_plan(nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": 6}))
+    layout = lower(plan)
+    assert layout.pops["lif3"].delay == 2
+    assert sorted((c.src, c.extra) for c in layout.conns if c.dst == "lif3") == [("lif1", 1), ("lif2", 0)]
+    obs = np.random.default_rng(5).uniform(-2, 2, size=(6, 3)).astype(np.float32)
+    ref = ReferenceBackend(plan, dtype="float64").run(obs)
+    backend = LavaBackend(plan)
+    try:
+        got = backend.run(obs)
+    finally:
+        backend.close()
+    assert ref.spikes["lif3"].sum() > 0
+    for name in ("lif1", "lif2", "lif3"):
+        assert np.array_equal(got.spikes[name], ref.spikes[name]), name
+    assert np.array_equal(got.q, ref.q)
+    assert_no_children_left()
 
 
 def test_wrong_observation_shape_is_a_user_error() -> None:

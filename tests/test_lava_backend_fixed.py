@@ -172,7 +172,7 @@ def golden(backend: LavaBackend, obs: np.ndarray) -> tuple[np.ndarray, dict[str,
 
 @pytest.mark.parametrize("kind, gain, bits", [("liu", 8.0, 8), ("hahn", 3.0, 8), ("chen", 8.0, 8),
                                               ("lif_soft_rate", 8.0, 8), ("liu", 8.0, 16), ("hahn", 3.0, 16),
-                                              ("cubalif", 6.0, 8), ("cubalif", 6.0, 16)])
+                                              ("cubalif", 6.0, 8), ("cubalif", 6.0, 16), ("skip", 6.0, 8), ("skip", 6.0, 16)])
 def test_fixed_models_equal_the_integer_scheme(kind: str, gain: float, bits: int) -> None:
     plan = small_plan(kind, gain=gain)
     obs = cartpole_obs(12, seed=6).numpy()

@@ -275,7 +275,7 @@ class LavaBackend:
                 sets = [(sp.csc_matrix(conn.matrix, dtype=np.float64), 0, "")]
             for matrix, exp, tag in sets:
                 syn = SynapseMap(n_in=lay.pops[conn.src].n, n_out=lay.pops[conn.dst].n, matrix=matrix,
-                                 graded=conn.graded, exp=exp, name=f"{conn.src}->{conn.dst}{tag}")
+                                 graded=conn.graded, exp=exp, extra_delay=conn.extra, name=f"{conn.src}->{conn.dst}{tag}")
                 src.s_out.connect(syn.s_in)
                 syn.a_out.connect(dst.a_in)  # Lava sums every connection into an InPort
                 synapses.append(syn)

@@ -23,8 +23,10 @@ No Lava import here (so ``inspect-nir`` and the quantiser can use it without sta
   late: its *delay* is k. Each observation gets a window of ``P = T + D`` steps (D = largest
   delay); population p integrates on window steps ``[d_p, d_p + T)``, resets at ``d_p`` and
   sends zeros outside, so windows line up with the reference's steps 1..T and nothing leaks
-  from one observation into the next. Inputs of one population must arrive with the same
-  delay (no skip connections around a map); otherwise the node is named in a UserError.
+  from one observation into the next. A population's delay is the latest arrival among its
+  inputs; a synapse map on a shorter branch (a skip connection, an input feeding a deep layer)
+  holds its output back for the difference (``Connection.extra``), so every input of a layer
+  arrives at the same step of its window, as in the reference.
 """
 
 from __future__ import annotations
@@ -51,10 +53,11 @@ class Connection:
     dst: str
     matrix: Matrix | None  # [n_dst, n_src]; None: a direct wire (same size, no Lava process, no delay)
     graded: bool  # the source sends real values (non-spiking or multi-spike), not 0/1 spikes
+    extra: int = 0  # steps the map holds its output back beyond Lava's one, so that branches align
 
     @property
     def delay(self) -> int:
-        return 0 if self.matrix is None else 1
+        return 0 if self.matrix is None else 1 + self.extra
 
 
 @dataclass
@@ -301,17 +304,22 @@ def _wire(pop: Population, inputs: list[str], host: set[str], pops: dict[str, Po
 
 
 def _assign_delays(pops: dict[str, Population], conns: list[Connection]) -> None:
+    """Each population's delay is the latest arrival of its inputs; an input that would arrive
+    earlier (a skip connection, a shorter branch of a DAG) is held back in its synapse map for the
+    difference, so every input of a layer reaches it at the same step of its window. A direct wire
+    that must wait becomes an identity map (a wire has no process to wait in)."""
     incoming: dict[str, list[Connection]] = {}
     for c in conns:
         incoming.setdefault(c.dst, []).append(c)
     for name, pop in pops.items():  # plan (topological) order
-        arrivals = {pops[c.src].delay + c.delay for c in incoming.get(name, [])}
-        if len(arrivals) > 1:
-            listed = ", ".join(f"{c.src} (+{pops[c.src].delay + c.delay})" for c in incoming[name])
-            raise UserError(f"node {name!r}: its inputs arrive after different numbers of Lava connection "
-                            f"steps ({listed}); the Lava backend needs every input of a layer at the same "
-                            "depth (no skip connections)")
-        pop.delay = arrivals.pop() if arrivals else 0
+        ins = incoming.get(name, [])
+        pop.delay = max((pops[c.src].delay + c.delay for c in ins), default=0)
+        for c in ins:
+            lag = pop.delay - (pops[c.src].delay + c.delay)
+            if lag and c.matrix is None:
+                c.matrix = sp.identity(pops[c.src].n, format="csr", dtype=np.float64)
+                lag -= 1
+            c.extra += lag
 
 
 def host_map(plan: Plan, names: list[str], by_name: dict[str, Op]) -> tuple[Matrix, np.ndarray | None]:

@@ -31,6 +31,7 @@ from backends.lava.compat import ensure_lava_importable
 
 ensure_lava_importable()
 
+from collections import deque  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -88,8 +89,9 @@ class SynapseMap(AbstractProcess):
     point: ``matrix`` holds mantissas and ``exp`` the shared exponent)."""
 
     def __init__(self, *, n_in: int, n_out: int, matrix: sp.csc_matrix, graded: bool, exp: int = 0,
-                 name: str | None = None) -> None:
-        super().__init__(n_in=n_in, n_out=n_out, matrix=matrix, graded=graded, exp=exp, name=name)
+                 extra_delay: int = 0, name: str | None = None) -> None:
+        super().__init__(n_in=n_in, n_out=n_out, matrix=matrix, graded=graded, exp=exp,
+                         extra_delay=extra_delay, name=name)
         self.s_in = InPort(shape=(n_in,))
         self.a_out = OutPort(shape=(n_out,))
 
@@ -377,6 +379,8 @@ class _SynapseBase(PyLoihiProcessModel):
         self.exp: int = proc_params["exp"]
         self.buf = np.zeros(proc_params["n_out"], dtype=self.dtype)
         self.silent = self.buf.copy()
+        # extra_delay > 0: the map's results wait this many more steps (a shorter branch of a DAG)
+        self.waiting = deque(self.silent for _ in range(proc_params.get("extra_delay", 0)))
 
     def accumulate(self, s: np.ndarray) -> np.ndarray:
         if self.graded:
@@ -395,6 +399,9 @@ class _SynapseBase(PyLoihiProcessModel):
         # Lava's connection semantics: send what arrived one step earlier (no combinational loops)
         self.a_out.send(self.buf)
         self.buf = self.finish(self.accumulate(self.s_in.recv()))
+        if self.waiting:
+            self.waiting.append(self.buf)
+            self.buf = self.waiting.popleft()
 
 
 @implements(proc=SynapseMap, protocol=LoihiProtocol)
