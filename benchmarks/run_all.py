@@ -103,7 +103,7 @@ QUICK = Profile("quick", cartpole_obs=100, atari_obs=3, atari_T=8, atari_cap={"s
 CARTPOLE = {
     "dqn": "examples/cartpole_dqn.pt",
     "liu-dsqn": "examples/cartpole_dsqn.pt",
-    "chen-dsqn": "runs/bundle/cartpole_chen_dsqn.pt",
+    "chen-dsqn": "examples/cartpole_chen_dsqn.pt",
     "if-dsqn": "examples/cartpole_if_dsqn.pt",
 }
 MAKE_CHEN = ("train-agent --env CartPole-v1 --model chen-dsqn --hidden 128 128 --steps 100000 --seed 1 "
