@@ -444,13 +444,21 @@ def md_hahn(res: dict[str, Any]) -> str:
     return path.read_text().strip() if path.is_file() else ""
 
 
+def md_finetune_fixed(res: dict[str, Any]) -> str:
+    """The fine-tuning figures of ``benchmarks/bench_fixed.py`` (not a run_all section: hours of
+    fine-tuning), kept with their commands in docs/results/finetune_fixed.md."""
+    path = Path(__file__).resolve().parents[1] / "docs" / "results" / "finetune_fixed.md"
+    return path.read_text().strip() if path.is_file() else ""
+
+
 # ---------------------------------------------------------------- driver
 
 
 def write_reports(res: dict[str, Any], out: Path, docs: Path | None = None) -> None:
     pngs = plot_all(res, out)
     body = "\n\n".join(filter(None, [md_scores(res), md_matrix(res), md_timing(res), md_energy(res),
-                                     md_conversion(res), md_hahn(res), md_robustness(res), md_forward(res), md_spinnaker(res)]))
+                                     md_conversion(res), md_hahn(res), md_robustness(res), md_forward(res), md_spinnaker(res),
+                                     md_finetune_fixed(res)]))
     images = "\n\n".join(f"![{p}]({{img}}/{p})" for p in pngs)
     page = "# Results\n\n{header}\n\n{body}\n\n## Figures\n\n{images}\n"
     text = page.format(header=md_header(res), body=body, images=images)
