@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,8 +25,7 @@ def run(script: str, *args: str, cwd: Path) -> str:
 
 @pytest.mark.slow
 def test_cartpole_to_nest(tmp_path: Path) -> None:
-    if importlib.util.find_spec("nest") is None:
-        pytest.skip("NEST is not installed")
+    require("nest")
     text = run("cartpole_to_nest.py", "--out", str(tmp_path), "--steps", "400", "--tiny", "--episodes", "2",
                cwd=tmp_path)
     assert "1. trained" in text and "2. exported" in text

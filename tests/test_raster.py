@@ -3,7 +3,6 @@ the figure is written for the open and the closed loop, with the target's counts
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 from backends.cli import main as run_backend
 from backends.raster import chosen_neurons
 from backends.reference import ReferenceBackend
-from conftest import zoo_graph
+from conftest import require, zoo_graph
 from exporters.canonical import build_plan
 from exporters.nirio import write_graph
 from exporters.zoo import cartpole_obs
@@ -48,8 +47,7 @@ def test_chosen_neurons_span_the_layer() -> None:
 
 @pytest.mark.parametrize("target", ["reference", "nest"])
 def test_plot_raster_open_and_closed_loop(target: str, tmp_path: Path, capsys) -> None:
-    if target == "nest" and importlib.util.find_spec("nest") is None:
-        pytest.skip("NEST is not installed")
+    require(target)  # skips, naming the missing module, where NEST is not installed
     graph, obs = tmp_path / "g.nir", tmp_path / "obs.npy"
     write_graph(zoo_graph("liu", hidden=(16, 16), time_steps=8), graph)
     np.save(obs, cartpole_obs(4, seed=3).numpy())

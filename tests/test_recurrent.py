@@ -5,13 +5,12 @@ refuses them with one line naming the node."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import nir
 import numpy as np
 import pytest
 
 from backends import REGISTRY
+from conftest import require
 from backends.reference import ReferenceBackend
 from exporters.canonical import build_plan
 from pipeline.errors import UserError
@@ -93,9 +92,7 @@ def test_recurrent_state_is_reset_per_observation() -> None:
 
 @pytest.mark.parametrize("target", [name for name, t in REGISTRY.items() if name != "reference" and not t.hardware])
 def test_other_targets_refuse_a_loop_naming_the_node(target: str) -> None:
-    t = REGISTRY[target]
-    if any(importlib.util.find_spec(m) is None for m in t.requires):
-        pytest.skip(f"{target} not installed")
+    t = require(target)
     graph, _ = rsynaptic_graph(None, 0.85)
     plan = build_plan(graph, convention="snntorch+no-delay", time_steps=4)
     assert plan.op("lif1").recurrent == ["w_rec"]
