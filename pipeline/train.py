@@ -104,6 +104,10 @@ class EvalCheckpointCallback(BaseCallback):
         self.line_steps = 0  # num_timesteps at the last progress line
         self.eval_seconds = 0.0  # spent in evaluations and saves (this invocation)
 
+    def _on_training_start(self) -> None:
+        # a resumed run starts at its saved step: the first rate counts only this run's steps
+        self.line_steps, self.last_line = self.num_timesteps, time.monotonic()
+
     def _on_step(self) -> bool:
         # with N environments a call adds N steps, so "a multiple of eval_freq was crossed"
         steps = self.num_timesteps

@@ -51,3 +51,23 @@ def test_run_backend_and_evaluate_agent_print_progress_lines(tmp_path: Path) -> 
         assert out.returncode == 0, out.stderr
         lines = [line for line in out.stderr.splitlines() if line.startswith(desc)]
         assert [line.split(" (")[0] for line in lines] == [f"{desc}: 1/2 ep", f"{desc}: 2/2 ep"], out.stderr
+
+
+def test_training_rate_of_a_resumed_run_counts_only_its_own_steps(monkeypatch, capsys) -> None:
+    """A run resumed at step 139,333 printed '2355 steps/s' in its first line: the rate divided
+    every step since 0 by the seconds since the restart."""
+    import types
+
+    import pipeline.train as train
+    from pipeline.hyperparams import HP_PRESETS
+
+    clock = iter([100.0, 100.0, 110.0])  # __init__, training start, the line 10 s later
+    monkeypatch.setattr(train.time, "monotonic", lambda: next(clock))
+    cb = train.EvalCheckpointCallback(None, HP_PRESETS["atari"], None, {}, progress_lines=True)
+    cb.model = types.SimpleNamespace(exploration_rate=0.01, ep_info_buffer=[])
+    cb.num_timesteps = 139_333
+    cb._on_training_start()
+    cb.num_timesteps += 600
+    cb.progress_line()
+    line = capsys.readouterr().err
+    assert "step 139933/" in line and ", 60 steps/s," in line, line
