@@ -49,11 +49,12 @@ def refuse_recurrence(plan, target: str) -> None:
                         "runs recurrent ones)")
 
 
-def spiking_populations(plan, target: str) -> list:
+def spiking_populations(plan, target: str, recurrent: bool = False) -> list:
     """The plan's neuron and threshold ops, for a spike-passing simulator named ``target``;
-    a ReLU (a DQN), a recurrent loop or a graph without neurons is a UserError naming the node or
-    the target."""
-    refuse_recurrence(plan, target)
+    a ReLU (a DQN), a recurrent loop (unless the target lays loops out: ``recurrent``) or a graph
+    without neurons is a UserError naming the node or the target."""
+    if not recurrent:
+        refuse_recurrence(plan, target)
     for op in plan.ops:
         if op.kind == "relu":
             raise UserError(f"node {op.name!r}: ReLU (a DQN) has no spiking form on {target}; convert the DQN "

@@ -1,7 +1,7 @@
 """Recurrent NIR graphs (issue 20): a loop's closing edge carries the previous step's value
 (docs/NIR.md "Recurrence"). The reference runs them step by step, held here to independent
-numpy transcriptions of snnTorch's RLeaky and RSynaptic (reset_delay=False); every other target
-refuses them with one line naming the node."""
+numpy transcriptions of snnTorch's RLeaky and RSynaptic (reset_delay=False); the simulators that
+lay loops out are held to the reference, the others refuse with one line naming the node."""
 
 from __future__ import annotations
 
@@ -10,17 +10,20 @@ import numpy as np
 import pytest
 
 from backends import REGISTRY
-from conftest import require
+from conftest import assert_same, require
 from backends.reference import ReferenceBackend
 from exporters.canonical import build_plan
+from exporters.plan.semantics import with_input_series
 from pipeline.errors import UserError
 
 DT = 1e-4
 
 
-def rsynaptic_graph(alpha: float | None, beta: float, seed: int = 0, n_in: int = 5, n: int = 12, n_out: int = 3):
+def rsynaptic_graph(alpha: float | None, beta: float, seed: int = 0, n_in: int = 5, n: int = 12, n_out: int = 3,
+                    bias: bool = False):
     """input -> fc -> neuron (loop neuron -> w_rec -> neuron) -> fc2 -> out neuron, as snnTorch 1.0 writes
-    RLeaky (LIF) and RSynaptic (CubaLIF, alpha given): tau = dt/(1-beta), r = tau/dt, w_in = tau_syn/dt."""
+    RLeaky (LIF) and RSynaptic (CubaLIF, alpha given): tau = dt/(1-beta), r = tau/dt, w_in = tau_syn/dt.
+    ``bias``: w_rec an Affine (snnTorch's default ``nn.Linear``), its bias returned with the weights."""
     rng = np.random.default_rng(seed)
 
     def neuron(k: int):
@@ -32,25 +35,28 @@ def rsynaptic_graph(alpha: float | None, beta: float, seed: int = 0, n_in: int =
                            v_reset=np.zeros(k), w_in=tau_syn / DT)
 
     w_in, w_rec, w_out = rng.normal(size=(n, n_in)) * 0.8, rng.normal(size=(n, n)) * 0.5, rng.normal(size=(n_out, n))
+    b_rec = rng.normal(size=n) * 0.3 if bias else np.zeros(n)
+    rec = nir.Affine(weight=w_rec, bias=b_rec) if bias else nir.Linear(weight=w_rec)
     nodes = {"input": nir.Input(input_type={"input": np.array([n_in])}), "fc1": nir.Linear(weight=w_in),
-             "lif1": neuron(n), "w_rec": nir.Linear(weight=w_rec), "fc2": nir.Linear(weight=w_out),
+             "lif1": neuron(n), "w_rec": rec, "fc2": nir.Linear(weight=w_out),
              "lif2": neuron(n_out), "output": nir.Output(output_type={"output": np.array([n_out])})}
     edges = [("input", "fc1"), ("fc1", "lif1"), ("lif1", "w_rec"), ("w_rec", "lif1"), ("lif1", "fc2"),
              ("fc2", "lif2"), ("lif2", "output")]
-    return nir.NIRGraph(nodes=nodes, edges=edges), (w_in, w_rec, w_out)
+    return nir.NIRGraph(nodes=nodes, edges=edges), (w_in, w_rec, w_out, b_rec)
 
 
 def snntorch_run(weights, x: np.ndarray, alpha: float | None, beta: float, zero: bool = False):
     """snnTorch's RLeaky/RSynaptic with reset_delay=False (snntorch/_neurons/rleaky.py, rsynaptic.py):
-    the recurrent input is V spk[t-1]; syn = alpha syn + in; mem = beta mem + syn; spk = mem > 1;
+    the recurrent input is V spk[t-1] + b (``self.recurrent(spk)``, spk zero before the first step, so
+    the bias is there at t = 0); syn = alpha syn + in; mem = beta mem + syn; spk = mem > 1;
     then mem -= spk (subtract) or mem = 0 where spk (zero). ``x`` is [T, N, n_in]."""
-    w_in, w_rec, w_out = weights
+    w_in, w_rec, w_out, b_rec = weights
     T, N = x.shape[:2]
     state = [dict(syn=np.zeros((N, w.shape[0])), mem=np.zeros((N, w.shape[0]))) for w in (w_in, w_out)]
     spk1 = np.zeros((N, w_in.shape[0]))
     counts = [np.zeros((N, w_in.shape[0])), np.zeros((N, w_out.shape[0]))]
     for t in range(T):
-        cur = x[t] @ w_in.T + spk1 @ w_rec.T
+        cur = x[t] @ w_in.T + (spk1 @ w_rec.T + b_rec)
         for layer in range(2):
             st = state[layer]
             st["syn"] = cur if alpha is None else alpha * st["syn"] + cur
@@ -64,10 +70,11 @@ def snntorch_run(weights, x: np.ndarray, alpha: float | None, beta: float, zero:
     return counts
 
 
-@pytest.mark.parametrize("alpha, zero", [(None, False), (0.75, False), (0.6, True)])
-def test_reference_runs_snntorch_recurrent_nets(alpha: float | None, zero: bool) -> None:
+@pytest.mark.parametrize("alpha, zero, bias", [(None, False, False), (0.75, False, False), (0.6, True, False),
+                                               (None, True, True), (0.75, False, True)])
+def test_reference_runs_snntorch_recurrent_nets(alpha: float | None, zero: bool, bias: bool) -> None:
     beta, T = 0.85, 24
-    graph, weights = rsynaptic_graph(alpha, beta)
+    graph, weights = rsynaptic_graph(alpha, beta, bias=bias)
     rng = np.random.default_rng(2)
     spikes = (rng.random((T, 16, 5)) < 0.3).astype(np.float64)  # time-varying input (event data)
     conv = "snntorch-zero" if zero else "snntorch+no-delay"
@@ -90,7 +97,71 @@ def test_recurrent_state_is_reset_per_observation() -> None:
     assert np.array_equal(seq.q[0], backend.run(obs[:1]).q[0])
 
 
-@pytest.mark.parametrize("target", [name for name, t in REGISTRY.items() if name != "reference" and not t.hardware])
+def series_plan(graph, convention: str, T: int):
+    """The plan for a time-varying input (what run-backend --input-spikes builds)."""
+    return with_input_series(build_plan(graph, convention=convention, time_steps=T))
+
+
+# the targets that lay loops out, against the reference; the others refuse by name
+LOOP_TARGETS = ("nest", "pynn-nest")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("target", LOOP_TARGETS)
+@pytest.mark.parametrize("convention", ["snntorch+no-delay", "snntorch-zero"])
+def test_simulators_run_a_recurrent_lif_like_the_reference(target: str, convention: str) -> None:
+    """snnTorch RLeaky with a biased recurrent Affine (subtractive reset: NEST's eprop_iaf; zero reset:
+    iaf_psc_delta), on spike trains and on a constant current: equal spike counts in both layers
+    and Q, observation after observation (each starts afresh, the loop's spikes included)."""
+    t = require(target)
+    T = 20
+    graph, _ = rsynaptic_graph(None, 0.85, bias=True)
+    spikes = (np.random.default_rng(2).random((T, 6, 5)) < 0.3).astype(np.float64)
+    plan = series_plan(graph, convention, T)
+    ref = ReferenceBackend(plan, dtype="float64").run(np.zeros((6, 5)), spikes)
+    backend = t.build(plan)
+    try:
+        assert_same(backend.run(np.zeros((6, 5)), spikes), ref)
+    finally:
+        backend.close()
+    obs = np.random.default_rng(3).normal(0.8, 1.0, size=(6, 5))
+    ref = ReferenceBackend(graph, convention=convention, time_steps=T, dtype="float64").run(obs)
+    backend = t.build(graph, convention=convention, time_steps=T)
+    try:
+        assert_same(backend.run(obs), ref)
+    finally:
+        backend.close()
+
+
+def two_population_loop() -> nir.NIRGraph:
+    """input -> lif1 -> lif2, and lif2 -> back -> lif1: a loop through two populations."""
+    g, (w_in, _, w_out, _) = rsynaptic_graph(None, 0.85)
+    nodes = {k: v for k, v in g.nodes.items() if k != "w_rec"}
+    nodes["back"] = nir.Linear(weight=np.ones((12, 3)))
+    edges = [e for e in g.edges if "w_rec" not in e] + [("lif2", "back"), ("back", "lif1")]
+    return nir.NIRGraph(nodes=nodes, edges=edges)
+
+
+@pytest.mark.parametrize("target", [t for t in LOOP_TARGETS if t.endswith("nest")])
+def test_nest_refuses_loops_it_cannot_delay_naming_the_node(target: str) -> None:
+    """A spike takes one step per NEST connection: a loop through a deeper population, or one
+    entering a CubaLIF's synaptic current (charged into V a step after it arrives), would need
+    less than one step; the reference runs both."""
+    t = require(target)
+    plan = build_plan(two_population_loop(), convention="snntorch-zero", time_steps=4)
+    assert plan.op("lif1").recurrent == ["back"]
+    ReferenceBackend(plan).run(np.zeros((1, 5)))
+    with pytest.raises(UserError, match=r"^node 'lif1' \(LIF\): it receives 'lif2' through a loop") as err:
+        t.build(plan).close()
+    assert "\n" not in str(err.value)
+    graph, _ = rsynaptic_graph(0.75, 0.85)
+    with pytest.raises(UserError, match=r"^node 'lif1' \(CubaLIF\): its loop enters its synaptic current") as err:
+        t.build(graph, convention="snntorch-zero", time_steps=4).close()
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("target", [name for name, t in REGISTRY.items()
+                                    if name != "reference" and not t.hardware and name not in LOOP_TARGETS])
 def test_other_targets_refuse_a_loop_naming_the_node(target: str) -> None:
     t = require(target)
     graph, _ = rsynaptic_graph(None, 0.85)

@@ -13,6 +13,13 @@ of at least one step, so a population at depth k (k neurons on the longest path 
 input) sees its inputs k steps after the input. Connections get delay = depth difference
 (skip connections included), population k integrates the window of steps k+1 .. k+T of
 each cycle, and spike counts are taken inside that window.
+
+A loop's closing edge (``Op.recurrent``, docs/NIR.md "Recurrence") carries the previous step's
+value: its terms (:attr:`Drive.late`) get one step more than a forward connection between the
+same populations, ``delay = depth(dst) - lag(dst) - depth(src) + 1``. That is one step for a
+population that feeds itself (snnTorch RLeaky, a self-loop through Affine/Linear), and less than
+one, which no simulator has, for a loop through a deeper population or into a synaptic current
+(CubaLIF); :meth:`NetLayout.loop_delay` refuses those naming the node.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from backends.base import spiking_populations
-from backends.common.sparse import Form, add_forms, apply_op, estimate_add, estimate_apply
+from backends.common.sparse import Form, add_forms, apply_op, delay_form, estimate_add, estimate_apply
 from exporters.plan.ir import SYNAPSES, Op, Plan
 from exporters.plan.readout import pushes_mean_through_head
 from pipeline.errors import UserError
@@ -65,6 +72,7 @@ class Drive:
 
     terms: dict[str, sp.csr_matrix] = field(default_factory=dict)
     const: np.ndarray | None = None
+    late: dict[str, sp.csr_matrix] = field(default_factory=dict)  # on the previous step's spikes (a loop)
 
 
 @dataclass
@@ -125,22 +133,24 @@ class NetLayout:
         plan = self.plan
         sizes = {plan.input: int(np.prod(plan.op(plan.input).out_shape))}
         sizes.update({n: p.size for n, p in self.pops.items()})
-        est: dict[str, dict[str, tuple[int, int]]] = {plan.input: {plan.input: (sizes[plan.input], 1)}}
-        upstream = set(self.upstream)
+        est: dict[str, dict[str, tuple[int, int]]] = {n: {n: (size, 1)} for n, size in sizes.items()}
         count = SynapseCount(0, 0, 0)
-        for op in plan.ops:
-            if op.name in self.pops:
-                drive = estimate_add([est[i] for i in op.inputs])
-                est[op.name] = {op.name: (sizes[op.name], 1)}
-                for src, (nnz, _) in drive.items():
-                    if src == plan.input:
-                        count.from_input += nnz
-                    else:
-                        count.between += nnz
-                    count.largest = max(count.largest, nnz)
-            elif op.name in upstream:
-                est[op.name] = estimate_apply(op, estimate_add([est[i] for i in op.inputs]), sizes)
-                count.largest = max(count.largest, *(v[0] for v in est[op.name].values()))
+
+        def of(name: str) -> dict[str, tuple[int, int]]:  # a loop's source may come later in plan order
+            if name not in est:
+                op = self.plan.op(name)
+                est[name] = estimate_apply(op, estimate_add([of(i) for i in (*op.inputs, *op.recurrent)]), sizes)
+                count.largest = max(count.largest, *(v[0] for v in est[name].values()))
+            return est[name]
+
+        for name, p in self.pops.items():
+            drive = estimate_add([of(i) for i in (*p.op.inputs, *p.op.recurrent)])
+            for src, (nnz, _) in drive.items():
+                if src == plan.input:
+                    count.from_input += nnz
+                else:
+                    count.between += nnz
+                count.largest = max(count.largest, nnz)
         return count
 
     def drives(self) -> dict[str, Drive]:
@@ -153,37 +163,68 @@ class NetLayout:
         drive at once never holds all of them)."""
         plan = self.plan
         forms: dict[str, Form] = {plan.input: Form({plan.input: None})}
-        upstream = set(self.upstream)
-        for op in plan.ops:
-            if op.name in upstream:
-                forms[op.name] = apply_op(op, add_forms([forms[i] for i in op.inputs], int(np.prod(op.in_shape))))
-            elif op.name in self.pops:
-                n = self.pops[op.name].size
-                drive = add_forms([forms[i] for i in op.inputs], n)
-                forms[op.name] = Form({op.name: None})
-                terms = {}
-                for src, m in drive.terms.items():
-                    mat = sp.identity(n, format="csr", dtype=np.float64) if m is None else m.tocsr()
-                    mat.eliminate_zeros()
-                    terms[src] = mat
-                const = None if drive.const is None else np.broadcast_to(drive.const, (n,)).astype(np.float64)
-                yield op.name, Drive(terms, const)
+        forms.update({name: Form({name: None}) for name in self.pops})
+        visiting: set[str] = set()
+
+        def form_of(name: str) -> Form:  # a loop's source may come later in plan order
+            if name not in forms:
+                if name in visiting:
+                    raise UserError(f"node {name!r}: a loop through synaptic nodes only (no neuron on it)")
+                visiting.add(name)
+                op = plan.op(name)
+                forms[name] = apply_op(op, input_form(op))
+            return forms[name]
+
+        def input_form(op: Op) -> Form:
+            return add_forms([form_of(i) for i in op.inputs] + [delay_form(form_of(r), op.name) for r in op.recurrent],
+                             int(np.prod(op.in_shape)))
+
+        def matrices(found: dict[str, sp.csr_matrix | None], n: int) -> dict[str, sp.csr_matrix]:
+            out = {}
+            for src, m in found.items():
+                mat = sp.identity(n, format="csr", dtype=np.float64) if m is None else m.tocsr()
+                mat.eliminate_zeros()
+                out[src] = mat
+            return out
+
+        for name, p in self.pops.items():
+            drive = input_form(p.op)
+            const = None if drive.const is None else np.broadcast_to(drive.const, (p.size,)).astype(np.float64)
+            yield name, Drive(matrices(drive.terms, p.size), const, matrices(drive.late, p.size))
+
+    def loop_delay(self, src: str, dst: str, target: str) -> int:
+        """Steps a late term from population ``src`` into ``dst`` must take: one more than a forward
+        connection between them would; below one step a UserError names the node and says why."""
+        p, q = self.pops[dst], self.pops[src]
+        delay = p.input_depth - q.depth + 1
+        if delay >= 1:
+            return delay
+        if src == dst:  # the lag is all that is in the way
+            raise UserError(f"node {dst!r} ({p.op.nir_type}): its loop enters its synaptic current, which {target} "
+                            "charges into the membrane one step after it arrives, so its own spike of step t-1 "
+                            "reaches its membrane at t+1, not at t; a recurrent CubaLIF runs on the reference "
+                            "and Lava")
+        raise UserError(f"node {dst!r} ({p.op.nir_type}): it receives {src!r} through a loop, and {src!r} is "
+                        f"{q.depth - p.depth} population(s) deeper; on {target} every spike takes one step per "
+                        "population, the loop gives one step in all, so only a population feeding itself "
+                        "(through synaptic nodes) is laid out")
 
 
-def layout(plan: Plan, target: str) -> NetLayout:
+def layout(plan: Plan, target: str, loops: bool = False) -> NetLayout:
     """Populations, depths and the host-side readout of ``plan``; UserError naming what a
-    spike-passing simulator cannot run."""
+    spike-passing simulator cannot run (a recurrent loop, unless the caller lays out
+    :attr:`Drive.late` terms: ``loops``)."""
     byname = {op.name: op for op in plan.ops}
-    pop_ops = spiking_populations(plan, target)
+    pop_ops = spiking_populations(plan, target, recurrent=loops)
     upstream: set[str] = set()
-    stack = [i for op in pop_ops for i in op.inputs]
+    stack = [i for op in pop_ops for i in (*op.inputs, *op.recurrent)]
     while stack:
         name = stack.pop()
         if name in upstream:
             continue
         if byname[name].kind in SYNAPSES:
             upstream.add(name)
-            stack.extend(byname[name].inputs)
+            stack.extend((*byname[name].inputs, *byname[name].recurrent))
     sources: dict[str, set[str]] = {plan.input: {plan.input}}
     depth: dict[str, int] = {plan.input: 0}
     pops: dict[str, PopLayout] = {}
@@ -193,8 +234,8 @@ def layout(plan: Plan, target: str) -> NetLayout:
         if op.kind not in ("neuron", "threshold"):
             continue
         src = set().union(*(sources[i] for i in op.inputs))
-        for s in src:
-            if s in pops and not pops[s].spiking:
+        for s in src | _late_sources(op, byname, {plan.input}):
+            if byname[s].kind in ("neuron", "threshold") and not byname[s].spiking:
                 raise UserError(f"node {op.name!r}: its input comes from the membrane of the non-spiking node "
                                 f"{s!r}; {target} neurons pass on spikes only")
         pop = PopLayout(op, 1 + max(depth[s] for s in src), src, int(np.prod(op.out_shape)), op.spiking)
@@ -214,6 +255,9 @@ def layout(plan: Plan, target: str) -> NetLayout:
             leaves.add(name)
             continue
         if name not in tail:
+            if byname[name].recurrent:
+                raise UserError(f"node {name!r} ({byname[name].nir_type}): a loop after the last neuron (in the "
+                                f"readout head) has no {target} form")
             tail.append(name)
             stack.extend(byname[name].inputs)
     need_membrane = bool(sem.membrane_divisor) or sem.tiebreak == "membrane"
@@ -223,6 +267,30 @@ def layout(plan: Plan, target: str) -> NetLayout:
     traced = [n for n in leaf_pops if not pops[n].spiking]
     if need_membrane and src_op.name in pops and src_op.name not in traced:
         traced.append(src_op.name)
-    return NetLayout(plan=plan, pops=pops, upstream=[op.name for op in plan.ops if op.name in upstream],
-                     tail=[op for op in plan.ops if op.name in tail], leaf_pops=leaf_pops, traced=traced,
-                     src=src_op, pushdown=pushdown, need_membrane=need_membrane)
+    net = NetLayout(plan=plan, pops=pops, upstream=[op.name for op in plan.ops if op.name in upstream],
+                    tail=[op for op in plan.ops if op.name in tail], leaf_pops=leaf_pops, traced=traced,
+                    src=src_op, pushdown=pushdown, need_membrane=need_membrane)
+    for name, p in pops.items():  # every loop checked before anything is built
+        for s in sorted(_late_sources(p.op, byname, {plan.input})):
+            if s == plan.input:
+                raise UserError(f"node {name!r} ({p.op.nir_type}): the input reaches it over a loop edge (one step "
+                                f"late); {target} lays out loops between populations only")
+            net.loop_delay(s, name, target)
+    return net
+
+
+def _late_sources(op: Op, byname: dict[str, Op], ends: set[str]) -> set[str]:
+    """The populations (or the input) whose values reach ``op`` over its loop edges (through
+    synaptic nodes); the populations of a forward path are checked as they are laid out."""
+    found: set[str] = set()
+    stack, seen = list(op.recurrent), set()
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in ends or byname[name].kind not in SYNAPSES:
+            found.add(name)
+        else:
+            stack.extend((*byname[name].inputs, *byname[name].recurrent))
+    return found

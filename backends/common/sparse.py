@@ -165,13 +165,16 @@ def synapse_matrix(op: Op) -> tuple[sp.csr_matrix | None, np.ndarray | None]:
 
 @dataclass
 class Form:
-    """A value as a linear function of sources: ``sum_src terms[src] @ x_src + const``.
+    """A value as a linear function of sources: ``sum_src terms[src] @ x_src + const``, plus
+    ``late`` terms on the sources' values of the previous step (a loop's closing edge, docs/NIR.md
+    "Recurrence"; zero before the first step, so the constant is the same at every step).
 
     A term of None is the identity (the value *is* that source, e.g. right after a neuron).
     """
 
     terms: dict[str, sp.csr_matrix | None] = field(default_factory=dict)
     const: np.ndarray | None = None
+    late: dict[str, sp.csr_matrix | None] = field(default_factory=dict)
 
 
 def _as_matrix(m: sp.csr_matrix | None, n: int) -> sp.csr_matrix:
@@ -184,24 +187,36 @@ def add_forms(forms: list[Form], n: int) -> Form:
         return forms[0]
     out = Form()
     for f in forms:
-        for src, m in f.terms.items():
-            out.terms[src] = _as_matrix(m, n) if src not in out.terms else \
-                (_as_matrix(out.terms[src], n) + _as_matrix(m, n)).tocsr()
+        for mine, theirs in ((out.terms, f.terms), (out.late, f.late)):
+            for src, m in theirs.items():
+                mine[src] = _as_matrix(m, n) if src not in mine else \
+                    (_as_matrix(mine[src], n) + _as_matrix(m, n)).tocsr()
         if f.const is not None:
             out.const = f.const.copy() if out.const is None else out.const + f.const
     return out
+
+
+def delay_form(form: Form, node: str) -> Form:
+    """``form`` carried over a loop's closing edge into ``node``: its terms one step late. The
+    constant stays (every source is zero before the first step, docs/NIR.md "Recurrence"); a term
+    already late would arrive two steps late, which no delayed-spike target lays out."""
+    if form.late:
+        raise UserError(f"node {node!r}: it receives {', '.join(map(repr, form.late))} through two loop edges "
+                        "(two steps late); this target lays out loops of one step only")
+    return Form({}, None if form.const is None else form.const.copy(), dict(form.terms))
 
 
 def apply_op(op: Op, form: Form) -> Form:
     """The form of ``op(value)`` given the form of its (summed) input."""
     a, b = synapse_matrix(op)
     if a is None:
-        return Form(dict(form.terms), None if form.const is None else form.const.copy())
+        return Form(dict(form.terms), None if form.const is None else form.const.copy(), dict(form.late))
     terms = {src: (a if m is None else (a @ m).tocsr()) for src, m in form.terms.items()}
+    late = {src: (a if m is None else (a @ m).tocsr()) for src, m in form.late.items()}
     const = None if form.const is None else a @ form.const
     if b is not None:
         const = b.copy() if const is None else const + b
-    return Form(terms, const)
+    return Form(terms, const, late)
 
 
 # ---------------------------------------------------------------- estimates (before building anything)

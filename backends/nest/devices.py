@@ -134,7 +134,7 @@ class NestNetwork:
             n_actions=n_actions)
         self.sem = self.plan.semantics
         self.T = self.sem.time_steps
-        self.net: NetLayout = layout(self.plan, self.target)
+        self.net: NetLayout = layout(self.plan, self.target, loops=True)
         self.h = self.sem.dt * 1000.0  # ms; the kernel's own value once built
         self.specs: dict[str, PopSpec] = self._specs(self.h)
         self.depth = self.net.depth
@@ -208,6 +208,9 @@ class NestNetwork:
             else:
                 connect_arrays(nest, gens.inputs[0].global_id + coo.col, ids[coo.row], w, h * d_in, rc)
             del coo, w
+        for src, mat in drive.late.items():  # a loop's closing edge: one step more than a forward one
+            coo = mat.tocoo()
+            project(src, name, coo.col, coo.row, coo.data * scale[coo.row], self.net.loop_delay(src, name, self.target))
         if name in self.host_matrix:
             self.host_const[name] = const
             connect_arrays(nest, np.full(n, gens.clock_in.global_id), ids, const, h, rc)

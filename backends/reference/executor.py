@@ -125,14 +125,14 @@ class ReferenceBackend:
     def _run_stepwise(self, obs: torch.Tensor, input_spikes: torch.Tensor | None, record: bool,
                       traces: dict[str, tuple[torch.Tensor, torch.Tensor]] | None) -> RunResult:
         """A recurrent plan, one step at a time (docs/NIR.md "Recurrence"): every op at step t from its
-        inputs at t and its recurrent inputs at t - 1 (zero at t = 0); all state starts afresh for
-        each observation, as in the layer-wise path."""
+        inputs at t and its recurrent inputs at t - 1 (at t = 0 their values "before the start",
+        :meth:`_before_start`); all state starts afresh for each observation, as in the layer-wise path."""
         T, src = self.T, self.plan.readout_source
         x_in = self._input_value(obs, input_spikes)
         series: dict[str, list[torch.Tensor]] = {}
         membranes: dict[str, list[torch.Tensor]] = {}
         states: dict[str, NeuronState] = {}
-        prev: dict[str, torch.Tensor] = {}
+        prev = self._before_start(x_in[0])
         for t in range(T):
             now: dict[str, torch.Tensor] = {}
             for op in self.plan.ops:
@@ -140,15 +140,15 @@ class ReferenceBackend:
                 if op.kind == "input":
                     now[op.name] = x_in[t if x_in.shape[0] > 1 else 0]
                     continue
-                if op.kind == "output":
-                    break
+                if op.kind == "output":  # a loop's nodes may come after it in plan order
+                    continue
                 if self.pushdown and op.name == src.name:
                     continue
                 x = now[op.inputs[0]]
                 for other in op.inputs[1:]:
                     x = x + now[other]
                 for late in op.recurrent:  # the loop's value of the previous step
-                    x = x + prev[late] if late in prev else x
+                    x = x + prev[late]
                 if op.kind in SYNAPSES:
                     y = apply_synapse(op, x, p)
                 elif op.kind == "relu":
@@ -174,6 +174,37 @@ class ReferenceBackend:
         q = head_q(self.plan, values, params=self.params)
         q, tiebreak = finish_q(self.sem, q, final_v.get(src.name), src.name)
         return RunResult(q=q, tiebreak=tiebreak, spikes=counts)
+
+    def _before_start(self, x0: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every op's value at step -1, what a loop's closing edge carries into step 0: a zero input,
+        each neuron's initial output (no spike; a non-spiking node its initial membrane), stateless
+        ops applied to those (a recurrent Affine gives its bias, as snnTorch's ``recurrent(spk=0)``),
+        loop edges ignored (nothing precedes step -1)."""
+        before: dict[str, torch.Tensor] = {}
+        src = self.plan.readout_source
+        for op in self.plan.ops:
+            p = self.params[op.name]
+            if op.kind == "input":
+                before[op.name] = torch.zeros_like(x0)
+                continue
+            if op.kind == "output":
+                continue
+            if self.pushdown and op.name == src.name:
+                continue
+            x = before[op.inputs[0]]
+            for other in op.inputs[1:]:
+                x = x + before[other]
+            if op.kind in SYNAPSES:
+                before[op.name] = apply_synapse(op, x, p)
+            elif op.kind == "relu":
+                before[op.name] = torch.relu(x)
+            elif op.kind == "threshold":
+                before[op.name] = spike(x, p["threshold"], p["compare"], False)
+            else:
+                assert op.neuron is not None
+                before[op.name] = (torch.zeros_like(x) if op.neuron.spiking
+                                   else neuron_state(op.neuron, x, p).v)
+        return before
 
     def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Readout:
         """backends.base.Backend.run: ``obs`` ``[N, *obs_shape]`` -> Readout (q float64, actions)."""
