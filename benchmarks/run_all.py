@@ -431,13 +431,17 @@ def section_energy(prof: Profile, work: Path, results: dict[str, Any]) -> dict[s
             "observations": "CartPole greedy episodes of the bundled Liu DSQN (env seeds 20000+); Pong random policy"}
 
 
-def section_conversion(prof: Profile, work: Path, missing: dict[str, str]) -> dict[str, Any]:
+def section_conversion(prof: Profile, work: Path, missing: dict[str, str],
+                       ray: tuple[int | None, str | None] = (None, None)) -> dict[str, Any]:
+    """The conversion sweeps; ``ray`` (workers, address) runs each sweep's settings as Ray tasks
+    side by side (benchmarks/sweep_conversion.py --ray-workers/--ray-address)."""
+    on_ray = [*(["--ray-workers", str(ray[0])] if ray[0] else []), *(["--ray-address", ray[1]] if ray[1] else [])]
     out: dict[str, Any] = {}
     stem = work / "sweep_cartpole"
     run_script(["benchmarks/sweep_conversion.py", CARTPOLE["dqn"], "--norms", *prof.conv_norms,
                 "--readouts", *prof.conv_readouts, "-T", *map(str, prof.conv_Ts), "--eval-obs",
                 str(prof.conv_eval_obs), "--calib-steps", str(prof.conv_calib), "--episodes",
-                str(prof.conv_episodes), "--out", str(stem), "--no-progress"])
+                str(prof.conv_episodes), "--out", str(stem), "--no-progress", *on_ray])
     out["cartpole"] = json.loads(stem.with_suffix(".json").read_text())
     pong = ROOT / OPTIONAL["pong-dqn"][0]
     if pong.is_file():
@@ -445,7 +449,7 @@ def section_conversion(prof: Profile, work: Path, missing: dict[str, str]) -> di
         run_script(["benchmarks/sweep_conversion.py", str(pong), "--norms", "data", "robust", "--readouts",
                     "robust_rate", "-T", "100", "500", "--eval-obs", str(prof.atari_conv_obs), "--calib-steps",
                     str(min(prof.conv_calib, 5000)), "--no-returns", "--out", str(stem), "--no-progress",
-                    "--threads", "2"])
+                    "--threads", "1" if on_ray else "2", *on_ray])
         out["pong"] = json.loads(stem.with_suffix(".json").read_text())
     else:
         missing["pong-dqn (conversion)"] = f"{OPTIONAL['pong-dqn'][0]} not found: {OPTIONAL['pong-dqn'][1]}"
@@ -548,10 +552,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backends", nargs="+", default=list(BACKENDS), help=f"matrix columns: {', '.join(BACKENDS)}")
     p.add_argument("--docs", action="store_true", help="also regenerate docs/RESULTS.md and docs/results/*.png")
     p.add_argument("--report-only", action="store_true", help="rebuild the reports from <out>/results.json")
-    p.add_argument("--ray-workers", type=int, help="run the matrix cells and the scores' seeds as Ray tasks on a local "
-                                                   "Ray with this many CPUs (docs/SCALING.md); their timings are then "
-                                                   "those of a shared machine")
-    p.add_argument("--ray-address", help="run the matrix cells and the scores' seeds on this Ray cluster (host:port)")
+    p.add_argument("--ray-workers", type=int, help="run the matrix cells, the conversion sweeps' settings and the "
+                                                   "scores' seeds as Ray tasks on a local Ray with this many CPUs "
+                                                   "(docs/SCALING.md); their timings are then those of a shared "
+                                                   "machine")
+    p.add_argument("--ray-address", help="run the matrix cells, the conversion sweeps' settings and the scores' seeds "
+                                         "on this Ray cluster (host:port)")
     return p.parse_args(argv)
 
 
@@ -607,7 +613,8 @@ def main(argv: list[str] | None = None) -> int:
         "matrix": lambda: section_matrix(prof, work, missing, tuple(args.backends), **(
             {"ray": (args.ray_workers, args.ray_address)} if args.ray_workers or args.ray_address else {})),
         "energy": lambda: section_energy(prof, work, results),
-        "conversion": lambda: section_conversion(prof, work, missing),
+        "conversion": lambda: section_conversion(prof, work, missing, **(
+            {"ray": (args.ray_workers, args.ray_address)} if args.ray_workers or args.ray_address else {})),
         "scores": lambda: section_scores(prof, work, missing, **(
             {"ray": (args.ray_workers, args.ray_address)} if args.ray_workers or args.ray_address else {})),
         "robustness": lambda: section_robustness(prof, work, missing),

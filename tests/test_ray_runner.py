@@ -205,3 +205,97 @@ def test_bench_scores_as_ray_tasks_equal_the_local_run(local_ray):
     local, remote = run_scores(calls), run_scores(calls, workers=2)
     assert [r["returns"] for r in local] == [r["returns"] for r in remote]
     assert all(len(r["returns"]) == 2 for r in local)
+
+
+# --- conversion sweeps (benchmarks/sweep_conversion.py) as Ray tasks ---------------------------
+
+SWEEP = ("--norms", "model", "data", "--readouts", "robust_rate", "-T", "4", "8", "--calib-steps", "300",
+         "--eval-obs", "100", "--episodes", "2", "--max-steps", "150", "--no-progress")
+SWEEP_TIMING = ("wall_s", "return_wall_s")
+
+
+def sweep_rows(path: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in SWEEP_TIMING} for r in json.loads(path.read_text())["rows"]]
+
+
+@pytest.fixture(scope="module")
+def sequential_sweep(tmp_path_factory) -> Path:
+    from benchmarks.sweep_conversion import main as sweep
+
+    out = tmp_path_factory.mktemp("sweep") / "seq"
+    assert sweep([*SWEEP, "--out", str(out)]) == 0
+    return out.with_suffix(".json")
+
+
+def test_sweep_cells_as_ray_tasks_equal_the_sequential_run_and_survive_a_killed_worker(
+        tmp_path: Path, sequential_sweep: Path, local_ray):
+    """Each (normalisation, readout, T) setting is one Ray task; a worker killed mid-task is run
+    again by Ray, and its setting appears once, with the sequential run's figures."""
+    from benchmarks.sweep_conversion import main as sweep
+
+    out = tmp_path / "ray"
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def kill_one_worker() -> None:  # the first worker seen running a cell dies mid-task
+        while not stop.is_set():
+            pids = our_descendants("ray::sweep_cell")
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_one_worker)
+    killer.start()
+    try:
+        code = sweep([*SWEEP, "--out", str(out), "--ray-workers", "2"])
+    finally:
+        stop.set()
+        killer.join()
+    assert code == 0
+    assert killed, "no Ray worker running a sweep cell was found to kill"
+    ray_json, seq = json.loads(out.with_suffix(".json").read_text()), json.loads(sequential_sweep.read_text())
+    assert [(r["normalization"], r["time_steps"]) for r in ray_json["rows"]] == [
+        ("model", 4), ("model", 8), ("data", 4), ("data", 8)]  # once each, in the sequential order
+    assert sweep_rows(out.with_suffix(".json")) == sweep_rows(sequential_sweep)
+    assert ray_json["dqn_return"] == seq["dqn_return"]
+
+
+def test_sweep_driver_killed_then_resumed_loses_and_repeats_nothing(tmp_path: Path, sequential_sweep: Path,
+                                                                    local_ray, capsys):
+    """The sweep's driver killed after its first setting: --resume refuses changed settings, then
+    runs only the settings missing from the file; the result is the sequential run's."""
+    out = tmp_path / "ray"
+    jpath = out.with_suffix(".json")
+    cmd = [sys.executable, "benchmarks/sweep_conversion.py", *SWEEP, "--out", str(out), "--ray-address", local_ray]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+
+    def rows_now() -> list[dict]:
+        try:
+            return json.loads(jpath.read_text())["rows"]
+        except (OSError, json.JSONDecodeError, KeyError):
+            return []
+
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not rows_now() and proc.poll() is None:
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        _, err = proc.communicate(timeout=60)
+    before = rows_now()
+    assert 1 <= len(before) < 4, (before, err)
+    from benchmarks.sweep_conversion import main as sweep
+
+    assert sweep([*SWEEP, "--out", str(out), "--resume", "--percentile", "99.0"]) == 2  # a changed setting
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --resume: percentile is 99.9"), lines
+    assert sweep([*SWEEP, "--out", str(out), "--resume", "--ray-workers", "2"]) == 0
+    after = json.loads(jpath.read_text())["rows"]
+    done_before = {(r["normalization"], r["time_steps"]): r for r in before}
+    for r in after:  # a setting finished before the kill is kept as it was (its timing too): not run again
+        if (r["normalization"], r["time_steps"]) in done_before:
+            assert r == done_before[(r["normalization"], r["time_steps"])]
+    assert sweep_rows(jpath) == sweep_rows(sequential_sweep)
