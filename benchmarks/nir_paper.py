@@ -62,11 +62,19 @@ def compare(r: Readout, ref: Readout) -> str:
     return f"{agree:.3f} / {dq:.3g} / {100 * same.mean():.0f} %"
 
 
-def run(target: str, graph, case: dict) -> Readout:
-    options = dict(convention=case["convention"], **case["opts"])
-    if target == "reference":
-        options["dtype"] = "float64"
-    backend = REGISTRY[target].build(graph, **options)
+def plan_of(graph, case: dict):
+    """The graph as its convention reads it; with input spikes, rebuilt for a time-varying input
+    (what ``run-backend --input-spikes`` does: exporters.plan.semantics.with_input_series)."""
+    from exporters.canonical import build_plan
+    from exporters.plan.semantics import with_input_series
+
+    plan = build_plan(graph, convention=case["convention"], **case["opts"])
+    return plan if case["spikes"] is None else with_input_series(plan)
+
+
+def run(target: str, graph, case: dict, dtype: str = "float64") -> Readout:
+    options = {"dtype": dtype} if target == "reference" else {}
+    backend = REGISTRY[target].build(plan_of(graph, case), **options)
     try:
         return backend.run(case["obs"], case["spikes"])
     finally:
@@ -93,12 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for target in installed:
             try:
-                if target == "reference":
-                    b = REGISTRY["reference"].build(graph, convention=case["convention"], dtype="float32",
-                                                    **case["opts"])
-                    r = b.run(case["obs"], case["spikes"])
-                else:
-                    r = run(target, graph, case)
+                r = run(target, graph, case, dtype="float32")
                 cells.append(compare(r, ref))
             except UserError as exc:  # the node and the first clause of the one-line reason
                 reason = str(exc).split(";")[0].replace(" (CubaLIF)", "").replace(" (IF)", "")

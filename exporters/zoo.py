@@ -152,5 +152,45 @@ def skip_graph(seed: int = 0, hidden: tuple[int, ...] = (64, 64), time_steps: in
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": time_steps, "dt": dt})
 
 
+def recurrent_graph(seed: int = 0, hidden: tuple[int, ...] = (64, 64), time_steps: int = 16, gain: float = 3.0,
+                    obs_size: int = 4, n_actions: int = 2, dt: float = 1e-4, cuba: bool = False):
+    """Recurrent layers as snnTorch ``RLeaky`` / ``RSynaptic`` export them: every hidden layer a LIF
+    (``cuba``: the last one a CubaLIF) with its own loop ``lif -> rec -> lif``, the first loop
+    through an Affine (its bias acts from step 0, docs/NIR.md "Recurrence"), the others through a
+    Linear (into a CubaLIF: its synaptic current). Random weights, per-neuron taus of 2 and 4 steps."""
+    import nir
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array([obs_size])})}
+    edges: list[tuple[str, str]] = []
+    prev, n_in = "input", obs_size
+    for i, n in enumerate(hidden):
+        w = rng.normal(size=(n, n_in)) * gain / np.sqrt(n_in)
+        nodes[f"fc{i}"] = nir.Affine(weight=w.astype(np.float32), bias=(0.2 * rng.normal(size=n)).astype(np.float32))
+        tau = np.where(rng.random(n) < 0.5, 2 * dt, 4 * dt)
+        common = dict(r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n), v_reset=np.zeros(n))
+        if cuba and i == len(hidden) - 1:
+            nodes[f"lif{i}"] = nir.CubaLIF(tau_syn=np.full(n, 2 * dt), tau_mem=tau, w_in=np.ones(n), **common)
+        else:
+            nodes[f"lif{i}"] = nir.LIF(tau=tau, **common)
+        w_rec = (rng.normal(size=(n, n)) * gain * 0.5 / np.sqrt(n)).astype(np.float32)
+        nodes[f"rec{i}"] = (nir.Affine(weight=w_rec, bias=(0.2 * rng.normal(size=n)).astype(np.float32)) if i == 0
+                            else nir.Linear(weight=w_rec))
+        edges += [(prev, f"fc{i}"), (f"fc{i}", f"lif{i}"), (f"lif{i}", f"rec{i}"), (f"rec{i}", f"lif{i}")]
+        prev, n_in = f"lif{i}", n
+    w = rng.normal(size=(n_actions, n_in)) / np.sqrt(n_in)
+    nodes["head"] = nir.Affine(weight=w.astype(np.float32), bias=np.zeros(n_actions, np.float32))
+    nodes["output"] = nir.Output(output_type={"output": np.array([n_actions])})
+    edges += [(prev, "head"), ("head", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": time_steps, "dt": dt})
+
+
+def recurrent_cuba_graph(**kw: Any):
+    """:func:`recurrent_graph` whose last hidden layer is a CubaLIF (snnTorch ``RSynaptic``)."""
+    return recurrent_graph(**kw, cuba=True)
+
+
 #: zoo kinds that are NIR graphs rather than checkpoints (the conformance test runs them too)
-GRAPH_KINDS = {"cubalif": cubalif_graph, "skip": skip_graph}
+GRAPH_KINDS = {"cubalif": cubalif_graph, "skip": skip_graph, "recurrent": recurrent_graph,
+               "recurrent_cuba": recurrent_cuba_graph}

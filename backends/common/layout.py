@@ -192,6 +192,17 @@ class NetLayout:
             const = None if drive.const is None else np.broadcast_to(drive.const, (p.size,)).astype(np.float64)
             yield name, Drive(matrices(drive.terms, p.size), const, matrices(drive.late, p.size))
 
+    def check_loops(self, target: str) -> None:
+        """Every loop laid out (:meth:`loop_delay`) or refused naming the node, before anything is
+        built; a target calls it once its populations have passed its own checks."""
+        byname = {op.name: op for op in self.plan.ops}
+        for name, p in self.pops.items():
+            for s in sorted(_late_sources(p.op, byname, {self.plan.input})):
+                if s == self.plan.input:
+                    raise UserError(f"node {name!r} ({p.op.nir_type}): the input reaches it over a loop edge (one "
+                                    f"step late); {target} lays out loops between populations only")
+                self.loop_delay(s, name, target)
+
     def loop_delay(self, src: str, dst: str, target: str) -> int:
         """Steps a late term from population ``src`` into ``dst`` must take: one more than a forward
         connection between them would; below one step a UserError names the node and says why."""
@@ -270,12 +281,6 @@ def layout(plan: Plan, target: str, loops: bool = False) -> NetLayout:
     net = NetLayout(plan=plan, pops=pops, upstream=[op.name for op in plan.ops if op.name in upstream],
                     tail=[op for op in plan.ops if op.name in tail], leaf_pops=leaf_pops, traced=traced,
                     src=src_op, pushdown=pushdown, need_membrane=need_membrane)
-    for name, p in pops.items():  # every loop checked before anything is built
-        for s in sorted(_late_sources(p.op, byname, {plan.input})):
-            if s == plan.input:
-                raise UserError(f"node {name!r} ({p.op.nir_type}): the input reaches it over a loop edge (one step "
-                                f"late); {target} lays out loops between populations only")
-            net.loop_delay(s, name, target)
     return net
 
 

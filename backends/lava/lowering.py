@@ -27,6 +27,12 @@ No Lava import here (so ``inspect-nir`` and the quantiser can use it without sta
   inputs; a synapse map on a shorter branch (a skip connection, an input feeding a deep layer)
   holds its output back for the difference (``Connection.extra``), so every input of a layer
   arrives at the same step of its window, as in the reference.
+* **Loops.** A loop's closing edge (``Op.recurrent``, docs/NIR.md "Recurrence") carries the
+  previous step's value: its map (:attr:`Connection.recurrent`) is held back so that it arrives
+  one step later than a forward map between the same populations would, ``extra = d_dst -
+  d_src``. A population feeding itself (snnTorch RLeaky/RSynaptic, the Braille nets) gets a map
+  of Lava's one step; a loop through a population that sits deeper would need fewer steps than
+  one and is refused naming the node.
 """
 
 from __future__ import annotations
@@ -37,7 +43,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from backends.base import refuse_recurrence
 from backends.common.sparse import conv_matrix, dense_bias, dense_matrix, pool_matrix
 from exporters.canonical import SYNAPSES, NeuronStep, Op, Plan
 from pipeline.errors import UserError
@@ -54,6 +59,7 @@ class Connection:
     matrix: Matrix | None  # [n_dst, n_src]; None: a direct wire (same size, no Lava process, no delay)
     graded: bool  # the source sends real values (non-spiking or multi-spike), not 0/1 spikes
     extra: int = 0  # steps the map holds its output back beyond Lava's one, so that branches align
+    recurrent: bool = False  # a loop's closing edge: the source's value of the previous step
 
     @property
     def delay(self) -> int:
@@ -161,21 +167,32 @@ class _Linear:
     terms: dict[str, Matrix]
     bias: np.ndarray | None
     host: list[str] = field(default_factory=list)
+    late: dict[str, Matrix] = field(default_factory=dict)  # on the previous step's outputs (a loop)
 
 
 def _add(a: _Linear, b: _Linear) -> _Linear:
-    terms = dict(a.terms)
+    terms, late = dict(a.terms), dict(a.late)
     for k, m in b.terms.items():
         terms[k] = terms[k] + m if k in terms else m
+    for k, m in b.late.items():
+        late[k] = late[k] + m if k in late else m
     bias = a.bias if b.bias is None else (b.bias if a.bias is None else a.bias + b.bias)
-    return _Linear(terms, bias, a.host + b.host)
+    return _Linear(terms, bias, a.host + b.host, late)
+
+
+def _delayed(value: _Linear, node: str) -> _Linear:
+    """``value`` over a loop's closing edge into ``node``: its terms one step late; the bias stays
+    (every output is zero before the first step)."""
+    if value.late:
+        raise UserError(f"node {node!r}: it receives {', '.join(map(repr, value.late))} through two loop edges "
+                        "(two steps late); the Lava backend lays out loops of one step only")
+    return _Linear({}, value.bias, [], dict(value.terms))
 
 
 def lower(plan: Plan, *, fixed_point: bool = False) -> Layout:
     """Check that Lava can run ``plan`` and lay it out (see the module docstring)."""
-    refuse_recurrence(plan, "Lava")
     out_src = plan.readout_source
-    walk = _Walk()
+    walk = _Walk(by_name={op.name: op for op in plan.ops})
     for op in plan.ops:
         walk.add(op)
     walk.add_readout(out_src, plan.semantics.reduce)
@@ -194,6 +211,8 @@ def lower(plan: Plan, *, fixed_point: bool = False) -> Layout:
 class _Walk:
     """The plan's ops sorted, in plan order, into the host region, synapse maps and populations."""
 
+    by_name: dict[str, Op] = field(default_factory=dict)
+    composing: set[str] = field(default_factory=set)  # loop sources being composed ahead of plan order
     host: set[str] = field(default_factory=set)
     host_order: list[str] = field(default_factory=list)
     pops: dict[str, Population] = field(default_factory=dict)
@@ -211,19 +230,20 @@ class _Walk:
             raise UserError(f"node {op.name!r}: ReLU (a DQN graph) cannot run on Lava, which runs spiking "
                             "networks; convert the DQN first (convert-dqn)")
         elif op.kind in SYNAPSES:
-            self.add_synapse(op)
+            if op.name not in self.linear:  # a loop's source may have been composed earlier, on demand
+                self.add_synapse(op)
         else:  # a population: neuron or Threshold op
             pop = Population(name=op.name, kind="neuron" if op.kind == "neuron" else "threshold",
                              shape=op.out_shape, step=op.neuron)
             if op.kind == "threshold":
                 pop.threshold = op.params["threshold"]
                 pop.compare = op.params["compare"]
-            self.add_population(pop, op.inputs)
+            self.add_population(pop, op.inputs, [self.late_value(op)] if op.recurrent else [])
 
     def add_synapse(self, op: Op) -> None:
         """A map computed from the input alone joins the host region; any other is composed into
         the affine function of population outputs it computes."""
-        if all(i in self.host for i in op.inputs):
+        if not op.recurrent and all(i in self.host for i in op.inputs):
             self.host.add(op.name)
             self.host_order.append(op.name)
             return
@@ -233,15 +253,40 @@ class _Walk:
         acc = self.value_of(op.inputs[0])
         for other in op.inputs[1:]:
             acc = _add(acc, self.value_of(other))
+        if op.recurrent:
+            acc = _add(acc, self.late_value(op))
         m, b = synapse_matrix(op)
         terms = {k: (m @ v).tocsr() for k, v in acc.terms.items()}
+        late = {k: (m @ v).tocsr() for k, v in acc.late.items()}
         bias = m @ acc.bias if acc.bias is not None else None
         if b is not None:
             bias = b if bias is None else bias + b
-        self.linear[op.name] = _Linear(terms, bias)
+        self.linear[op.name] = _Linear(terms, bias, late=late)
 
-    def add_population(self, pop: Population, inputs: list[str]) -> None:
-        _wire(pop, inputs, self.host, self.pops, self.linear, self.direct)
+    def late_value(self, op: Op) -> _Linear:
+        """What ``op`` receives over its loop edges (sources later in plan order are composed now)."""
+        acc = None
+        for src in op.recurrent:
+            if src in self.host or (src not in self.linear and self.by_name[src].kind == "input"):
+                raise UserError(f"node {op.name!r}: the input reaches it over a loop edge (one step late); the "
+                                "Lava backend lays out loops between neuron layers only")
+            if src not in self.pops and src not in self.linear:
+                later = self.by_name[src]
+                if later.kind in SYNAPSES:
+                    if later.name in self.composing:
+                        raise UserError(f"node {later.name!r}: a loop through synaptic nodes only (no neuron on it)")
+                    self.composing.add(later.name)
+                    self.add_synapse(later)
+                    if later.name in self.host:
+                        raise UserError(f"node {op.name!r}: the input reaches it over a loop edge (one step "
+                                        "late); the Lava backend lays out loops between neuron layers only")
+            value = self.value_of(src)
+            acc = value if acc is None else _add(acc, value)
+        assert acc is not None
+        return _delayed(acc, op.name)
+
+    def add_population(self, pop: Population, inputs: list[str], late: list[_Linear] | None = None) -> None:
+        _wire(pop, inputs, self.host, self.pops, self.linear, self.direct, late or [])
         self.pops[pop.name] = pop
 
     def add_readout(self, out_src: Op, reduce: str) -> None:
@@ -255,51 +300,59 @@ class _Walk:
         self.pops[out_src.name].readout = reduce
 
     def value_of(self, name: str) -> _Linear:
-        if name in self.pops:
-            n = self.pops[name].n
+        if name in self.pops or (name not in self.linear and self.by_name[name].kind in ("neuron", "threshold")):
+            n = int(np.prod(self.by_name[name].out_shape))  # a loop's source population may come later
             return _Linear({name: sp.identity(n, format="csr")}, None)
         return self.linear[name]
+
 
 
 def _connections(pops: dict[str, Population], direct: dict[str, list[tuple[str, Matrix | None, bool]]],
                  fixed_point: bool) -> list[Connection]:
     conns: list[Connection] = []
     for name, pop in pops.items():
-        for src, mat, via in direct.get(name, []):
-            if not via and fixed_point:  # fixed point scales every input: give the wire a (diagonal) map
+        for src, mat, via, late in direct.get(name, []):
+            if src not in pops:
+                raise UserError(f"node {name!r}: its loop source {src!r} is not a layer the Lava backend runs")
+            if not via and (fixed_point or late):  # fixed point scales every input, a loop edge waits a step
                 mat, via = sp.identity(pops[src].n, format="csr"), True
             conns.append(Connection(src=src, dst=name, matrix=mat if via else None,
-                                    graded=pops[src].graded_out))
+                                    graded=pops[src].graded_out, recurrent=late))
     return conns
 
 
 def _wire(pop: Population, inputs: list[str], host: set[str], pops: dict[str, Population],
-          linear: dict[str, _Linear], direct: dict[str, list]) -> None:
-    """Record where ``pop``'s input current comes from (host ops, direct wires, synapse maps)."""
-    entries: list[tuple[str, Matrix | None, bool]] = []
+          linear: dict[str, _Linear], direct: dict[str, list], late: list[_Linear]) -> None:
+    """Record where ``pop``'s input current comes from (host ops, direct wires, synapse maps,
+    and over loop edges ``late``)."""
+    entries: list[tuple[str, Matrix | None, bool, bool]] = []
     bias = None
+    values: list[_Linear] = list(late)
     for i in inputs:
         if i in host:
             pop.host.append(i)
         elif i in pops:
-            entries.append((i, None, False))
+            entries.append((i, None, False, False))
         else:
-            lin = linear[i]
-            for src, m in lin.terms.items():
-                entries.append((src, m, True))
-            if lin.bias is not None:
-                bias = lin.bias.copy() if bias is None else bias + lin.bias
+            values.append(linear[i])
+    for lin in values:
+        for src, m in lin.terms.items():
+            entries.append((src, m, True, False))
+        for src, m in lin.late.items():
+            entries.append((src, m, True, True))
+        if lin.bias is not None:
+            bias = lin.bias.copy() if bias is None else bias + lin.bias
     # the same source reached by several maps: one summed map
-    merged: dict[tuple[str, bool], Matrix | None] = {}
-    for src, m, via in entries:
-        key = (src, via)
+    merged: dict[tuple[str, bool, bool], Matrix | None] = {}
+    for src, m, via, is_late in entries:
+        key = (src, via, is_late)
         if via:
             merged[key] = m if merged.get(key) is None else merged[key] + m
         elif key in merged:
             raise UserError(f"node {pop.name!r} reads {src!r} twice without a synapse in between")
         else:
             merged[key] = None
-    direct[pop.name] = [(src, m, via) for (src, via), m in merged.items()]
+    direct[pop.name] = [(src, m, via, is_late) for (src, via, is_late), m in merged.items()]
     pop.bias = bias
 
 
@@ -310,7 +363,8 @@ def _assign_delays(pops: dict[str, Population], conns: list[Connection]) -> None
     that must wait becomes an identity map (a wire has no process to wait in)."""
     incoming: dict[str, list[Connection]] = {}
     for c in conns:
-        incoming.setdefault(c.dst, []).append(c)
+        if not c.recurrent:
+            incoming.setdefault(c.dst, []).append(c)
     for name, pop in pops.items():  # plan (topological) order
         ins = incoming.get(name, [])
         pop.delay = max((pops[c.src].delay + c.delay for c in ins), default=0)
@@ -320,6 +374,15 @@ def _assign_delays(pops: dict[str, Population], conns: list[Connection]) -> None
                 c.matrix = sp.identity(pops[c.src].n, format="csr", dtype=np.float64)
                 lag -= 1
             c.extra += lag
+    for c in conns:  # a loop edge: the source's step t-1 reaches the window's step t of dst
+        if not c.recurrent:
+            continue
+        c.extra = pops[c.dst].delay - pops[c.src].delay
+        if c.extra < 0:
+            raise UserError(f"node {c.dst!r}: it receives {c.src!r} through "
+                            f"a loop, and {c.src!r} is {-c.extra} synapse map(s) further from the input; on Lava "
+                            "every map takes one step, the loop gives one step in all, so only a layer feeding "
+                            "itself (through synaptic nodes) is laid out")
 
 
 def host_map(plan: Plan, names: list[str], by_name: dict[str, Op]) -> tuple[Matrix, np.ndarray | None]:

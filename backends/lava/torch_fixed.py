@@ -14,7 +14,8 @@ saturated at ±(2**23 - 1); ``S = U >= th``; hard ``V = S ? v_reset : U``, soft 
 a CubaLIF first filters that input, ``syn = decay_u(syn) + in``, and charges ``syn + bias_v``.
 Lava delays population k by k steps and gives each observation a window; inside the window
 population k at reference step t sees the spikes of step t of its sources, so here the
-populations run one after another over all T steps (layer-synchronous, no delays).
+populations run one after another over all T steps (layer-synchronous, no delays); a loop's
+map brings the step before (a layout with loops runs step by step).
 
 Values are held as float64 tensors that are always whole numbers (|values| < 2**53, so
 every sum and shift is exact). With ``mantissas`` supplied by the caller (fine-tuning), the
@@ -108,7 +109,8 @@ def _apply(s: torch.Tensor, mant: torch.Tensor) -> torch.Tensor:
 def simulate(layout: Layout, quant: dict[str, FixedPop], host: dict[str, torch.Tensor],
              sets: dict[tuple[str, str], list[SynapseSet]], bias: dict[str, torch.Tensor] | None = None,
              alpha: float | None = None) -> IntegerRun:
-    """Run every population over the T steps, layer-synchronously.
+    """Run every population over the T steps, layer-synchronously (a layout with a loop, one
+    step at a time: the loop's map brings its source's output of the step before, zero at the first).
 
     ``host``: population -> its host current ``[T or 1, B, n]`` in LSBs (already rounded, bias
     residual included, as the Lava host sends it). ``sets``: the synapse sets per (dst, src)
@@ -117,14 +119,11 @@ def simulate(layout: Layout, quant: dict[str, FixedPop], host: dict[str, torch.T
     spikes when gradients are wanted (None: plain comparisons).
     """
     T = layout.time_steps
-    incoming: dict[str, list[str]] = {}
+    incoming: dict[str, list[tuple[str, bool]]] = {}
     for c in layout.conns:
-        incoming.setdefault(c.dst, []).append(c.src)
+        incoming.setdefault(c.dst, []).append((c.src, c.recurrent))
     B = next(iter(host.values())).shape[1]
-    outs: dict[str, torch.Tensor] = {}
-    spikes: dict[str, torch.Tensor] = {}
-    saturated: dict[str, int] = {}
-    stat = membrane = None
+    base: dict[str, torch.Tensor] = {}  # constant and host input, [T or 1, B, n]
     for name, pop in layout.pops.items():
         fp = quant[name]
         if bias is not None and name in bias:
@@ -132,32 +131,43 @@ def simulate(layout: Layout, quant: dict[str, FixedPop], host: dict[str, torch.T
         else:
             total = fp.bias if (pop.host or fp.bias_res is None) else fp.bias_total
             b = torch.as_tensor(total, dtype=torch.float64)
-        x = torch.zeros(T, B, pop.n, dtype=torch.float64) + b
-        for src in incoming.get(name, []):
-            s = outs[src].reshape(T * B, -1)
-            for mant, e in sets[(name, src)]:
-                x = x + shift_t(_apply(s, mant), e).reshape(T, B, pop.n)
-        if name in host:
-            x = x + host[name]
-        sat = 0
-        if pop.kind == "identity":
-            y = x
-        elif pop.kind == "threshold":
-            sat += int((x.detach().abs() > STATE_MAX).sum())
-            x = x.clamp(-STATE_MAX, STATE_MAX)
-            y = _spike(x, torch.as_tensor(fp.threshold, dtype=torch.float64), pop.compare, fp.q, alpha)
-        else:
-            y, v_last, sat = _neuron(pop, fp, x, alpha)
-            if name == layout.readout_pop:
-                membrane = v_last
-        saturated[name] = sat
-        outs[name] = y
-        if pop.spiking:
-            spikes[name] = y
-        if name == layout.readout_pop:
-            stat = _reduce(y, pop.readout)
-    assert stat is not None
-    return IntegerRun(stat=stat, membrane=membrane, spikes=spikes, saturated=saturated)
+        x = torch.zeros(1, B, pop.n, dtype=torch.float64) + b
+        base[name] = x + host[name] if name in host else x
+    steps = {name: _PopSteps(pop, quant[name], B, alpha) for name, pop in layout.pops.items()}
+
+    def mapped(name: str, src: str, s: torch.Tensor) -> torch.Tensor:
+        """The input map (dst ``name``, source ``src``) applied to ``s`` ``[K, n_src]``."""
+        acc = None
+        for mant, e in sets[(name, src)]:
+            y = shift_t(_apply(s, mant), e)
+            acc = y if acc is None else acc + y
+        assert acc is not None
+        return acc
+
+    outs: dict[str, torch.Tensor] = {}
+    if not any(c.recurrent for c in layout.conns):
+        for name, pop in layout.pops.items():
+            x = base[name].expand(T, B, pop.n)
+            for src, _ in incoming.get(name, []):
+                x = x + mapped(name, src, outs[src].reshape(T * B, -1)).reshape(T, B, pop.n)
+            st = steps[name]
+            outs[name] = torch.stack([st.step(x[t]) for t in range(T)])
+    else:  # integer sums are exact in any order: the same bits as the layer-wise path
+        series: dict[str, list[torch.Tensor]] = {name: [] for name in layout.pops}
+        for t in range(T):
+            for name, pop in layout.pops.items():
+                x = base[name][t if base[name].shape[0] > 1 else 0]
+                for src, late in incoming.get(name, []):
+                    if late and t == 0:
+                        continue  # every output is zero before the first step
+                    x = x + mapped(name, src, series[src][t - 1 if late else t])
+                series[name].append(steps[name].step(x))
+        outs = {name: torch.stack(ys) for name, ys in series.items()}
+    spikes = {name: outs[name] for name, pop in layout.pops.items() if pop.spiking}
+    rp = layout.pops[layout.readout_pop]
+    membrane = steps[rp.name].v if rp.kind == "neuron" else None
+    return IntegerRun(stat=_reduce(outs[rp.name], rp.readout), membrane=membrane, spikes=spikes,
+                      saturated={name: st.sat for name, st in steps.items()})
 
 
 def _spike(u: torch.Tensor, th: torch.Tensor, compare: str, q: float, alpha: float | None) -> torch.Tensor:
@@ -168,51 +178,60 @@ def _spike(u: torch.Tensor, th: torch.Tensor, compare: str, q: float, alpha: flo
     return (d >= 0).to(torch.float64)
 
 
-def _neuron(pop, fp: FixedPop, x: torch.Tensor, alpha: float | None):
-    st = pop.step
-    T = x.shape[0]
-    v = torch.as_tensor(fp.v_init, dtype=torch.float64).expand_as(x[0]).clone()
-    dv = None if fp.dv is None else torch.as_tensor(fp.dv, dtype=torch.float64)
-    th = None if fp.threshold is None else torch.as_tensor(fp.threshold, dtype=torch.float64)
-    v_reset = None if fp.v_reset is None else torch.as_tensor(fp.v_reset, dtype=torch.float64)
-    v_sub = None if fp.v_sub is None else torch.as_tensor(fp.v_sub, dtype=torch.float64)
-    du = None if fp.du is None else torch.as_tensor(fp.du, dtype=torch.float64)
-    syn = None if du is None else torch.zeros_like(x[0])
-    bias_v = None if fp.bias_v is None else torch.as_tensor(fp.bias_v, dtype=torch.float64)
-    v_floor = None if fp.v_floor is None else torch.as_tensor(fp.v_floor, dtype=torch.float64)
-    out = []
-    sat = 0
-    s_prev = None
-    for t in range(T):
-        drive = x[t]
-        if syn is not None:  # CubaLIF: the current first (processes.PyPopulationFixed)
-            syn = decay_t(syn, du) + drive
-            sat += int((syn.detach().abs() > STATE_MAX).sum())
-            syn = syn.clamp(-STATE_MAX, STATE_MAX)
-            drive = syn + bias_v
-        u = v if dv is None else decay_t(v, dv)
+class _PopSteps:
+    """One population's integer state between steps (processes.PyPopulationFixed's ``step``):
+    :meth:`step` takes the step's input ``[B, n]`` in LSBs and returns its output; ``sat``
+    counts saturations, ``v`` is the membrane after the last step."""
+
+    def __init__(self, pop, fp: FixedPop, B: int, alpha: float | None) -> None:
+        def t(v):
+            return None if v is None else torch.as_tensor(v, dtype=torch.float64)
+
+        self.pop, self.fp, self.alpha = pop, fp, alpha
+        self.sat = 0
+        self.th = t(fp.threshold)
+        if pop.kind != "neuron":
+            self.v = None
+            return
+        self.v = t(fp.v_init).expand(B, pop.n).clone()
+        self.dv, self.v_reset, self.v_sub, self.du = t(fp.dv), t(fp.v_reset), t(fp.v_sub), t(fp.du)
+        self.bias_v, self.v_floor = t(fp.bias_v), t(fp.v_floor)
+        self.syn = None if self.du is None else torch.zeros(B, pop.n, dtype=torch.float64)
+        self.s_prev: torch.Tensor | None = None
+
+    def _clamp(self, u: torch.Tensor) -> torch.Tensor:
+        self.sat += int((u.detach().abs() > STATE_MAX).sum())
+        return u.clamp(-STATE_MAX, STATE_MAX)
+
+    def step(self, drive: torch.Tensor) -> torch.Tensor:
+        pop, fp = self.pop, self.fp
+        if pop.kind == "identity":
+            return drive
+        if pop.kind == "threshold":
+            return _spike(self._clamp(drive), self.th, pop.compare, fp.q, self.alpha)
+        st = pop.step
+        if self.syn is not None:  # CubaLIF: the current first (processes.PyPopulationFixed)
+            self.syn = self._clamp(decay_t(self.syn, self.du) + drive)
+            drive = self.syn + self.bias_v
+        u = self.v if self.dv is None else decay_t(self.v, self.dv)
         u = u + drive
-        if st.reset == "soft_next" and s_prev is not None:
-            u = u - v_sub * s_prev
-        sat += int((u.detach().abs() > STATE_MAX).sum())
-        u = u.clamp(-STATE_MAX, STATE_MAX)
+        if st.reset == "soft_next" and self.s_prev is not None:
+            u = u - self.v_sub * self.s_prev
+        u = self._clamp(u)
         if not st.spiking:
-            v = u
-            out.append(u)
-            continue
-        s = _spike(u, th, st.compare, fp.q, alpha)
+            self.v = u
+            return u
+        s = _spike(u, self.th, st.compare, fp.q, self.alpha)
         if st.reset == "hard":
-            v = u * (1 - s) + v_reset * s
+            v = u * (1 - s) + self.v_reset * s
         elif st.reset == "soft":
-            w = u - v_sub * s
-            sat += int((w.detach().abs() > STATE_MAX).sum())
-            v = w.clamp(-STATE_MAX, STATE_MAX)
+            v = self._clamp(u - self.v_sub * s)
         else:
-            v, s_prev = u, s
-        if v_floor is not None:  # Sinabs' min_v_mem (processes.PyPopulationFixed)
-            v = torch.maximum(v, v_floor.expand_as(v))
-        out.append(s)
-    return torch.stack(out), v, sat
+            v, self.s_prev = u, s
+        if self.v_floor is not None:  # Sinabs' min_v_mem (processes.PyPopulationFixed)
+            v = torch.maximum(v, self.v_floor.expand_as(v))
+        self.v = v
+        return s
 
 
 def _reduce(y: torch.Tensor, how: str | None) -> torch.Tensor:

@@ -137,6 +137,7 @@ class NestNetwork:
         self.net: NetLayout = layout(self.plan, self.target, loops=True)
         self.h = self.sem.dt * 1000.0  # ms; the kernel's own value once built
         self.specs: dict[str, PopSpec] = self._specs(self.h)
+        self.net.check_loops(self.target)
         self.depth = self.net.depth
         self.cycle = max(self.T + self.depth + (1 if self.net.traced else 0), self.T + 2)
         self.first: dict[str, int] = {}  # NEST global id of each population's neuron 0

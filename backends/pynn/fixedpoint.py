@@ -18,7 +18,9 @@ through the update sPyNNaker 7.4's binaries perform, written from their C source
 
 Not modelled: the error of the chip's ``expk`` beyond correct rounding, and any spike lost to
 a real machine's timing (dropped packets, overruns). The window alignment is exact on SpiNNaker
-as on NEST (delays = depth differences), so layers are run one after another here.
+as on NEST (delays = depth differences), so layers are run one after another here; a population's
+own loop (its projection onto itself, one step late) is added step by step into the same ring
+buffer as its other inputs, before the 16-bit saturation.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class FixedPointSpiNNaker:
         self.T = self.sem.time_steps
         self.obs_shape = self.plan.op(self.plan.input).out_shape
         self.n_out = int(np.prod(self.plan.op(self.plan.output).out_shape))
-        self.net: NetLayout = layout(self.plan, "SpiNNaker")
+        self.net: NetLayout = layout(self.plan, "SpiNNaker", loops=True)
         self.drives = self.net.drives()
         self.spin: SpinNet = describe(self.net, drives=self.drives)
         self._prepare()
@@ -117,18 +119,21 @@ class FixedPointSpiNNaker:
                 enc = []
                 for prj in prjs:
                     w = np.minimum(np.rint(prj["w"] * scale), 65535).astype(np.int64)
-                    enc.append((prj["src"], prj["pre"], prj["post"], w))
+                    enc.append((prj["src"], prj["pre"], prj["post"], w, prj.get("late", False)))
                 st["recv"][rec] = (s, enc)
             self.state[p.name] = st
 
-    def _inputs(self, p: SpinPop, trains: dict[str, np.ndarray], obs: np.ndarray) -> np.ndarray:
-        """Synaptic input (accum bits) per step ``[T, n]`` from the source trains in the window."""
+    def _inputs(self, p: SpinPop, trains: dict[str, np.ndarray], obs: np.ndarray) -> dict[str, np.ndarray]:
+        """Each receptor's ring-buffer sums (16-bit units, not yet saturated) per step ``[T, n]``
+        from the source trains in the window; a loop's projection is added step by step."""
         T, n = self.T, p.size
         st = self.state[p.name]
-        total = np.zeros((T, n), np.int64)
+        sums = {}
         for rec, (s, enc) in st["recv"].items():
             acc = np.zeros((T, n), np.int64)
-            for src, pre, post, w in enc:
+            for src, pre, post, w, late in enc:
+                if late:
+                    continue
                 if src.startswith("bias_w"):
                     acc += np.bincount(post, weights=w, minlength=n).astype(np.int64)[None, :]
                     continue
@@ -136,6 +141,22 @@ class FixedPointSpiNNaker:
                 for t in np.nonzero(spikes.any(axis=1))[0]:
                     on = spikes[t, pre] > 0
                     acc[t] += np.bincount(post[on], weights=w[on], minlength=n).astype(np.int64)
+            sums[rec] = acc
+        return sums
+
+    def _synaptic(self, p: SpinPop, sums: dict[str, np.ndarray], t: int, own: np.ndarray | None) -> np.ndarray:
+        """Step ``t``'s synaptic input (accum bits): the ring-buffer sums plus, over the population's
+        loop, its own spikes ``own`` of step t-1; saturated at 16 bits, shifted by the receptor's ``s``."""
+        st = self.state[p.name]
+        total = np.zeros(p.size, np.int64)
+        for rec, (s, enc) in st["recv"].items():
+            acc = sums[rec][t]
+            if own is not None:
+                for src, pre, post, w, late in enc:
+                    if late:
+                        assert src == p.name  # loop_delay lays out a population's loop onto itself only
+                        on = own[pre] > 0
+                        acc = acc + np.bincount(post[on], weights=w[on], minlength=p.size).astype(np.int64)
             acc = np.minimum(acc, 0xFFFF)  # 16-bit ring buffer saturation
             total += (acc << s) if rec == "excitatory" else -(acc << s)
         return total
@@ -150,7 +171,7 @@ class FixedPointSpiNNaker:
         x = obs.reshape(-1).astype(np.float64)
         for p in self.spin.pops:
             st = self.state[p.name]
-            inp = self._inputs(p, trains, x)
+            sums = self._inputs(p, trains, x)
             i_off = st["i_offset"]
             if p.name in self.spin.input_pops and s_in is None:  # current encoding: i_offset per observation
                 d = self.drives[p.name]
@@ -160,7 +181,7 @@ class FixedPointSpiNNaker:
             spikes = np.zeros((T, p.size))
             trace = np.zeros((T, p.size))
             for t in range(T):
-                total = inp[t] + i_off  # delta input scaled by 1/dt = 1 (dt = 1 ms)
+                total = self._synaptic(p, sums, t, spikes[t - 1] if t else None) + i_off  # delta input x 1/dt = 1
                 if st["model"] == "IF_curr_delta":
                     alpha = mult_round(total, st["R"]) + st["v_rest"]
                     v = alpha - mult_round(st["exp_tc"], alpha - v)

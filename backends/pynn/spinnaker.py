@@ -19,7 +19,8 @@ only from that file, holds one simulation per process, and must not touch the us
 
 Timing on SpiNNaker (a spike of step t with delay d arrives at t+d; ``i_offset`` acts from step
 0): population k (layout depth k) integrates steps k-1 .. k-2+T, so connections of one depth
-step have delay 1; biases of deeper layers come from one spike source per window that fires
+step have delay 1, and a population feeding itself through a loop (docs/NIR.md "Recurrence")
+has delay 1 onto itself (``NetLayout.loop_delay``; ``sim.reset()`` clears it between observations); biases of deeper layers come from one spike source per window that fires
 only in the step before each window step, so a bias never acts outside its window (first-layer
 biases join ``i_offset``).
 
@@ -184,6 +185,7 @@ def describe(net: NetLayout, ts: float = 1.0, drives: dict[str, Drive] | None = 
                             "step, so it can only feed first-layer populations, not one that also reads deeper layers")
         pops.append(SpinPop(name, model, p.size, params, p.depth, scale, tuple(p.op.out_shape),
                             record_v=name in net.traced, offset=offset))
+    net.check_loops("SpiNNaker")
     spin = SpinNet(pops=pops, timestep_ms=ts, run_steps=T + depth - 1 + offset)
     byname = {sp.name: sp for sp in pops}
     for name, drive in (net.drives() if drives is None else drives).items():
@@ -199,6 +201,10 @@ def describe(net: NetLayout, ts: float = 1.0, drives: dict[str, Drive] | None = 
                     _add_split(spin, tag, name, coo.col, coo.row, sign * w, sp_.depth)
                 continue
             _add_split(spin, src, name, coo.col, coo.row, w, sp_.depth - byname[src].depth)
+        for src, mat in drive.late.items():  # a loop's closing edge: one step more than a forward one
+            coo = mat.tocoo()
+            _add_split(spin, src, name, coo.col, coo.row, coo.data * sp_.scale[coo.row],
+                       net.loop_delay(src, name, "SpiNNaker"), late=True)
         if drive.const is not None and np.any(drive.const != 0):
             c = drive.const * sp_.scale
             nz = np.nonzero(c)[0]
@@ -222,7 +228,7 @@ def describe(net: NetLayout, ts: float = 1.0, drives: dict[str, Drive] | None = 
 
 
 def _add_split(spin: SpinNet, src: str, dst: str, pre: np.ndarray, post: np.ndarray, w: np.ndarray,
-               delay_steps: int) -> None:
+               delay_steps: int, late: bool = False) -> None:
     """Excitatory and inhibitory projections (sPyNNaker weights are unsigned per receptor).
 
     Sorted by (pre, post): sPyNNaker 7.4's FromListConnector estimates row lengths by grouping
@@ -235,7 +241,7 @@ def _add_split(spin: SpinNet, src: str, dst: str, pre: np.ndarray, post: np.ndar
         if np.any(mask):
             spin.projections.append({"src": src, "dst": dst, "receptor": receptor, "pre": pre[mask].astype(np.int64),
                                      "post": post[mask].astype(np.int64), "w": np.abs(w[mask]),
-                                     "delay": int(delay_steps)})
+                                     "delay": int(delay_steps), "late": late})
 
 
 def max_row(pre: np.ndarray, post: np.ndarray, atoms: int) -> int:
@@ -301,7 +307,7 @@ class PyNNSpiNNakerBackend:
             n_actions=n_actions)
         self.sem = self.plan.semantics
         self.T = self.sem.time_steps
-        self.net = layout(self.plan, "SpiNNaker")
+        self.net = layout(self.plan, "SpiNNaker", loops=True)
         self.drives = self.net.drives()
         self.spin = describe(self.net, drives=self.drives)  # 1 ms steps: SpiNNaker's real-time default
         self._own_dir = workdir is None
