@@ -14,7 +14,7 @@ from pipeline.backend_api import Backend, Readout, check_batch, greedy_action
 from pipeline.errors import UserError
 
 __all__ = ["Backend", "Readout", "check_batch", "greedy_action", "plan_for_env", "refuse_recurrence",
-           "spiking_populations"]
+           "refuse_loop_start", "spiking_populations"]
 
 
 def plan_for_env(graph, *, time_steps: int | None = None, dt: float | None = None, readout: str | None = None,
@@ -47,6 +47,22 @@ def refuse_recurrence(plan, target: str) -> None:
         raise UserError(f"node {op.name!r} ({op.nir_type}): it receives {', '.join(map(repr, op.recurrent))} one "
                         f"step late (a recurrent loop); {target} runs feed-forward graphs only (the reference "
                         "runs recurrent ones)")
+
+
+def refuse_loop_start(src, dst: str, target: str) -> None:
+    """A loop's source must be zero before the first step on a target whose populations send nothing
+    outside their window: a spiking neuron is; a non-spiking one at a non-zero initial membrane, or
+    a Threshold at or below 0 (it fires on a zero input), holds a value there that the reference
+    carries into step 0 (docs/NIR.md "Recurrence"): one UserError naming the node."""
+    if src.kind == "threshold":
+        th = np.asarray(src.params["threshold"], dtype=np.float64)
+        fires = np.any(0.0 >= th) if src.params["compare"] == ">=" else np.any(0.0 > th)
+        if fires:
+            raise UserError(f"node {dst!r}: its loop source {src.name!r} (Threshold at or below 0) fires before the "
+                            f"first step, which {target} cannot send into the loop")
+    elif src.neuron is not None and not src.neuron.spiking and np.any(np.asarray(src.neuron.v_init) != 0):
+        raise UserError(f"node {dst!r}: its loop source {src.name!r} starts at a non-zero membrane, which {target} "
+                        "cannot send into the loop before the first step")
 
 
 def spiking_populations(plan, target: str, recurrent: bool = False) -> list:

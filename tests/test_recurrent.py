@@ -194,6 +194,83 @@ def test_loops_a_target_cannot_delay_are_refused_naming_the_node(target: str) ->
     assert "\n" not in str(err.value)
 
 
+def odd_loops() -> dict[str, nir.NIRGraph]:
+    """Loops other exporters may write: the closing edge into a synaptic node that also takes the
+    input (input -> A -> lif -> A), a neuron's direct edge onto itself, two loops into one node."""
+    rng = np.random.default_rng(0)
+    n = 12
+
+    def lif(k: int) -> nir.LIF:
+        tau = np.full(k, DT / 0.2)
+        return nir.LIF(tau=tau, r=tau / DT, v_leak=np.zeros(k), v_threshold=np.ones(k), v_reset=np.zeros(k))
+
+    base = {"input": nir.Input(input_type={"input": np.array([n])}), "lif": lif(n), "lif2": lif(3),
+            "fc2": nir.Affine(weight=rng.normal(size=(3, n)), bias=np.zeros(3)),
+            "output": nir.Output(output_type={"output": np.array([3])})}
+    tail = [("lif", "fc2"), ("fc2", "lif2"), ("lif2", "output")]
+    into = dict(base, A=nir.Affine(weight=rng.normal(size=(n, n)) * 0.7, bias=rng.normal(size=n) * 0.2))
+    direct = dict(base, fc=nir.Linear(weight=rng.normal(size=(n, n)) * 0.8))
+    two = dict(direct, r1=nir.Linear(weight=rng.normal(size=(n, n)) * 0.4),
+               r2=nir.Affine(weight=rng.normal(size=(n, n)) * 0.4, bias=rng.normal(size=n) * 0.1))
+    return {"into-synapse": nir.NIRGraph(nodes=into, edges=[("input", "A"), ("A", "lif"), ("lif", "A"), *tail]),
+            "direct-self": nir.NIRGraph(nodes=direct, edges=[("input", "fc"), ("fc", "lif"), ("lif", "lif"), *tail]),
+            "two-loops": nir.NIRGraph(nodes=two, edges=[("input", "fc"), ("fc", "lif"), ("lif", "r1"), ("r1", "lif"),
+                                                        ("lif", "r2"), ("r2", "lif"), *tail])}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("target", [*LOOP_TARGETS, "spinnaker-fixedpoint"])
+def test_odd_loops_run_like_the_reference(target: str) -> None:
+    """Each odd loop equals the reference (spinnaker-fixedpoint within its tolerance), or is one line
+    naming the node (Lava: a synaptic map that sums the input and a layer's output)."""
+    t = require(target)
+    T = 16
+    spikes = (np.random.default_rng(1).random((T, 6, 12)) < 0.3).astype(np.float64)
+    for name, graph in odd_loops().items():
+        plan = series_plan(graph, "snntorch-zero", T)
+        assert plan.recurrent_ops, name
+        ref = ReferenceBackend(plan, dtype="float64").run(np.zeros((6, 12)), spikes)
+        if name == "into-synapse" and target == "lava":
+            with pytest.raises(UserError, match=r"^node 'A': a synaptic map that adds the input layer"):
+                t.build(plan).close()
+            continue
+        backend = t.build(plan)
+        try:
+            assert_same(backend.run(np.zeros((6, 12)), spikes), ref, tolerance=t.tolerance)
+        finally:
+            backend.close()
+
+
+@pytest.mark.parametrize("v_leak", [0.0, 0.3])
+def test_a_loop_through_a_non_spiking_node_on_lava(v_leak: float) -> None:
+    """LI -> rec -> LI: float Lava sends the membrane through the loop; before the first step the
+    reference carries the LI's initial membrane v_leak, which Lava (silent outside its window) cannot
+    send, so a non-zero one is refused by name. NEST passes spikes only and refuses both."""
+    t = require("lava")
+    rng = np.random.default_rng(0)
+    n = 8
+    nodes = {"input": nir.Input(input_type={"input": np.array([n])}), "fc": nir.Linear(weight=rng.normal(size=(n, n))),
+             "li": nir.LI(tau=np.full(n, 3 * DT), r=np.ones(n), v_leak=np.full(n, v_leak)),
+             "rec": nir.Linear(weight=rng.normal(size=(n, n)) * 0.5), "fc2": nir.Linear(weight=rng.normal(size=(3, n)) * 2),
+             "lif": nir.LIF(tau=np.full(3, 2 * DT), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3),
+                            v_reset=np.zeros(3)),
+             "output": nir.Output(output_type={"output": np.array([3])})}
+    edges = [("input", "fc"), ("fc", "li"), ("li", "rec"), ("rec", "li"), ("li", "fc2"), ("fc2", "lif"), ("lif", "output")]
+    plan = series_plan(nir.NIRGraph(nodes=nodes, edges=edges), "nir", 12)
+    spikes = (rng.random((12, 5, n)) < 0.4).astype(np.float64)
+    if v_leak:
+        with pytest.raises(UserError, match=r"^node 'li': its loop source 'li' starts at a non-zero membrane"):
+            t.build(plan).close()
+        return
+    backend = t.build(plan)
+    try:
+        got = backend.run(np.zeros((5, n)), spikes)
+    finally:
+        backend.close()
+    ref = ReferenceBackend(plan, dtype="float64").run(np.zeros((5, n)), spikes)
+    assert_same(got, ref)
+
+
 def test_spinnaker_lays_a_loop_out_as_a_one_step_self_projection() -> None:
     """sPyNNaker: the loop is a projection of the population onto itself with delay 1 (split by sign
     like every projection), and spinnaker-fixedpoint adds it into the same 16-bit ring buffer step

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from backends.base import spiking_populations
+from backends.base import refuse_loop_start, spiking_populations
 from backends.common.sparse import Form, add_forms, apply_op, delay_form, estimate_add, estimate_apply
 from exporters.plan.ir import SYNAPSES, Op, Plan
 from exporters.plan.readout import pushes_mean_through_head
@@ -201,6 +201,7 @@ class NetLayout:
                 if s == self.plan.input:
                     raise UserError(f"node {name!r} ({p.op.nir_type}): the input reaches it over a loop edge (one "
                                     f"step late); {target} lays out loops between populations only")
+                refuse_loop_start(byname[s], name, target)
                 self.loop_delay(s, name, target)
 
     def loop_delay(self, src: str, dst: str, target: str) -> int:

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from backends.base import refuse_loop_start
 from backends.common.sparse import conv_matrix, dense_bias, dense_matrix, pool_matrix
 from exporters.canonical import SYNAPSES, NeuronStep, Op, Plan
 from pipeline.errors import UserError
@@ -197,6 +198,9 @@ def lower(plan: Plan, *, fixed_point: bool = False) -> Layout:
         walk.add(op)
     walk.add_readout(out_src, plan.semantics.reduce)
     conns = _connections(walk.pops, walk.direct, fixed_point)
+    for c in conns:
+        if c.recurrent:
+            refuse_loop_start(walk.by_name[c.src], c.dst, "Lava")
     _assign_delays(walk.pops, conns)
     if fixed_point:
         by_name = {op.name: op for op in plan.ops}

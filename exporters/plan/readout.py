@@ -51,7 +51,10 @@ def pushes_mean_through_head(plan: Plan) -> bool:
     """Whether Q is ``W mean_t(x) + b`` (average first, then the linear head), as the torch
     model computes the ``rate`` readout; equal to ``mean_t(W x + b)`` in real numbers only."""
     sem = plan.semantics
-    return sem.reduce == "mean" and plan.readout_source.kind in ("affine", "linear") and sem.membrane_divisor == 0.0
+    src = plan.readout_source.name
+    only_output = all(src not in op.recurrent and (op.name == plan.output or src not in op.inputs) for op in plan.ops)
+    return (sem.reduce == "mean" and plan.readout_source.kind in ("affine", "linear") and sem.membrane_divisor == 0.0
+            and only_output)  # a head that also feeds a loop (or another node) must be computed per step
 
 
 def head_q(plan: Plan, values: dict[str, Tensor], *, head: Iterable[Op] = (),
