@@ -139,10 +139,11 @@ HARDWARE: tuple[HardwareFigure, ...] = (
 
 
 def consumers(plan: Plan) -> dict[str, list[Op]]:
-    """Op name -> the ops that read its output."""
+    """Op name -> the ops that read its output (a loop's closing edge included: its spikes drive
+    synapses too, one step later)."""
     out: dict[str, list[Op]] = {op.name: [] for op in plan.ops}
     for op in plan.ops:
-        for src in op.inputs:
+        for src in (*op.inputs, *op.recurrent):
             out[src].append(op)
     return out
 
@@ -181,15 +182,20 @@ def synapse_costs(plan: Plan) -> dict[str, np.ndarray]:
     the synaptic ops after it; Flatten is free, pooling is one operation per window it enters)."""
     cons = consumers(plan)
     cost: dict[str, np.ndarray] = {}
+
+    def of(op: Op) -> np.ndarray:  # a loop's edge may lead to a synaptic op earlier in plan order
+        if op.name not in cost:
+            down = np.zeros(op.out_shape, dtype=np.int64)
+            for c in cons[op.name]:
+                if c.kind in SYNAPSES:
+                    down += of(c)
+            per_synapse = 0 if op.kind == "flatten" else 1
+            cost[op.name] = _adjoint(op, down + per_synapse)
+        return cost[op.name]
+
     for op in reversed(plan.ops):
-        if op.kind not in SYNAPSES:
-            continue
-        down = np.zeros(op.out_shape, dtype=np.int64)
-        for c in cons[op.name]:
-            if c.kind in SYNAPSES:
-                down += cost[c.name]
-        per_synapse = 0 if op.kind == "flatten" else 1
-        cost[op.name] = _adjoint(op, down + per_synapse)
+        if op.kind in SYNAPSES:
+            of(op)
     return cost
 
 

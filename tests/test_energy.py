@@ -269,3 +269,13 @@ def test_record_observations_greedy(tmp_path):
     obs = E.record_observations(ck, 30, seed=3)
     assert obs.shape == (30, 4) and obs.dtype == np.float32
     assert np.all(np.abs(obs[:, 0]) < 2.5)  # CartPole positions
+
+
+def test_a_loop_edge_drives_synapses_too() -> None:
+    """A recurrent layer's spikes drive its loop's synapses (one step later) as well as the next
+    layer's: fan-out 24 (loop) + 24 (next layer) for the first layer, 24 + 2 (head) for the last."""
+    from exporters.zoo import recurrent_graph
+
+    plan = build_plan(recurrent_graph(seed=1, hidden=(24, 24), time_steps=8))
+    fan = E.fanout_per_neuron(plan)
+    assert fan["lif0"].tolist() == [48] * 24 and fan["lif1"].tolist() == [26] * 24
