@@ -266,8 +266,10 @@ def test_graph_problems_name_the_node() -> None:
 def test_numpy_neuron_loop_equals_the_torch_loop_bit_for_bit(dtype, reset, tau, gain, compare, v_init) -> None:
     """The reference's in-place numpy loop (taken without autograd) against the torch loop (taken
     when the current needs a gradient): the same spikes and the same bytes of V(T), signed zeros
-    included, for constant and per-step currents, uniform and per-neuron parameters."""
+    included, for constant and per-step currents, uniform and per-neuron parameters; the spike
+    counts it sums step by step equal the sum of the whole train."""
     from backends.reference.ops import run_neuron
+    from exporters.plan.ops import run_neuron_counted
     from exporters.plan.ir import NeuronStep
 
     g = torch.Generator().manual_seed(5)
@@ -288,4 +290,8 @@ def test_numpy_neuron_loop_equals_the_torch_loop_bit_for_bit(dtype, reset, tau, 
         assert s_np.dtype == dtype and s_np.shape == (9, 3, 7)
         assert s_np.numpy().tobytes() == s_t.detach().numpy().tobytes()
         assert v_np.numpy().tobytes() == v_t.detach().numpy().tobytes()
+        with torch.no_grad():  # the counts summed inside the loop: those of the whole train
+            s_c, v_c, counts = run_neuron_counted(step, current, 9, p)
+        assert s_c.numpy().tobytes() == s_np.numpy().tobytes() and v_c.numpy().tobytes() == v_np.numpy().tobytes()
+        assert counts.numpy().tobytes() == s_t.detach().sum(dim=0).numpy().tobytes()
         assert 0 < float(s_np.mean()) < 1  # some spike, some do not

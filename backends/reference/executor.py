@@ -17,7 +17,16 @@ import torch
 
 from backends.base import Readout, check_batch
 from exporters.canonical import SYNAPSES, Op, Plan, build_plan
-from exporters.plan.ops import NeuronState, apply_synapse, neuron_advance, neuron_state, per_step, run_neuron, spike
+from exporters.plan.ops import (
+    NeuronState,
+    apply_synapse,
+    neuron_advance,
+    neuron_state,
+    per_step,
+    run_neuron,
+    run_neuron_counted,
+    spike,
+)
 from exporters.plan.readout import finish_q, head_q, pushes_mean_through_head, q_and_action, summed, tensor_params
 from pipeline.encoding import encode_seeded
 from pipeline.errors import UserError
@@ -109,6 +118,10 @@ class ReferenceBackend:
                 values[op.name] = torch.relu(x)
             elif op.kind == "threshold":
                 values[op.name] = spike(x, p["threshold"], p["compare"], False)
+            elif record and op.spiking and traces is None:  # counted while the spikes are in the cache
+                assert op.neuron is not None
+                values[op.name], final_v[op.name], counts[op.name] = run_neuron_counted(op.neuron, x, T, p)
+                continue
             else:
                 assert op.neuron is not None
                 u: list[torch.Tensor] | None = [] if traces is not None else None

@@ -60,6 +60,19 @@ def spike(u: Tensor, v_th: ParamT, compare: str, multi: bool) -> Tensor:
     return (u >= v_th).to(u.dtype) if compare == ">=" else (u > v_th).to(u.dtype)
 
 
+def run_neuron_counted(step: NeuronStep, current: Tensor, T: int, p: dict[str, ParamT]
+                       ) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`run_neuron`, and the output summed over the T steps (a spiking population's spike
+    counts). The numpy loop adds each step's spikes while they are still in the cache: summing
+    the whole ``[T, N, ...]`` train afterwards reads it back from memory once T*N outgrows the
+    cache. Counts of 0/1 spikes are exact integers, so the order of the sum changes no bit."""
+    cur = current.expand(T, *current.shape[1:]) if current.shape[0] == 1 else current
+    if _numpy_path(step, cur):
+        return _run_neuron_numpy(step, cur, T, p, count=True)
+    out, v = run_neuron(step, current, T, p)
+    return out, v, out.sum(dim=0)
+
+
 def run_neuron(step: NeuronStep, current: Tensor, T: int, p: dict[str, ParamT],
                membrane: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Run a population over T steps from its initial state; return (output ``[T, N, ...]``, V(T)).
@@ -71,7 +84,8 @@ def run_neuron(step: NeuronStep, current: Tensor, T: int, p: dict[str, ParamT],
     """
     cur = current.expand(T, *current.shape[1:]) if current.shape[0] == 1 else current
     if membrane is None and _numpy_path(step, cur):  # the same bits; the torch loop below keeps U per step
-        return _run_neuron_numpy(step, cur, T, p)
+        out, v, _ = _run_neuron_numpy(step, cur, T, p)
+        return out, v
     state = neuron_state(step, cur[0], p)
     out = [neuron_advance(step, cur[t], state, p, membrane) for t in range(T)]
     return torch.stack(out), state.v
@@ -153,12 +167,14 @@ def _as_np(value: ParamT, dtype: Any) -> Any:
     return value.detach().numpy().astype(dtype, copy=False) if isinstance(value, Tensor) else dtype.type(value)
 
 
-def _run_neuron_numpy(step: NeuronStep, cur: Tensor, T: int, p: dict[str, ParamT]) -> tuple[Tensor, Tensor]:
+def _run_neuron_numpy(step: NeuronStep, cur: Tensor, T: int, p: dict[str, ParamT],
+                      count: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
     """:func:`run_neuron`'s loop as in-place numpy ufuncs on preallocated buffers: the loop runs T
     times per layer, and at batch 1 the cost of a torch call, not the arithmetic, dominates it
     (as in pipeline.neurons' inference path). Each ufunc is the IEEE operation the torch
     expression performs, in the same order and on the same operands (scalars in the working
     dtype, as torch casts them), so the bits are those of the torch loop, signed zeros included.
+    ``count``: also return the spikes summed over the steps (see :func:`run_neuron_counted`).
     """
     x = cur.detach().numpy()  # a view; a constant (stride-0) current stays one
     dt = x.dtype
@@ -179,6 +195,7 @@ def _run_neuron_numpy(step: NeuronStep, cur: Tensor, T: int, p: dict[str, ParamT
     a, b = np.empty(shape, dtype=dt), np.empty(shape, dtype=dt)
     mask = np.empty(shape, dtype=bool)
     one = dt.type(1)
+    total = np.zeros(shape, dtype=dt) if count else None
     for t in range(T):
         drive = x[t]
         if g is not None:  # drive = gain * drive
@@ -194,6 +211,8 @@ def _run_neuron_numpy(step: NeuronStep, cur: Tensor, T: int, p: dict[str, ParamT
         s = out[t]
         (np.greater_equal if ge else np.greater)(a, th, out=mask)
         s[...] = mask  # 0/1 in the working dtype, as .to(u.dtype)
+        if total is not None:
+            np.add(total, s, out=total)
         if hard:  # v = u * (1 - s) + v_reset * s
             np.subtract(one, s, out=v)
             np.multiply(a, v, out=v)
@@ -202,7 +221,7 @@ def _run_neuron_numpy(step: NeuronStep, cur: Tensor, T: int, p: dict[str, ParamT
         else:  # v = u - v_sub * s
             np.multiply(v_sub, s, out=b)
             np.subtract(a, b, out=v)
-    return torch.from_numpy(out), torch.from_numpy(v)
+    return torch.from_numpy(out), torch.from_numpy(v), None if total is None else torch.from_numpy(total)
 
 
 def reduce_time(y: Tensor, how: str, T: int) -> Tensor:
