@@ -1,16 +1,17 @@
-"""Would N copies of the network in one NEST simulation beat N cycles one after another?
+"""Would N copies of the network in one simulation beat N observations one after another?
 
 ``run-backend --envs N`` on NEST runs a batch's observations one simulation cycle after another
-in one network (docs/SCALING.md §1). The alternative issue 18 names is N copies of the network in
-one NEST kernel, all N observations in one ``Simulate`` per cycle. This script measures that
-alternative with the real backend: an N-copy network is the graph whose layers are the N copies'
+in one network, on Lava back to back in one ``run`` of its processes (docs/SCALING.md §1). The
+alternative issue 18 names is N copies of the network in one simulation, all N observations in
+one cycle. This script measures that alternative with the real backend (``--target nest`` or
+``lava``): an N-copy network is the graph whose layers are the N copies'
 layers side by side (block-diagonal weights: NEST connects only the non-zero ones, so the copies
 share no synapse), and one observation of it is the N observations side by side. It checks that
 every copy gives its observation's Q-values and spike counts bit for bit, then times, in one
 process, a batch of N observations both ways (medians of interleaved rounds; NEST holds one
 network per process, so each round builds the network it times and the build is reported apart).
 
-    nice -n 5 python benchmarks/nest_copies.py [--copies 1 2 4 8] [--batches 20] [--rounds 3]
+    nice -n 5 python benchmarks/nest_copies.py [--target nest|lava] [--copies 1 2 4 8] [--batches 20] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from backends.nest import NestBackend
+from backends import make_backend
 from exporters.to_nir import model_to_nir
 from pipeline.checkpoint import Checkpoint, load_checkpoint
 
@@ -52,10 +53,12 @@ def observations(n_batches: int, n: int, seed: int) -> np.ndarray:
     return (rng.uniform(-1, 1, (n_batches, n, 4)) * np.array([2.4, 2.0, 0.21, 2.0])).astype(np.float32)
 
 
-def time_backend(ckpt: Checkpoint, batches: np.ndarray, side_by_side: bool) -> tuple[float, float, list[Any]]:
+def time_backend(target: str, ckpt: Checkpoint, batches: np.ndarray, side_by_side: bool
+                 ) -> tuple[float, float, list[Any]]:
     """(build seconds, median seconds per batch, readouts): one backend, every batch run once."""
     t0 = time.perf_counter()
-    backend = NestBackend(model_to_nir(ckpt), threads=1)
+    options: dict[str, Any] = {"threads": 1} if target == "nest" else {}
+    backend = make_backend(target, model_to_nir(ckpt), **options)
     build = time.perf_counter() - t0
     try:
         backend.run(batches[0].reshape(1, -1) if side_by_side else batches[0])  # warm-up
@@ -82,6 +85,7 @@ def same_results(seq: list[Any], wide: list[Any], n: int) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--target", choices=["nest", "lava"], default="nest")
     ap.add_argument("--checkpoint", default=str(ROOT / "examples" / "cartpole_dsqn.pt"))
     ap.add_argument("--copies", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--batches", type=int, default=20)
@@ -90,16 +94,16 @@ def main() -> None:
     torch.set_num_threads(1)
     ckpt = load_checkpoint(args.checkpoint)
     print(f"{Path(args.checkpoint).name}: {ckpt.spec.arch} {ckpt.spec.obs_shape} -> {ckpt.spec.hidden} -> "
-          f"{ckpt.spec.n_actions}, T {ckpt.spec.time_steps}; NEST, 1 thread; {args.batches} batches per round")
-    print(f"{'N':>3} {'one after another':>20} {'N copies, one cycle':>20} {'speed-up':>9} "
+          f"{ckpt.spec.n_actions}, T {ckpt.spec.time_steps}; {args.target}; {args.batches} batches per round")
+    print(f"{'N':>3} {'batch as today':>20} {'N copies, one cycle':>20} {'speed-up':>9} "
           f"{'build 1 / N copies':>20} {'equal':>6}")
     for n in args.copies:
         batches = observations(args.batches, n, seed=n)
         seq_t, wide_t, builds = [], [], []
         equal = True
         for _ in range(args.rounds):  # alternating, so that both see the same load
-            b1, t1, seq = time_backend(ckpt, batches, side_by_side=False)
-            bn, tn, wide = time_backend(copies(ckpt, n), batches, side_by_side=True)
+            b1, t1, seq = time_backend(args.target, ckpt, batches, side_by_side=False)
+            bn, tn, wide = time_backend(args.target, copies(ckpt, n), batches, side_by_side=True)
             seq_t.append(t1)
             wide_t.append(tn)
             builds.append((b1, bn))
