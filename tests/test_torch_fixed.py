@@ -116,9 +116,15 @@ def test_torch_model_equals_run_backend_lava_fixed(tmp_path) -> None:
     assert_same(LoihiFixedTorch(graph).run(obs), cli)
 
 
-@pytest.mark.parametrize("source", ["liu", "chen", "if_hard_rate", "poisson", "cartpole_dsqn", "mountaincar_dsqn"])
+@pytest.mark.parametrize("source", ["liu", "chen", "if_hard_rate", "poisson", "cartpole_dsqn", "mountaincar_dsqn",
+                                    "recurrent"])
 def test_torch_model_equals_the_spinnaker_emulation(source: str) -> None:
-    if source in ("cartpole_dsqn", "mountaincar_dsqn"):
+    if source == "recurrent":  # each layer's own loop, added into its ring buffer step by step
+        from exporters.zoo import recurrent_graph
+
+        graph = recurrent_graph(seed=1, hidden=(24, 24), time_steps=8, gain=6.0)
+        obs = cartpole_obs(30, seed=4).numpy()
+    elif source in ("cartpole_dsqn", "mountaincar_dsqn"):
         graph = model_to_nir(load_checkpoint(EXAMPLES / f"{source}.pt"))
         obs = example_obs(source, 30)
     else:

@@ -3,8 +3,8 @@
 :class:`backends.pynn.fixedpoint.FixedPointSpiNNaker` runs one observation at a time in numpy.
 This class keeps everything it prepares (the network ``describe()`` builds, the chip-side
 constants, the 16-bit weights and ring-buffer shifts per receptor) and runs a whole batch
-in int64 torch: per receptor, the 16-bit sums of one step are saturated at 0xFFFF and shifted
-by the ring-buffer shift; LIF ``alpha = I R + V_rest``, ``V = alpha - exp_TC (alpha - V)``
+in int64 torch: per receptor, the 16-bit sums of one step (a population's own loop included,
+from its spikes of the step before) are saturated at 0xFFFF and shifted by the ring-buffer shift; LIF ``alpha = I R + V_rest``, ``V = alpha - exp_TC (alpha - V)``
 with ``MULT_ROUND_NEAREST_ACCUM``; IF_trunc ``V = max(I R + V, V_reset)``; spike on
 ``V >= V_th``, then ``V = V_reset``. The readout is the emulation's own
 (:func:`backends.pynn.readout.q_values`). Integers throughout, so no gradients: fine-tuning
@@ -43,8 +43,8 @@ class SpiNNakerFixedTorch(FixedPointSpiNNaker):
             st = self.state[p.name]
             st["dense"] = {}
             for rec, (s, enc) in st["recv"].items():
-                mats = []
-                for src, pre, post, w in enc:
+                mats, late = [], []
+                for src, pre, post, w, is_late in enc:
                     if src.startswith("bias_w"):
                         const = np.bincount(post, weights=w, minlength=p.size).astype(np.int64)
                         mats.append((src, None, torch.as_tensor(const)))
@@ -52,18 +52,19 @@ class SpiNNakerFixedTorch(FixedPointSpiNNaker):
                     n_pre = sizes.get(src, int(pre.max()) + 1 if pre.size else 0)
                     m = np.zeros((p.size, n_pre), np.float64)
                     np.add.at(m, (post, pre), w.astype(np.float64))
-                    mats.append((src, torch.as_tensor(m), None))
-                st["dense"][rec] = (s, mats)
+                    (late if is_late else mats).append((src, torch.as_tensor(m), None))
+                st["dense"][rec] = (s, mats, late)  # late: the population's own loop, one step late
             for k in ("R", "exp_tc", "v_rest", "v_reset", "v_th", "v_init", "i_offset"):
                 if k in st:
                     st[k + "_t"] = torch.as_tensor(np.asarray(st[k], dtype=np.int64))
 
-    def _inputs_t(self, name: str, trains: dict[str, torch.Tensor], B: int) -> torch.Tensor:
+    def _inputs_t(self, name: str, trains: dict[str, torch.Tensor], B: int) -> dict[str, torch.Tensor]:
+        """Each receptor's ring-buffer sums ``[T, B, n]`` (not yet saturated), loops left out."""
         T = self.T
         st = self.state[name]
         n = st["v_init_t"].numel()
-        total = torch.zeros(T, B, n, dtype=torch.int64)
-        for rec, (s, mats) in st["dense"].items():
+        sums = {}
+        for rec, (s, mats, _) in st["dense"].items():
             acc = torch.zeros(T, B, n, dtype=torch.int64)
             for src, m, const in mats:
                 if m is None:
@@ -71,8 +72,21 @@ class SpiNNakerFixedTorch(FixedPointSpiNNaker):
                     continue
                 # spikes 0/1 times 16-bit weights: the float64 sums are exact integers
                 acc = acc + (trains[src] @ m.T).to(torch.int64)
+            sums[rec] = acc
+        return sums
+
+    def _synaptic_t(self, name: str, sums: dict[str, torch.Tensor], t: int, own: torch.Tensor | None) -> torch.Tensor:
+        """Step ``t``: the sums plus the loop's spikes of step t-1 (``own``), saturated and shifted."""
+        total = None
+        for rec, (s, _, late) in self.state[name]["dense"].items():
+            acc = sums[rec][t]
+            if own is not None:
+                for _, m, _ in late:
+                    acc = acc + (own @ m.T).to(torch.int64)
             acc = acc.clamp(max=0xFFFF)  # 16-bit ring buffer saturation
-            total = total + ((acc << s) if rec == "excitatory" else -(acc << s))
+            part = (acc << s) if rec == "excitatory" else -(acc << s)
+            total = part if total is None else total + part
+        assert total is not None
         return total
 
     def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Readout:
@@ -98,7 +112,7 @@ class SpiNNakerFixedTorch(FixedPointSpiNNaker):
         recs = [Recorded(counts={}) for _ in range(N)]
         for p in self.spin.pops:
             st = self.state[p.name]
-            inp = self._inputs_t(p.name, trains, N)
+            sums = self._inputs_t(p.name, trains, N)
             i_off = st["i_offset_t"].expand(N, -1)
             if p.name in self.spin.input_pops and s_in is None:
                 d = self.drives[p.name]
@@ -109,7 +123,7 @@ class SpiNNakerFixedTorch(FixedPointSpiNNaker):
             spikes = torch.zeros(T, N, p.size, dtype=torch.float64)
             trace = torch.zeros(T, N, p.size, dtype=torch.float64)
             for t in range(T):
-                total = inp[t] + i_off
+                total = self._synaptic_t(p.name, sums, t, spikes[t - 1] if t else None) + i_off
                 if st["model"] == "IF_curr_delta":
                     alpha = mult_round_t(total, st["R_t"]) + st["v_rest_t"]
                     v = alpha - mult_round_t(st["exp_tc_t"], alpha - v)
