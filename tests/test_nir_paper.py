@@ -107,7 +107,8 @@ def test_lif_rockpool_is_one_line() -> None:
 def test_braille_on_every_target(name: str, convention: str) -> None:
     """The recurrent CubaLIF Braille nets (snnTorch RSynaptic, reset_delay=False) on 12 taxel spike
     trains: the loop lif1.lif -> lif1.w_rec -> lif1.lif closes one step late, into the CubaLIF's
-    synaptic current. Lava float equals the reference bit for bit, lava-fixed its own integer model;
+    synaptic current. The float32 reference and Lava float equal the float64 reference (spike counts,
+    actions, Q), lava-fixed its own integer model bit for bit;
     NEST (its CubaLIF charges V a step after the current) and SpiNNaker (no CubaLIF) refuse by name.
     No framework is installed here to compare with (tests/test_recurrent.py holds the semantics to
     snnTorch's step)."""
@@ -120,6 +121,7 @@ def test_braille_on_every_target(name: str, convention: str) -> None:
     assert plan.op("lif1.lif").recurrent == ["lif1.w_rec"]
     ref = ReferenceBackend(plan, dtype="float64").run(obs, spikes)
     assert ref.spikes["lif1.lif"].sum() > 0 and ref.spikes["lif2"].sum() > 0
+    assert_same(ReferenceBackend(plan, dtype="float32").run(obs, spikes), ref)
     for target in ("lava", "lava-fixed"):
         if importlib.util.find_spec("lava") is None:
             continue
