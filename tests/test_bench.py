@@ -228,3 +228,6 @@ def test_hahn_section_from_json_and_kept_blocks() -> None:
     assert blocks["CartPole-v1"] == hahn.task_blocks(earlier)["CartPole-v1"]
     assert "energy-shaped reward" in blocks["MountainCar-v0"] and "classifier held-out accuracy 98.7 %" in merged
     assert merged.count(hahn.HEADING) == 1
+    raw = _hahn_task("MountainCar-v0", pg_only=False)
+    raw["ppo"]["vecnormalize"] = False  # hahn.py's PPOs now train on raw observations
+    assert "PPO 2,048 steps in 5 s (energy-shaped reward)" in hahn.task_markdown(raw)
