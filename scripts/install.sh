@@ -32,4 +32,18 @@ case ",${EXTRAS}," in
   *,all,*|*,spinnaker,*)
     "$VENV/bin/pip" install --quiet -c constraints.txt -e ".[spinnaker]" ;;
 esac
+# --- the frameworks that wrote the NIR paper's graphs (benchmarks/frameworks.py) ------------
+# snnTorch, Norse and Sinabs in their own folder, without their dependencies (they run on this
+# environment's torch, nir and nirtorch): installed normally, Sinabs would pin nir<=1.0.4 and
+# Norse a torchvision that does not load against the CPU torch. Only benchmarks/nir_paper.py and
+# its test put the folder on PYTHONPATH; the project itself never imports them.
+FRAMEWORKS="snntorch==1.0.0 norse==1.1.0 sinabs==3.1.3 pbr==7.1.3"
+case ",${EXTRAS}," in
+  *,all,*|*,frameworks,*)
+    if [ "$(cat "$VENV/frameworks/.installed" 2>/dev/null)" != "$FRAMEWORKS" ]; then
+      rm -rf "$VENV/frameworks"
+      "$VENV/bin/pip" install --quiet --no-deps --target "$VENV/frameworks" $FRAMEWORKS
+      echo "$FRAMEWORKS" > "$VENV/frameworks/.installed"
+    fi ;;
+esac
 echo "environment ready: $VENV ($("$VENV/bin/python" --version))"
