@@ -249,7 +249,7 @@ def task_markdown(t: dict[str, Any]) -> str:
     """One task's block: its heading, the run that measured it, its table."""
     h, run = t["hahn"], t["run"]
     anchor = f"Hahn 2020: DQN {h['DQN']}, DSQN {h['DSQN']}" if h else "PG conversion only: no DQN or DSQN here"
-    notes = (["VecNormalize"] if t["ppo"]["vecnormalize"] else []) + (
+    notes = (["VecNormalize"] if t["ppo"]["vecnormalize"] else ["raw observations"]) + (
         ["energy-shaped reward"] if t["env_id"] == "MountainCar-v0" else [])
     ppo = (f"PPO {t['ppo']['steps']:,} steps in {t['ppo']['train_s']:.0f} s"
            + (f" ({', '.join(notes)})" if notes else "")

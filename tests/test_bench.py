@@ -230,4 +230,4 @@ def test_hahn_section_from_json_and_kept_blocks() -> None:
     assert merged.count(hahn.HEADING) == 1
     raw = _hahn_task("MountainCar-v0", pg_only=False)
     raw["ppo"]["vecnormalize"] = False  # hahn.py's PPOs now train on raw observations
-    assert "PPO 2,048 steps in 5 s (energy-shaped reward)" in hahn.task_markdown(raw)
+    assert "PPO 2,048 steps in 5 s (raw observations, energy-shaped reward)" in hahn.task_markdown(raw)
