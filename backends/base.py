@@ -14,7 +14,15 @@ from pipeline.backend_api import Backend, Readout, check_batch, greedy_action
 from pipeline.errors import UserError
 
 __all__ = ["Backend", "Readout", "check_batch", "greedy_action", "plan_for_env", "refuse_recurrence",
-           "refuse_loop_start", "spiking_populations"]
+           "refuse_loop_start", "refuse_resets", "spiking_populations"]
+
+#: resets (exporters.plan.ir.NeuronStep) that only some targets run, in words for the error line
+SNNTORCH_RESETS = {
+    "zero_next": "snnTorch's zero reset that drops the charge of the step after a spike (Synaptic, RLeaky, "
+                 "RSynaptic)",
+    "soft_recheck": "snnTorch's reset_delay=False subtraction (its spike test also subtracts the delayed reset "
+                    "while the membrane stays above threshold)",
+}
 
 
 def plan_for_env(graph, *, time_steps: int | None = None, dt: float | None = None, readout: str | None = None,
@@ -47,6 +55,16 @@ def refuse_recurrence(plan, target: str) -> None:
         raise UserError(f"node {op.name!r} ({op.nir_type}): it receives {', '.join(map(repr, op.recurrent))} one "
                         f"step late (a recurrent loop); {target} runs feed-forward graphs only (the reference "
                         "runs recurrent ones)")
+
+
+def refuse_resets(plan, target: str, supported: tuple[str, ...] = ("hard", "soft", "soft_next")) -> None:
+    """One UserError naming the first spiking node whose reset ``target`` has no exact form for."""
+    for op in plan.ops:
+        st = op.neuron
+        if st is not None and st.spiking and st.reset not in supported:
+            what = SNNTORCH_RESETS.get(st.reset, f"reset {st.reset!r}")
+            raise UserError(f"node {op.name!r} ({op.nir_type}): {what} has no form on {target}; the reference "
+                            "and Lava (lava, lava-fixed) run it")
 
 
 def refuse_loop_start(src, dst: str, target: str) -> None:

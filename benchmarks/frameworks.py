@@ -74,15 +74,16 @@ def run_norse(graph, x: torch.Tensor, dt: float) -> torch.Tensor:
     return total.reshape(x.shape[1], -1)
 
 
-def run_snntorch(graph, x: torch.Tensor, reset: str) -> torch.Tensor:
-    """snnTorch 1.0's own neurons for a chain ``Linear -> CubaLIF [-> w_rec loop] -> ...`` as
-    snnTorch exports ``Synaptic`` / ``RSynaptic``: ``alpha = 1 - dt/tau_syn``, ``beta = 1 -
-    dt/tau_mem`` at its export dt 1e-4, ``reset_delay=False`` (the NIR paper's "noDelay" nets).
+def run_snntorch(graph, x: torch.Tensor, reset: str, reset_delay: bool = False) -> torch.Tensor:
+    """snnTorch 1.0's own neurons for a chain ``Linear -> LIF|CubaLIF [-> w_rec loop] -> ...`` as
+    snnTorch exports ``Leaky`` / ``RLeaky`` / ``Synaptic`` / ``RSynaptic``: ``alpha = 1 - dt/tau_syn``,
+    ``beta = 1 - dt/tau_mem`` at its export dt 1e-4; ``reset_delay`` False by default (the NIR
+    paper's "noDelay" nets).
 
     snnTorch's ``import_from_nir`` cannot read a recurrent graph with nirtorch 2.6
     (``AttributeError: 'GraphModule' object has no attribute 'items'``), so the layers are built
-    here from the file's arrays and run by snnTorch's own ``Synaptic``/``RSynaptic`` step. The
-    reset mechanism is not in the file (``reset``: ``subtract`` or ``zero``).
+    here from the file's arrays and run by snnTorch's own neuron classes. The reset mechanism and
+    ``reset_delay`` are not in the file (``reset``: ``subtract`` or ``zero``).
     """
     import nir
     import snntorch as snn
@@ -100,26 +101,28 @@ def run_snntorch(graph, x: torch.Tensor, reset: str) -> torch.Tensor:
         lin.weight.data = torch.from_numpy(np.asarray(w.weight, np.float64))
         if isinstance(w, nir.Affine):
             lin.bias.data = torch.from_numpy(np.asarray(w.bias, np.float64))
-        (cuba_name,) = nxt[node]
-        c = nodes[cuba_name]
-        assert isinstance(c, nir.CubaLIF), f"expected CubaLIF at {cuba_name}"
-        alpha = torch.from_numpy(1 - dt / np.asarray(c.tau_syn, np.float64))
-        beta = torch.from_numpy(1 - dt / np.asarray(c.tau_mem, np.float64))
+        (neuron_name,) = nxt[node]
+        c = nodes[neuron_name]
+        assert isinstance(c, (nir.CubaLIF, nir.LIF)), f"expected LIF or CubaLIF at {neuron_name}"
+        synaptic = isinstance(c, nir.CubaLIF)
+        beta = torch.from_numpy(1 - dt / np.asarray(c.tau_mem if synaptic else c.tau, np.float64))
         thr = float(np.asarray(c.v_threshold).flat[0])
-        rec = [d for d in nxt[cuba_name] if d in nxt and nxt[d] == [cuba_name]]
+        kw = dict(beta=beta, threshold=thr, reset_mechanism=reset, reset_delay=reset_delay)
+        if synaptic:
+            kw["alpha"] = torch.from_numpy(1 - dt / np.asarray(c.tau_syn, np.float64))
+        rec = [d for d in nxt[neuron_name] if d in nxt and nxt[d] == [neuron_name]]
         if rec:
             wr = nodes[rec[0]]
-            neuron = snn.RSynaptic(alpha=alpha, beta=beta, threshold=thr, all_to_all=True,
-                                   linear_features=len(alpha), reset_mechanism=reset, reset_delay=False).double()
+            cls = snn.RSynaptic if synaptic else snn.RLeaky
+            neuron = cls(all_to_all=True, linear_features=len(beta), **kw).double()
             neuron.recurrent.weight.data = torch.from_numpy(np.asarray(wr.weight, np.float64))
             # snnTorch's recurrent nn.Linear has a bias; an exported Linear (no bias) means zero
-            bias = wr.bias if isinstance(wr, nir.Affine) else np.zeros(len(alpha))
+            bias = wr.bias if isinstance(wr, nir.Affine) else np.zeros(len(beta))
             neuron.recurrent.bias.data = torch.from_numpy(np.asarray(bias, np.float64))
         else:
-            neuron = snn.Synaptic(alpha=alpha, beta=beta, threshold=thr, reset_mechanism=reset,
-                                  reset_delay=False).double()
-        layers.append((lin, neuron, bool(rec)))
-        onward = [d for d in nxt[cuba_name] if d not in rec]
+            neuron = (snn.Synaptic if synaptic else snn.Leaky)(**kw).double()
+        layers.append((lin, neuron, bool(rec), synaptic))
+        onward = [d for d in nxt[neuron_name] if d not in rec]
         node = onward[0]
     n = x.shape[1]
     state = [None] * len(layers)
@@ -127,16 +130,16 @@ def run_snntorch(graph, x: torch.Tensor, reset: str) -> torch.Tensor:
     with torch.no_grad():
         for t in range(x.shape[0]):
             h = x[t]
-            for i, (lin, neuron, recurrent) in enumerate(layers):
+            for i, (lin, neuron, recurrent, synaptic) in enumerate(layers):
                 cur = lin(h)
                 if state[i] is None:  # snnTorch's own initial state: zeros of the layer's shape
-                    zero = torch.zeros_like(cur)
-                    state[i] = (zero, zero.clone(), zero.clone()) if recurrent else (zero, zero.clone())
+                    state[i] = tuple(torch.zeros_like(cur) for _ in range(int(recurrent) + int(synaptic) + 1))
                 out = neuron(cur, *state[i])
                 # snnTorch's spike function returns float32 spikes (0 or 1: exact in float64)
-                spk, syn, mem = (o.to(torch.float64) for o in out)
-                state[i] = (spk, syn, mem) if recurrent else (syn, mem)
-                h = spk
+                out = tuple(o.to(torch.float64) for o in out)
+                # outputs (spk, [syn,] mem); the state arguments are ([spk,] [syn,] mem)
+                state[i] = out if recurrent else out[1:]
+                h = out[0]
             total = total + h
     return total.reshape(n, -1)
 
@@ -150,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-steps", type=int, required=True)
     ap.add_argument("--dt", type=float, default=1e-4, help="Norse's from_nir dt")
     ap.add_argument("--reset", choices=("subtract", "zero"), help="snnTorch reset mechanism")
+    ap.add_argument("--reset-delay", action="store_true", help="snnTorch reset_delay=True (its default; "
+                    "without this flag reset_delay=False, as in the NIR paper's nets)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if args.reset is None:
             ap.error("--framework snntorch needs --reset (the file does not say)")
-        q = run_snntorch(graph, x, args.reset)
+        q = run_snntorch(graph, x, args.reset, args.reset_delay)
     np.savez(args.out, q=q.numpy().astype(np.float64))
     return 0
 

@@ -56,7 +56,7 @@ def cases(rng: np.random.Generator, n: int) -> list[dict]:
              obs=np.zeros((2, 1), np.float32), spikes=None),  # hand-written: no framework
         dict(file="braille_noDelay_noBias_subtract.nir", convention="snntorch+no-delay", opts=dict(time_steps=64),
              obs=np.zeros((n, 12), np.float32), spikes=taxels, framework=["snntorch", "--reset", "subtract"]),
-        dict(file="braille_noDelay_bias_zero.nir", convention="snntorch-zero", opts=dict(time_steps=64),
+        dict(file="braille_noDelay_bias_zero.nir", convention="snntorch-zero+no-delay", opts=dict(time_steps=64),
              obs=np.zeros((n, 12), np.float32), spikes=taxels, framework=["snntorch", "--reset", "zero"]),
     ]
 

@@ -23,7 +23,9 @@ class Convention:
     name: str
     dt: float | None  # the framework's step when the graph carries none (None: ours / --dt)
     compare: str = ">="  # spike test: U >= V_th or U > V_th
-    spiking_reset: str = "graph"  # graph (reset to v_reset) | soft (subtract V_th) | soft_next
+    spiking_reset: str = "graph"  # graph (reset to v_reset) | soft (subtract V_th) | soft_next | snntorch
+    snntorch_reset: str = "subtract"  # spiking_reset="snntorch": reset_mechanism subtract | zero
+    reset_delay: bool = True  # spiking_reset="snntorch": snnTorch's reset_delay argument
     if_gain: str = "euler"  # euler: v += dt*r*x | unit: v += r*x every step, whatever dt
     leak: str = "euler"  # euler: 1 - dt/tau per step | exp: exp(-dt/tau) (exact integration)
     cuba_order: str = "nir"  # nir: syn then v (same step) | norse: jump syn, v, decay syn
@@ -43,12 +45,13 @@ CONVENTIONS: dict[str, Convention] = {
     "spikingjelly": Convention(
         "spikingjelly", 1e-4, description="SpikingJelly 2.0: same step as ours; dt 1e-4 unless given"),
     "snntorch": Convention(
-        "snntorch", 1e-4, compare=">", spiking_reset="soft_next",
-        v_init="zero",
-        description="snnTorch 1.0 Leaky/Synaptic defaults: subtract reset applied one step late, spike on >"),
+        "snntorch", 1e-4, compare=">", spiking_reset="snntorch", v_init="zero",
+        description="snnTorch 1.0 Leaky/Synaptic/RLeaky/RSynaptic defaults: subtract reset applied one step "
+                    "late, spike on >"),
     "snntorch-zero": Convention(
-        "snntorch-zero", 1e-4, compare=">", v_init="zero",
-        description="snnTorch with reset_mechanism='zero' (the same step with or without reset_delay)"),
+        "snntorch-zero", 1e-4, compare=">", spiking_reset="snntorch", snntorch_reset="zero", v_init="zero",
+        description="snnTorch 1.0 with reset_mechanism='zero': Leaky resets at once, Synaptic/RLeaky/RSynaptic "
+                    "drop the next step's charge"),
     "norse": Convention(
         "norse", None, compare=">", if_gain="unit", cuba_order="norse", v_init="v_leak", tau_written="auto",
         needs_dt=True,
@@ -69,12 +72,40 @@ MODIFIERS: dict[str, dict[str, dict[str, object]]] = {
         "membrane-reset": {"spiking_reset": "graph"},  # reset_fn=MembraneReset (to v_reset, 0)
         "no-norm-input": {"leaky_input": "raw"},  # LIF/ExpLeak(norm_input=False)
     },
-    "snntorch": {"no-delay": {"spiking_reset": "soft"}},  # reset_delay=False: subtract in the same step
+    "snntorch": {"no-delay": {"reset_delay": False}},  # reset_delay=False (RSynaptic ignores it)
+    "snntorch-zero": {"no-delay": {"reset_delay": False}},
     "norse": {
         "dt-tau": {"tau_written": "dt_times_tau"},  # Norse 1.1's to_nir
         "tau-inverse": {"tau_written": "tau"},  # older Norse: tau = 1 / tau_mem_inv
     },
 }
+
+
+def snntorch_reset(mechanism: str, reset_delay: bool, synaptic: bool, recurrent: bool) -> str:
+    """The :class:`~exporters.plan.ir.NeuronStep` reset that snnTorch 1.0's own step performs, per layer
+    class (NIR LIF: ``Leaky``, CubaLIF: ``Synaptic``; with a loop edge closing into it: ``RLeaky`` /
+    ``RSynaptic``), for a positive threshold and state starting at zero (docs/NIR.md section 6 cites
+    the source lines). Every layer computes ``reset = mem_prev > thr`` from its stored membrane.
+
+    - subtract, ``reset_delay=True``: ``thr * reset`` comes off the next charge: ``soft_next``.
+    - subtract, ``reset_delay=False``: the spike test still sees ``U - thr*reset`` and the same-step
+      block then subtracts ``thr * (spk - reset)``: ``soft_recheck``. ``RSynaptic``'s block assigns
+      to its local arguments (rsynaptic.py 366-375), so it stays ``soft_next``.
+    - zero, ``Leaky``: the stored membrane is zeroed before the charge, a same-step reset: ``hard``.
+    - zero, ``Synaptic``/``RLeaky``/``RSynaptic``: ``mem - mem*reset`` after the charge, so the step
+      after a spike ends at 0 and its charge is lost (the synaptic current is kept): ``zero_next``;
+      ``reset_delay=False`` zeroes the membrane in the spike's step instead (``hard``; then the stored
+      membrane is 0 and ``reset`` never fires), except in ``RSynaptic`` (its block does nothing).
+    """
+    if mechanism == "subtract":
+        if reset_delay or (synaptic and recurrent):
+            return "soft_next"
+        return "soft_recheck"
+    if not synaptic and not recurrent:
+        return "hard"
+    if reset_delay or (synaptic and recurrent):
+        return "zero_next"
+    return "hard"
 
 
 def convention_names() -> list[str]:

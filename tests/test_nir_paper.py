@@ -103,7 +103,7 @@ def test_lif_rockpool_is_one_line() -> None:
 
 
 @pytest.mark.parametrize("name, convention", [("braille_noDelay_noBias_subtract.nir", "snntorch+no-delay"),
-                                              ("braille_noDelay_bias_zero.nir", "snntorch-zero")])
+                                              ("braille_noDelay_bias_zero.nir", "snntorch-zero+no-delay")])
 def test_braille_on_every_target(name: str, convention: str) -> None:
     """The recurrent CubaLIF Braille nets (snnTorch RSynaptic, reset_delay=False) on 12 taxel spike
     trains: the loop lif1.lif -> lif1.w_rec -> lif1.lif closes one step late, into the CubaLIF's

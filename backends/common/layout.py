@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from backends.base import refuse_loop_start, spiking_populations
+from backends.base import refuse_loop_start, refuse_resets, spiking_populations
 from backends.common.sparse import Form, add_forms, apply_op, delay_form, estimate_add, estimate_apply
 from exporters.plan.ir import SYNAPSES, Op, Plan
 from exporters.plan.readout import pushes_mean_through_head
@@ -228,6 +228,7 @@ def layout(plan: Plan, target: str, loops: bool = False) -> NetLayout:
     :attr:`Drive.late` terms: ``loops``)."""
     byname = {op.name: op for op in plan.ops}
     pop_ops = spiking_populations(plan, target, recurrent=loops)
+    refuse_resets(plan, target)
     upstream: set[str] = set()
     stack = [i for op in pop_ops for i in (*op.inputs, *op.recurrent)]
     while stack:

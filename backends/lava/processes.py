@@ -251,9 +251,19 @@ class PyPopulationFloat(_PopulationBase):
         self.syn = syn
         if p["reset"] == "soft_next" and self.s_prev is not None:
             u = u - p["v_sub"] * self.s_prev
+        elif p["reset"] == "zero_next" and self.s_prev is not None:  # the charge after a spike is dropped
+            u = np.where(self.s_prev > 0, p["v_reset"], u)
         if not self.spiking:
             self.v = u
             return u, u
+        if p["reset"] == "soft_recheck":  # snnTorch reset_delay=False (exporters.plan.ops.neuron_advance)
+            r = _spike(v, p["v_th"], p["compare"], False)
+            u = u - p["v_sub"] * r
+            s = _spike(u, p["v_th"], p["compare"], p["multi_spike"])
+            self.v = u - p["v_sub"] * (s - r)
+            if p.get("v_floor") is not None:
+                self.v = np.maximum(self.v - p["v_floor"], 0.0) + p["v_floor"]
+            return s, s
         s = _spike(u, p["v_th"], p["compare"], p["multi_spike"])
         if p["reset"] == "hard" and p["multi_spike"]:  # several spikes still reset once
             self.v = np.where(s > 0, p["v_reset"], u)
@@ -287,7 +297,8 @@ class PyPopulationFixed(_PopulationBase):
     ``U = (V (4096 - dv) >> 12) + I + bias`` (no decay for IF), saturating at ±(2**23 - 1);
     CubaLIF first filters ``I + bias`` as ``syn = (syn (4096 - du) >> 12) + I + bias`` and charges
     ``syn + bias_v``;
-    ``S = U >= th``; hard ``V = S ? v_reset : U``, soft ``V = U - v_sub S``."""
+    ``S = U >= th``; hard ``V = S ? v_reset : U``, soft ``V = U - v_sub S``; soft_next, zero_next and
+    soft_recheck as in exporters.plan.ir.NeuronStep."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
     host_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
@@ -338,12 +349,19 @@ class PyPopulationFixed(_PopulationBase):
         u = u + x
         if p["reset"] == "soft_next" and self.s_prev is not None:
             u = u - p["v_sub"] * self.s_prev
+        elif p["reset"] == "zero_next" and self.s_prev is not None:  # the charge after a spike is dropped
+            u = np.where(self.s_prev > 0, p["v_reset"], u)
         u = self._saturate(u)
         if not self.spiking:
             self.v = u
             return u, u
+        if p["reset"] == "soft_recheck":  # snnTorch reset_delay=False: the delayed reset, then its correction
+            r = ((self.v >= p["v_th"]) if p["compare"] == ">=" else (self.v > p["v_th"])).astype(np.int64)
+            u = self._saturate(u - p["v_sub"] * r)
         s = ((u >= p["v_th"]) if p["compare"] == ">=" else (u > p["v_th"])).astype(np.int64)
-        if p["reset"] == "hard":
+        if p["reset"] == "soft_recheck":
+            self.v = self._saturate(u - p["v_sub"] * (s - r))
+        elif p["reset"] == "hard":
             self.v = np.where(s > 0, p["v_reset"], u)
         elif p["reset"] == "soft":
             self.v = self._saturate(u - p["v_sub"] * s)

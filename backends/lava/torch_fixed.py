@@ -217,12 +217,19 @@ class _PopSteps:
         u = u + drive
         if st.reset == "soft_next" and self.s_prev is not None:
             u = u - self.v_sub * self.s_prev
+        elif st.reset == "zero_next" and self.s_prev is not None:  # the charge after a spike is dropped
+            u = u * (1 - self.s_prev) + self.v_reset * self.s_prev
         u = self._clamp(u)
         if not st.spiking:
             self.v = u
             return u
+        if st.reset == "soft_recheck":  # snnTorch reset_delay=False (processes.PyPopulationFixed)
+            r = _spike(self.v, self.th, st.compare, fp.q, None).detach()
+            u = self._clamp(u - self.v_sub * r)
         s = _spike(u, self.th, st.compare, fp.q, self.alpha)
-        if st.reset == "hard":
+        if st.reset == "soft_recheck":
+            v = self._clamp(u - self.v_sub * (s - r))
+        elif st.reset == "hard":
             v = u * (1 - s) + self.v_reset * s
         elif st.reset == "soft":
             v = self._clamp(u - self.v_sub * s)

@@ -333,7 +333,8 @@ def _threshold_op(ctx: NodeContext, name: str, node: nir.NIRNode, ins: list[str]
 def _neuron_op(ctx: NodeContext, name: str, node: nir.NIRNode, ins: list[str], in_shape: Shape) -> Op:
     s = ctx.settings
     return Op(name, "neuron", type(node).__name__, ins, in_shape, in_shape,
-              neuron=neuron_step(name, node, in_shape, s.dt, s.convention, s.compare))
+              neuron=neuron_step(name, node, in_shape, s.dt, s.convention, s.compare,
+                                 recurrent=name in ctx.graph.recurrent))
 
 
 def _synapse_op(ctx: NodeContext, name: str, node: nir.NIRNode, ins: list[str], in_shape: Shape) -> Op:

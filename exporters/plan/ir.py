@@ -26,7 +26,10 @@ class NeuronStep:
     (CubaLIF first filters I through ``syn = syn + (w_in*x - syn) / tau_syn``).
     spike:  ``U >= v_th`` (or ``>``); multi-spike: ``trunc(U / v_th)`` spikes for U > 0.
     reset:  hard ``V = U (1-S) + v_reset S``; soft ``V = U - v_sub S``; soft_next: the
-            subtraction lands on the next step's charge (snnTorch's delayed reset).
+            subtraction lands on the next step's charge (snnTorch's delayed reset); zero_next:
+            the next step's U is v_reset, its charge dropped, the synaptic current kept (snnTorch's
+            Synaptic/RLeaky/RSynaptic zero reset); soft_recheck (snnTorch reset_delay=False):
+            ``R = V[t-1] > v_th``, the spike test sees ``U' = U - v_sub R``, ``V = U' - v_sub (S - R)``.
     floor:  with ``v_floor``, ``V = relu(V - v_floor) + v_floor`` after the reset, written as Sinabs
             computes it (not ``max``: the two differ by rounding above the floor).
     """

@@ -21,7 +21,7 @@ import nir
 import numpy as np
 import torch
 
-from exporters.conventions import Convention
+from exporters.conventions import Convention, snntorch_reset
 from exporters.plan.ir import NeuronStep, Param
 from pipeline.errors import UserError
 
@@ -93,6 +93,7 @@ class _Reader:
     dt: float
     cv: Convention
     compare: str
+    recurrent: bool = False  # a loop edge closes into this node (snnTorch's RLeaky / RSynaptic)
 
     def get(self, attr: str) -> np.ndarray:
         arr = read_param(self.node, self.name, attr)
@@ -128,9 +129,14 @@ class _Reader:
     def init(self, v_reset: Param, v_leak: Param) -> Param:
         return {"zero": 0.0, "v_leak": v_leak, "v_reset": v_reset}[self.cv.v_init]
 
-    def spiking_reset(self, v_th: Param, v_reset: Param) -> dict[str, Any]:
+    def spiking_reset(self, v_th: Param, v_reset: Param, synaptic: bool = False) -> dict[str, Any]:
         if self.cv.spiking_reset == "graph":
             return {"reset": "hard", "v_reset": v_reset}
+        if self.cv.spiking_reset == "snntorch":  # per layer class (conventions.snntorch_reset)
+            reset = snntorch_reset(self.cv.snntorch_reset, self.cv.reset_delay, synaptic, self.recurrent)
+            if self.cv.snntorch_reset == "zero":  # snnTorch zeroes the membrane, whatever v_reset says
+                return {"reset": reset, "v_reset": 0.0}
+            return {"reset": reset, "v_reset": v_reset, "v_sub": v_th}
         return {"reset": self.cv.spiking_reset, "v_reset": v_reset, "v_sub": v_th}
 
     @property
@@ -156,7 +162,8 @@ def _cuba_lif(p: _Reader) -> NeuronStep:
     v_th, v_reset, v_leak = (collapse(p.get(a)) for a in ("v_threshold", "v_reset", "v_leak"))
     return NeuronStep(gain=p.leaky_gain(), tau=p.tau_steps("tau_mem"), v_leak=v_leak, v_th=v_th,
                       tau_syn=p.tau_steps("tau_syn"), w_in=collapse(p.get("w_in")), syn_order=p.cv.cuba_order,
-                      v_init=p.init(v_reset, v_leak), **p.spiking_reset(v_th, v_reset), **p.common)
+                      v_init=p.init(v_reset, v_leak), **p.spiking_reset(v_th, v_reset, synaptic=True),
+                      **p.common)
 
 
 def _cuba_li(p: _Reader) -> NeuronStep:
@@ -183,12 +190,13 @@ NEURON_STEPS: dict[type[nir.NIRNode], Callable[[_Reader], NeuronStep]] = {
 
 
 def neuron_step(name: str, node: nir.NIRNode, shape: tuple[int, ...], dt: float, cv: Convention,
-                compare: str) -> NeuronStep:
-    """NIR neuron node -> discrete step, normalised by the graph's convention."""
+                compare: str, recurrent: bool = False) -> NeuronStep:
+    """NIR neuron node -> discrete step, normalised by the graph's convention (``recurrent``: a loop
+    edge closes into the node, which some conventions step differently)."""
     step = next((NEURON_STEPS[c] for c in type(node).__mro__ if c in NEURON_STEPS), None)
     if step is None:
         raise AssertionError(type(node))
-    return step(_Reader(name, node, shape, dt, cv, compare))
+    return step(_Reader(name, node, shape, dt, cv, compare, recurrent))
 
 
 def soft_loop_step(names: tuple[str, str, str], nodes: Mapping[str, nir.NIRNode], shape: tuple[int, ...],

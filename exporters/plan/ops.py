@@ -134,11 +134,22 @@ def neuron_advance(step: NeuronStep, x: Tensor, st: NeuronState, p: dict[str, Pa
     st.syn = syn
     if step.reset == "soft_next" and st.s_prev is not None:
         u = u - p["v_sub"] * st.s_prev
+    elif step.reset == "zero_next" and st.s_prev is not None:  # the charge after a spike is dropped
+        u = torch.where(st.s_prev > 0, torch.as_tensor(p["v_reset"], dtype=u.dtype), u)
     if membrane is not None:
         membrane.append(u)
     if not step.spiking:
         st.v = u
         return u
+    if step.reset == "soft_recheck":  # snnTorch reset_delay=False: the delayed reset, then its correction
+        r = spike(v, p["v_th"], step.compare, False)
+        u = u - p["v_sub"] * r
+        s = spike(u, p["v_th"], step.compare, step.multi_spike)
+        v = u - p["v_sub"] * (s - r)
+        if step.v_floor is not None:
+            v = torch.relu(v - p["v_floor"]) + p["v_floor"]
+        st.v = v
+        return s
     s = spike(u, p["v_th"], step.compare, step.multi_spike)
     if step.reset == "hard" and step.multi_spike:  # several spikes still reset once
         v = torch.where(s > 0, torch.as_tensor(p["v_reset"], dtype=u.dtype), u)
@@ -146,7 +157,7 @@ def neuron_advance(step: NeuronStep, x: Tensor, st: NeuronState, p: dict[str, Pa
         v = u * (1 - s) + p["v_reset"] * s
     elif step.reset == "soft":
         v = u - p["v_sub"] * s
-    else:
+    else:  # soft_next, zero_next: the reset lands on the next step
         v, st.s_prev = u, s
     if step.v_floor is not None:  # Sinabs' min_v_mem, as Sinabs writes it
         v = torch.relu(v - p["v_floor"]) + p["v_floor"]
