@@ -336,3 +336,22 @@ def test_virtual_board_maps_a_recurrent_population(tmp_path, monkeypatch) -> Non
         assert backend.resources["cores_per_population"]["lif1"] == 1
     finally:
         backend.close()
+
+
+def test_snntorch_conventions_pick_the_reset_of_each_layer_class() -> None:
+    """docs/NIR.md section 6's table: NIR LIF is Leaky, CubaLIF Synaptic, either with a loop edge
+    closing into it RLeaky / RSynaptic; lif2 is the plain layer after the recurrent lif1."""
+    want = {  # convention: (RLeaky, Leaky, RSynaptic, Synaptic)
+        "snntorch": ("soft_next",) * 4,
+        "snntorch+no-delay": ("soft_recheck", "soft_recheck", "soft_next", "soft_recheck"),
+        "snntorch-zero": ("zero_next", "hard", "zero_next", "zero_next"),
+        "snntorch-zero+no-delay": ("hard", "hard", "zero_next", "hard"),
+    }
+    for convention, resets in want.items():
+        got = []
+        for alpha in (None, 0.75):
+            plan = build_plan(rsynaptic_graph(alpha, 0.85)[0], convention=convention, time_steps=4)
+            got += [plan.op("lif1").neuron.reset, plan.op("lif2").neuron.reset]
+            if "zero" in convention:
+                assert plan.op("lif1").neuron.v_reset == 0.0
+        assert tuple(got) == resets, convention
