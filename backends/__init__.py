@@ -69,6 +69,8 @@ class Target:
     test_kinds:    the zoo kinds the conformance test runs on it (empty: every kind); a target whose
                    every build starts processes (Lava) names a subset that covers its neuron models.
     report:        an extra mapping report for ``inspect-nir --target``.
+    copies:        ``run-backend --envs N`` builds N copies of the network side by side (the
+                   factory takes ``copies=N``): one simulation window per batch, not N (docs/SCALING.md §1).
     """
 
     name: str
@@ -86,6 +88,7 @@ class Target:
     refuses: tuple[str, ...] = ()
     test_kinds: tuple[str, ...] = ()
     report: Report | None = None
+    copies: bool = False
 
     def build(self, graph: Any, **options: Any) -> Backend:
         """The backend for ``graph`` (a nir.NIRGraph or a canonical Plan); the preset wins."""
@@ -152,9 +155,10 @@ REGISTRY: dict[str, Target] = {t.name: t for t in (
     Target("nest", _nest, cli_options=("threads",), bench_column=1, bench_options={"threads": 1},
            requires=("nest",), refuses=("dqn", *NO_CUBA_LOOP)),
     Target("lava", _lava, cli_options=("batch_size",), preset={"precision": "floating_pt"}, bench_column=3,
-           requires=("lava",), refuses=("dqn",), report=Report("backends.lava.report", "Lava / Loihi 2")),
+           requires=("lava",), refuses=("dqn",), report=Report("backends.lava.report", "Lava / Loihi 2"),
+           copies=True),
     Target("lava-fixed", _lava, cli_options=("batch_size", "weight_bits"), defaults={"weight_bits": 8},
-           preset={"precision": "fixed_pt"},
+           preset={"precision": "fixed_pt"}, copies=True,
            bench_column=4, requires=("lava",), tolerance=LAVA_8BIT, refuses=("dqn",), test_kinds=FIXED_TEST_KINDS),
     Target("pynn-nest", _pynn_nest, cli_options=("threads",), bench_column=2, bench_options={"threads": 1},
            requires=("nest", "pyNN"), refuses=("dqn", *NO_CUBA_LOOP)),

@@ -301,6 +301,8 @@ def closed_loop(args: argparse.Namespace) -> int:
     summary = {"target": args.target, "compare": args.compare, "env": args.env, "graph": str(args.graph),
                "backend_options": settings.backend_options, "compare_options": settings.compare_options,
                "results": str(results), "build_s": t_build, **summarize(records)}
+    if getattr(backend, "batch_path", None):  # how a batch of observations ran (docs/SCALING.md §1)
+        summary["batch_path"] = backend.batch_path
     summary["firing_rates"] = warn_activity(plan, summary["spikes_per_step"])
     if args.record is not None:
         summary["record"] = {"path": str(args.record), "observations": backend.save(args.record)}
@@ -333,7 +335,13 @@ def local_episodes(args: argparse.Namespace, graph: Any, plan: Any, io: Any, set
     backend = compare = None
     try:
         t0 = time.perf_counter()
-        backend = make_backend(args.target, plan, **backend_options(args.target, args))
+        options = backend_options(args.target, args)
+        slots = getattr(env, "num_envs", 1)
+        if slots > 1 and TARGETS[args.target].copies:  # one window for the batch, a speed setting
+            options["copies"] = slots
+        backend = make_backend(args.target, plan, **options)
+        if slots > 1 and getattr(backend, "batch_path", None):
+            print(f"{args.target} with --envs {slots}: {backend.batch_path}")
         if args.record is not None or args.plot_raster is not None:
             backend = Recorder(backend)
         t_build = time.perf_counter() - t0

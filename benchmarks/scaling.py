@@ -97,12 +97,17 @@ class RayConfig:
 
 
 def sweep(name: str, graph: Path, env_id: str, target: str, envs: list[int], ray_workers: list[int],
-          episodes: int, max_steps: int, options: dict, rounds: int, out: dict) -> None:
+          episodes: int, max_steps: int, options: dict, rounds: int, out: dict, copies: bool = False) -> None:
     """Every configuration ``rounds`` times, interleaved (round 1 of each, then round 2, ...), so
-    that the machine's load changes hit all of them alike; the median time of each is reported."""
+    that the machine's load changes hit all of them alike; the median time of each is reported.
+    ``copies``: also ``envs N`` as ``run-backend --envs N`` runs it on a target that builds N
+    copies of its network (rows ``envs N copies``); the plain ``envs N`` rows run the batch back
+    to back on one copy, as before."""
     plan, io, settings = setup(graph, env_id, target, episodes, max_steps, epsilon=0.05)
     backend = make_backend(target, plan, **options)  # one per process (NEST holds one network)
     configs: dict[str, Any] = {f"envs {n}": LocalConfig(backend, io, settings, n) for n in envs}
+    wide = {n: make_backend(target, plan, **options, copies=min(n, episodes)) for n in envs if copies and n > 1}
+    configs.update({f"envs {n} copies": LocalConfig(b, io, settings, n) for n, b in wide.items()})
     configs.update({f"ray {w}": RayConfig(graph, target, io, settings, w, options) for w in ray_workers})
     times: dict[str, list[float]] = {k: [] for k in configs}
     frames: dict[str, int] = {}
@@ -117,6 +122,8 @@ def sweep(name: str, graph: Path, env_id: str, target: str, envs: list[int], ray
                 frames[k] = sum(r["length"] for r in recs)
     finally:
         backend.close()
+        for b in wide.values():
+            b.close()
         for run in configs.values():
             if isinstance(run, RayConfig):
                 run.close()
@@ -125,9 +132,9 @@ def sweep(name: str, graph: Path, env_id: str, target: str, envs: list[int], ray
     first = rows[f"envs {envs[0]}"]["frames_per_s"]
     print(f"\n{name}: {target}, {episodes} episodes of <= {max_steps} steps (seeds 0..{episodes - 1}, eps 0.05), "
           f"median of {rounds} interleaved rounds")
-    print(f"  {'config':<10}{'seconds':>9}{'episodes/s':>12}{'frames/s':>10}{'x envs 1':>10}")
+    print(f"  {'config':<15}{'seconds':>9}{'episodes/s':>12}{'frames/s':>10}{'x envs 1':>10}")
     for k, v in rows.items():
-        print(f"  {k:<10}{v['s']:>9.2f}{v['episodes_per_s']:>12.3f}{v['frames_per_s']:>10.1f}"
+        print(f"  {k:<15}{v['s']:>9.2f}{v['episodes_per_s']:>12.3f}{v['frames_per_s']:>10.1f}"
               f"{v['frames_per_s'] / first:>10.2f}")
     if len(ray_workers) >= 2:
         r1, r2 = rows[f"ray {ray_workers[0]}"], rows[f"ray {ray_workers[1]}"]
@@ -294,7 +301,7 @@ def main() -> None:  # noqa: C901 - one section after the other
               50 if args.quick else 100, {"threads": 1}, args.rounds, out)
     if "lava" not in args.skip and importlib.util.find_spec("lava"):
         sweep("CartPole Lava", cart, "CartPole-v1", "lava", [1, 2, 4, 8], workers, 8,
-              25 if args.quick else 50, {}, args.rounds, out)
+              25 if args.quick else 50, {}, args.rounds, out, copies=True)
     frame_s: dict[int, float] = {}
     if "pong" not in args.skip:
         pong_ts = [8] if args.quick else [8, 16, 32, 64]

@@ -12,6 +12,17 @@ populations reset themselves at the start of their windows), then receives one r
 recording population from its output pipe. No ``Var.get``/``Var.set`` in the loop. Batches
 (``run-backend --inputs``) are sent ``batch_size`` observations per ``RunSteps(P * batch)``.
 
+``copies=N`` (``run-backend --envs N``) builds N copies of the network side by side: every
+population N times as wide, every synapse map block-diagonal (the copies share no synapse),
+every parameter repeated, the fixed-point network quantised once for one copy and repeated (a
+block-diagonal map's exponent is one copy's). A batch of up to N observations then runs as one
+observation window: the host computes each observation's input current with the same code,
+copy j's neurons get observation j's current (a batch of fewer than N pads the rest with
+zeros), and each copy's part of the wide records is cut out and read by the same readout as a
+batch of N one-copy records. Lava's cost is per step and per process, not per neuron, so this
+is much faster than N windows back to back (docs/SCALING.md §1); every neuron computes what it
+computes in one copy, in the same order, so the results are bit for bit the one-copy run's.
+
 Lava forks one OS process per Lava process and its ``stop()`` blocks for ever once a process
 model has raised (tests/test_lava_install.py); :func:`stop_or_kill` stops with a time limit
 and kills the runtime's processes when it hangs. ``close()`` (also run at interpreter exit
@@ -139,6 +150,21 @@ def _flat_param(v: Any, shape: tuple[int, ...]) -> Any:
     return v
 
 
+def _repeat_params(params: dict[str, Any], n: int, copies: int) -> dict[str, Any]:
+    """A population's parameters for ``copies`` copies side by side: every per-neuron array
+    (``n`` values) repeated, copy-major; scalars and settings as they are."""
+    if copies == 1:
+        return params
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, np.ndarray) and v.size == n and n > 1:
+            v = np.tile(v.reshape(-1), copies)
+        elif isinstance(v, np.ndarray) and v.size != 1:
+            raise AssertionError(f"parameter {k} has {v.size} values for {n} neurons")
+        out[k] = v
+    return out
+
+
 class LavaBackend:
     """backends.base.Backend on Lava (``precision`` floating_pt or fixed_pt); see the module docstring.
 
@@ -151,7 +177,7 @@ class LavaBackend:
                  convention: str | None = None, time_steps: int | None = None, dt: float | None = None,
                  readout: str | None = None,
                  batch_size: int | None = None, input_bound: float | None = None, host_weights: str = "8bit",
-                 weight_bits: int = 8):
+                 weight_bits: int = 8, copies: int = 1):
         check_choice("Lava precision", precision, PRECISIONS)
         self.weight_bits = check_weight_bits(weight_bits)
         if self.weight_bits != 8 and precision != "fixed_pt":
@@ -179,12 +205,27 @@ class LavaBackend:
         self.series = self.sem.encoding != "current"
         if batch_size is not None and batch_size < 1:
             raise UserError(f"batch size must be >= 1, got {batch_size}")
+        if not isinstance(copies, int) or copies < 1:
+            raise UserError(f"copies must be an integer >= 1, got {copies}")
+        self.copies = copies
         per_obs = sum(self._payload_len(p) for p in self.host_pops) * 8
         self.batch = max(1, min(batch_size or 16, PIPE_BYTES // max(per_obs, 1)))
+        # copies: wide observations (``copies`` observations each) per RunSteps, as many
+        # observations in all as batch_size allows, at least one wide observation
+        self.wide_batch = max(1, min(self.batch // copies, PIPE_BYTES // max(copies * per_obs, 1)))
+        #: how a batch runs, for the run's log and JSON (docs/SCALING.md §1)
+        self.batch_path = (f"{copies} copies of the network, one window per {copies} observations"
+                           if copies > 1 else "one window per observation, back to back")
         self.spiking_ops = [op.name for op in self.plan.ops if op.spiking]
         self.saturated: dict[str, int] = {name: 0 for name in self.layout.pops}
         self.build_s = 0.0
-        self._check_memory(per_obs)
+        try:
+            self._check_memory(per_obs)
+        except UserError:
+            if self.copies == 1:
+                raise
+            self._check_memory_one_copy(per_obs)  # a speed choice: the batch runs back to back
+            self.batch_path = f"one window per observation, back to back ({copies} copies would not fit in memory)"
         self._rt = _Runtime()
         self._finalizer = weakref.finalize(self, _Runtime.close, self._rt)
         self._broken = False
@@ -198,23 +239,27 @@ class LavaBackend:
         from backends.common.memory import (LAVA_BASE_BYTES, LAVA_BYTES_PER_NEURON, LAVA_BYTES_PER_SYNAPSE,
                                             available_memory, fits, gib)
 
-        neurons = sum(p.n for p in self.layout.pops.values())
-        synapses = sum(c.matrix.nnz for c in self.layout.conns if c.matrix is not None)
+        neurons = self.copies * sum(p.n for p in self.layout.pops.values())
+        synapses = self.copies * sum(c.matrix.nnz for c in self.layout.conns if c.matrix is not None)
         sets = self.weight_bits // 8 if self.fixed else 1
         need = (neurons * LAVA_BYTES_PER_NEURON + sets * synapses * LAVA_BYTES_PER_SYNAPSE
-                + 2 * self.batch * per_obs + LAVA_BASE_BYTES)
+                + 2 * max(self.batch, self.wide_batch * self.copies) * per_obs + LAVA_BASE_BYTES)
         available = available_memory()
         if not fits(need, available):
             raise UserError(f"the network does not fit in memory on {self.name}: it needs about {gib(need)} "
                             f"({neurons:,} neurons, {synapses:,} synapses), {gib(available)} are available")
 
-    def _payload_len(self, pop: Population) -> int:
+    def _check_memory_one_copy(self, per_obs: int) -> None:
+        self.copies, self.wide_batch = 1, 1
+        self._check_memory(per_obs)
+
+    def _payload_len(self, pop: Population, copies: int = 1) -> int:
         if not pop.host:
             return 0
-        return pop.n * (self.T if self.series else 1)
+        return copies * pop.n * (self.T if self.series else 1)
 
-    def _record_len(self, pop: Population) -> int:
-        n = pop.n
+    def _record_len(self, pop: Population, copies: int = 1) -> int:
+        n = copies * pop.n
         return (n if pop.spiking else 0) + ((2 * n if pop.has_membrane else n) if pop.readout else 0) + 1
 
     def _pop_params(self, pop: Population) -> dict[str, Any]:
@@ -252,12 +297,14 @@ class LavaBackend:
         t0 = time.perf_counter()
         lay = self.layout
         procs: dict[str, Any] = {}
+        C = self.copies
         for name, pop in lay.pops.items():
-            rec = self._record_len(pop)
-            procs[name] = PopProc(n=pop.n, kind=pop.kind, period=self._window_period(),
+            rec = self._record_len(pop, C)
+            procs[name] = PopProc(n=C * pop.n, kind=pop.kind, period=self._window_period(),
                                   delay=pop.delay, T=self.T, record_len=rec,
-                                  payload_len=self._payload_len(pop), buffer=self.batch,
-                                  params=self._pop_params(pop), name=name)
+                                  payload_len=self._payload_len(pop, C),
+                                  buffer=self.wide_batch if C > 1 else self.batch,
+                                  params=_repeat_params(self._pop_params(pop), pop.n, C), name=name)
         synapses = []
         for conn in lay.conns:
             src, dst = procs[conn.src], procs[conn.dst]
@@ -273,8 +320,10 @@ class LavaBackend:
                     sets.append((sp.csc_matrix(fmap.lo, dtype=np.int64), fmap.exp_lo, "/lo"))
             else:
                 sets = [(sp.csc_matrix(conn.matrix, dtype=np.float64), 0, "")]
+            if C > 1:  # the copies share no synapse: one block per copy
+                sets = [(sp.block_diag([m] * C, format="csc", dtype=m.dtype), exp, tag) for m, exp, tag in sets]
             for matrix, exp, tag in sets:
-                syn = SynapseMap(n_in=lay.pops[conn.src].n, n_out=lay.pops[conn.dst].n, matrix=matrix,
+                syn = SynapseMap(n_in=C * lay.pops[conn.src].n, n_out=C * lay.pops[conn.dst].n, matrix=matrix,
                                  graded=conn.graded, exp=exp, extra_delay=conn.extra, name=f"{conn.src}->{conn.dst}{tag}")
                 src.s_out.connect(syn.s_in)
                 syn.a_out.connect(dst.a_in)  # Lava sums every connection into an InPort
@@ -312,7 +361,7 @@ class LavaBackend:
         source = procs[BIAS_SOURCE] = BiasSource(name=BIAS_SOURCE)
         out = []
         for name in targets:
-            res = self.quant[name].bias_res
+            res = np.tile(self.quant[name].bias_res.reshape(-1), self.copies)
             syn = SynapseMap(n_in=1, n_out=res.size, matrix=sp.csc_matrix(res.reshape(-1, 1).astype(np.int64)),
                              graded=False, exp=0, name=f"{BIAS_SOURCE}->{name}")
             source.s_out.connect(syn.s_in)
@@ -414,6 +463,20 @@ class LavaBackend:
                                          self.sem.encoding_seed).numpy()
         timings = {"set_input": 0.0, "simulate": 0.0, "read_out": 0.0}
         records: dict[str, list[np.ndarray]] = {name: [] for name in self.layout.pops}
+        if self.copies > 1:
+            self._run_copies(obs, input_spikes, timings, records)
+        else:
+            self._run_back_to_back(obs, input_spikes, timings, records)
+        t3 = time.perf_counter()
+        readout = self._readout({k: np.stack(v) for k, v in records.items()}, N)
+        timings["read_out"] += time.perf_counter() - t3
+        readout.timings = timings
+        return readout
+
+    def _run_back_to_back(self, obs: np.ndarray, input_spikes: np.ndarray | None, timings: dict[str, float],
+                          records: dict[str, list[np.ndarray]]) -> None:
+        """``run`` on the one-copy network: one window per observation, ``batch`` per RunSteps."""
+        N = obs.shape[0]
         for lo in range(0, N, self.batch):
             t0 = time.perf_counter()
             hi = min(N, lo + self.batch)
@@ -434,11 +497,59 @@ class LavaBackend:
             timings["set_input"] += t1 - t0
             timings["simulate"] += t2 - t1
             timings["read_out"] += t3 - t2
-        t3 = time.perf_counter()
-        readout = self._readout({k: np.stack(v) for k, v in records.items()}, N)
-        timings["read_out"] += time.perf_counter() - t3
-        readout.timings = timings
-        return readout
+
+    def _run_copies(self, obs: np.ndarray, input_spikes: np.ndarray | None, timings: dict[str, float],
+                    records: dict[str, list[np.ndarray]]) -> None:
+        """``run`` on the N-copy network: ``copies`` observations per window (the last window of a
+        batch padded with zero input), ``wide_batch`` windows per RunSteps; appends one one-copy
+        record per observation to ``records``, as the back-to-back path does."""
+        C, N = self.copies, obs.shape[0]
+        for lo in range(0, N, C * self.wide_batch):
+            t0 = time.perf_counter()
+            hi = min(N, lo + C * self.wide_batch)
+            B = hi - lo
+            G = -(-B // C)  # wide observations (windows)
+            spikes = input_spikes[:, lo:hi] if input_spikes is not None else None
+            payloads = self._host_values(obs[lo:hi], spikes)  # the one-copy code, [B, steps * n]
+            for pop in self.host_pops:
+                rows = payloads[pop.name].reshape(B, -1, pop.n)  # [B, steps, n]
+                wide = np.zeros((G * C, *rows.shape[1:]), dtype=rows.dtype)
+                wide[:B] = rows
+                # observation g*C + j -> copy j of window g; t-major within a window
+                wide = np.ascontiguousarray(wide.reshape(G, C, -1, pop.n).transpose(0, 2, 1, 3)).reshape(G, -1)
+                port = self.procs[pop.name].host_in.external_pipe_csp_send_port
+                for row in wide:
+                    port.send(row)
+            t1 = time.perf_counter()
+            self._run_steps(self.period * G)
+            t2 = time.perf_counter()
+            for name, pop in self.layout.pops.items():
+                port = self.procs[name].rec_out.external_pipe_csp_recv_port
+                for g in range(G):
+                    for j, rec in enumerate(self._split_record(pop, self._recv(port))):
+                        if g * C + j < B:
+                            records[name].append(rec)
+            t3 = time.perf_counter()
+            timings["set_input"] += t1 - t0
+            timings["simulate"] += t2 - t1
+            timings["read_out"] += t3 - t2
+
+    def _split_record(self, pop: Population, rec: np.ndarray) -> list[np.ndarray]:
+        """A wide population's record -> the ``copies`` one-copy records (make_record's layout:
+        counts, statistic, membrane, each copy-major, then the saturation count, given to copy 0:
+        a wide population counts its copies' saturations together)."""
+        C, n = self.copies, pop.n
+        parts = []  # each [C, n]
+        i = 0
+        if pop.spiking:
+            parts.append(rec[i:i + C * n].reshape(C, n))
+            i += C * n
+        if pop.readout is not None:
+            for _ in range(2 if pop.has_membrane else 1):
+                parts.append(rec[i:i + C * n].reshape(C, n))
+                i += C * n
+        assert i + 1 == rec.size, (i, rec.size)
+        return [np.concatenate([*(p[j] for p in parts), rec[-1:] if j == 0 else np.zeros(1)]) for j in range(C)]
 
     def _readout(self, rec: dict[str, np.ndarray], N: int) -> Readout:
         """Q-values from the records, mirroring backends.reference.executor.run_batch."""
