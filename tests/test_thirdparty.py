@@ -195,3 +195,26 @@ def test_norse_needs_dt_and_reads_the_tau_encoding_from_the_file(tmp_path: Path)
     with pytest.raises(UserError, match=r"cannot be told; use --convention norse\+dt-tau"):
         build_plan(in_memory, convention="norse", time_steps=3, dt=1e-3)
     assert build_plan(in_memory, convention="norse+tau-inverse", time_steps=3, dt=1e-6).op("1").neuron.tau == 5.0
+
+
+def test_snntorch_conventions_refuse_a_threshold_at_or_below_zero() -> None:
+    """snnTorch's resets are derived for a positive threshold (reset = mem_prev > thr would fire
+    from rest): such a node is one error naming it, not a silently different reset."""
+    import nir
+
+    from exporters.canonical import build_plan
+    from pipeline.errors import UserError
+
+    n = 3
+    graph = nir.NIRGraph(
+        nodes={"input": nir.Input(input_type=np.array([2])),
+               "fc": nir.Affine(weight=np.ones((n, 2)), bias=np.zeros(n)),
+               "lif": nir.LIF(tau=np.full(n, 1e-3), r=np.full(n, 10.0), v_leak=np.zeros(n),
+                              v_threshold=np.array([1.0, 0.0, 1.0]), v_reset=np.zeros(n)),
+               "output": nir.Output(output_type=np.array([n]))},
+        edges=[("input", "fc"), ("fc", "lif"), ("lif", "output")])
+    for convention in ("snntorch", "snntorch+no-delay", "snntorch-zero"):
+        with pytest.raises(UserError, match=r"node 'lif' .*v_threshold <= 0"):
+            build_plan(graph, convention=convention, time_steps=4)
+    graph.nodes["lif"].v_threshold = np.ones(n)
+    build_plan(graph, convention="snntorch", time_steps=4)  # a positive threshold builds

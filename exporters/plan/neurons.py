@@ -133,6 +133,12 @@ class _Reader:
         if self.cv.spiking_reset == "graph":
             return {"reset": "hard", "v_reset": v_reset}
         if self.cv.spiking_reset == "snntorch":  # per layer class (conventions.snntorch_reset)
+            if np.any(np.asarray(v_th, dtype=np.float64) <= 0):
+                # snnTorch's reset = (mem_prev > thr) then fires from a resting membrane and the
+                # per-class resets derived for a positive threshold no longer hold
+                raise UserError(f"node {self.name!r} ({type(self.node).__name__}): v_threshold <= 0 under the "
+                                f"{self.cv.name} convention; its snnTorch reset is modelled for a positive "
+                                "threshold only")
             reset = snntorch_reset(self.cv.snntorch_reset, self.cv.reset_delay, synaptic, self.recurrent)
             if self.cv.snntorch_reset == "zero":  # snnTorch zeroes the membrane, whatever v_reset says
                 return {"reset": reset, "v_reset": 0.0}
