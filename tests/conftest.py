@@ -33,6 +33,18 @@ def zoo_graph(kind: str, **kw: Any) -> nir.NIRGraph:
     return model_to_nir(make_checkpoint(kind, **{"seed": 1, **kw}))
 
 
+def skip_module_without_lava() -> None:
+    """Call at a test module's top: skip the whole module where lava-nc is not installed (an
+    environment made without the ``lava`` extra). Checked by its distribution, not by importing it:
+    Lava must be imported through its compat shim."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("lava-nc")
+    except PackageNotFoundError:
+        pytest.skip("lava-nc not installed (scripts/install.sh with EXTRAS=all or lava)", allow_module_level=True)
+
+
 def require(target: str | Target) -> Target:
     """The registry entry of ``target``; skips the test when a module it needs is not installed.
 

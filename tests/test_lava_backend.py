@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import nir
@@ -19,10 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-try:
-    version("lava-nc")
-except PackageNotFoundError:
-    pytest.skip("lava-nc not installed (scripts/install.sh with EXTRAS=all or lava)", allow_module_level=True)
+from conftest import skip_module_without_lava  # noqa: E402
+
+skip_module_without_lava()
 
 from backends.cli import main as run_backend  # noqa: E402
 from backends.lava.backend import LavaBackend  # noqa: E402

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 import math
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-try:
-    version("lava-nc")
-except PackageNotFoundError:
-    pytest.skip("lava-nc not installed (scripts/install.sh with EXTRAS=all or lava)", allow_module_level=True)
+from conftest import skip_module_without_lava  # noqa: E402
+
+skip_module_without_lava()
 
 from backends.lava.backend import LavaBackend  # noqa: E402
 from backends.lava.lowering import lower  # noqa: E402

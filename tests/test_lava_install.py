@@ -14,17 +14,14 @@ import multiprocessing
 import subprocess
 import sys
 import threading
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-try:
-    version("lava-nc")
-except PackageNotFoundError:  # an environment installed without the lava extra
-    pytest.skip("lava-nc not installed (scripts/install.sh with EXTRAS=all or lava)",
-                allow_module_level=True)
+from conftest import skip_module_without_lava  # noqa: E402
+
+skip_module_without_lava()
 
 from backends.lava import compat  # noqa: E402
 
