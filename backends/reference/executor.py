@@ -44,6 +44,18 @@ class RunResult:
     spikes: dict[str, torch.Tensor]
 
 
+def _stateless(op: Op, x: torch.Tensor, p: dict[str, Any], synapse=apply_synapse) -> torch.Tensor | None:
+    """The value of a stateless op (synapse, ReLU, Threshold) on its summed input ``x``; ``None``
+    for a neuron, whose value needs its state. ``synapse``: ``per_step`` on a [T, ...] series."""
+    if op.kind in SYNAPSES:
+        return synapse(op, x, p)
+    if op.kind == "relu":
+        return torch.relu(x)
+    if op.kind == "threshold":
+        return spike(x, p["threshold"], p["compare"], False)
+    return None
+
+
 def _neuron_params(op: Op, dtype: torch.dtype) -> dict[str, Any]:
     step = op.neuron
     assert step is not None
@@ -112,12 +124,9 @@ class ReferenceBackend:
             if self.pushdown and op.name == src.name:
                 continue
             x = summed(op.inputs, values, T)
-            if op.kind in SYNAPSES:
-                values[op.name] = per_step(op, x, p)
-            elif op.kind == "relu":
-                values[op.name] = torch.relu(x)
-            elif op.kind == "threshold":
-                values[op.name] = spike(x, p["threshold"], p["compare"], False)
+            y = _stateless(op, x, p, synapse=per_step)
+            if y is not None:
+                values[op.name] = y
             elif record and op.spiking and traces is None:  # counted while the spikes are in the cache
                 assert op.neuron is not None
                 values[op.name], final_v[op.name], counts[op.name] = run_neuron_counted(op.neuron, x, T, p)
@@ -162,13 +171,8 @@ class ReferenceBackend:
                     x = x + now[other]
                 for late in op.recurrent:  # the loop's value of the previous step
                     x = x + prev[late]
-                if op.kind in SYNAPSES:
-                    y = apply_synapse(op, x, p)
-                elif op.kind == "relu":
-                    y = torch.relu(x)
-                elif op.kind == "threshold":
-                    y = spike(x, p["threshold"], p["compare"], False)
-                else:
+                y = _stateless(op, x, p)
+                if y is None:
                     assert op.neuron is not None
                     if op.name not in states:
                         states[op.name] = neuron_state(op.neuron, x, p)
@@ -207,16 +211,11 @@ class ReferenceBackend:
             x = before[op.inputs[0]]
             for other in op.inputs[1:]:
                 x = x + before[other]
-            if op.kind in SYNAPSES:
-                before[op.name] = apply_synapse(op, x, p)
-            elif op.kind == "relu":
-                before[op.name] = torch.relu(x)
-            elif op.kind == "threshold":
-                before[op.name] = spike(x, p["threshold"], p["compare"], False)
-            else:
+            y = _stateless(op, x, p)
+            if y is None:
                 assert op.neuron is not None
-                before[op.name] = (torch.zeros_like(x) if op.neuron.spiking
-                                   else neuron_state(op.neuron, x, p).v)
+                y = torch.zeros_like(x) if op.neuron.spiking else neuron_state(op.neuron, x, p).v
+            before[op.name] = y
         return before
 
     def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Readout:
