@@ -222,13 +222,14 @@ class NetLayout:
                         "(through synaptic nodes) is laid out")
 
 
-def layout(plan: Plan, target: str, loops: bool = False) -> NetLayout:
+def layout(plan: Plan, target: str, loops: bool = False,
+           resets: tuple[str, ...] = ("hard", "soft", "soft_next")) -> NetLayout:
     """Populations, depths and the host-side readout of ``plan``; UserError naming what a
     spike-passing simulator cannot run (a recurrent loop, unless the caller lays out
-    :attr:`Drive.late` terms: ``loops``)."""
+    :attr:`Drive.late` terms: ``loops``; a reset outside ``resets``)."""
     byname = {op.name: op for op in plan.ops}
     pop_ops = spiking_populations(plan, target, recurrent=loops)
-    refuse_resets(plan, target)
+    refuse_resets(plan, target, resets)
     upstream: set[str] = set()
     stack = [i for op in pop_ops for i in (*op.inputs, *op.recurrent)]
     while stack:

@@ -29,6 +29,9 @@ Devices (NEST ``spike_generator``s, ``precise_times`` off):
 * ``clock_bias``: fires every step; carries the biases of the other populations.
 * ``clamp`` / ``restore``: the reset pulses above; ``init``: a start away from rest, a pulse
   ``d (v_init - v_leak)`` at the window's first step.
+* ``clamp_early``: the clamp once more at step k-2, for a population with a refractory step
+  (snnTorch's delayed zero reset, :func:`backends.nest.neurons.refractory_step`): a spike at k-2
+  makes k-1 refractory, which would discard the clamp. It needs ``L >= T + 3``.
 * ``inputs`` (``poisson``/``regular``): one generator per input element with that
   observation's spike times and signed weights, wired through the first synaptic layer.
 """
@@ -54,6 +57,8 @@ from exporters.plan.ir import Plan
 from pipeline.encoding import encode_seeded
 from pipeline.errors import UserError
 
+#: the resets NEST lays out (exporters.plan.ir.NeuronStep): zero_next with one refractory step
+RESETS = ("hard", "soft", "soft_next", "zero_next")
 Events = Mapping[str, Any]  # a recorder's events: senders, times (in steps), V_m
 Project = Callable[[str, str, np.ndarray, np.ndarray, np.ndarray, int], None]
 
@@ -65,6 +70,7 @@ class Generators:
     clock_in: Any
     clock_bias: Any
     clamp: Any
+    clamp_early: Any  # one step before ``clamp``, for populations whose refractory step could swallow it
     restore: Any
     init: Any
     inputs: Any | None  # one per input element for spike encodings, else None
@@ -76,14 +82,15 @@ class Generators:
         clock_in = nest.Create("spike_generator", params=every)
         clock_bias = nest.Create("spike_generator", params=every)
         clamp = nest.Create("spike_generator", params={"spike_times": [h * (cycle - 1)], "precise_times": False})
+        clamp_early = nest.Create("spike_generator", params={"spike_times": [h * (cycle - 2)], "precise_times": False})
         restore = nest.Create("spike_generator", params={"spike_times": [h * cycle], "precise_times": False})
         init = nest.Create("spike_generator", params={"spike_times": [h], "precise_times": False})
-        gens = clock_in + clock_bias + clamp + restore + init
+        gens = clock_in + clock_bias + clamp + clamp_early + restore + init
         inputs = None
         if n_inputs is not None:
             inputs = nest.Create("spike_generator", n_inputs, params={"precise_times": False})
             gens = gens + inputs
-        return cls(clock_in, clock_bias, clamp, restore, init, inputs, gens)
+        return cls(clock_in, clock_bias, clamp, clamp_early, restore, init, inputs, gens)
 
 
 def connect_arrays(nest: Any, pre: np.ndarray, post: np.ndarray, weight: np.ndarray, delay_ms: float,
@@ -134,12 +141,21 @@ class NestNetwork:
             n_actions=n_actions)
         self.sem = self.plan.semantics
         self.T = self.sem.time_steps
-        self.net: NetLayout = layout(self.plan, self.target, loops=True)
+        self.net: NetLayout = layout(self.plan, self.target, loops=True, resets=RESETS)
         self.h = self.sem.dt * 1000.0  # ms; the kernel's own value once built
         self.specs: dict[str, PopSpec] = self._specs(self.h)
         self.net.check_loops(self.target)
+        for name in self.net.traced:
+            step = self.net.pops[name].op.neuron
+            if step is not None and step.spiking and step.reset == "zero_next":
+                raise UserError(f"node {name!r} ({self.net.pops[name].op.nir_type}): readout {self.sem.readout!r} "
+                                f"reads its membrane, which {self.target} holds at V_reset from a spike on where "
+                                "snnTorch's delayed zero reset keeps the charge one step more (a readout of its "
+                                "spikes only, e.g. rate, runs); the reference and Lava (lava, lava-fixed) run it")
         self.depth = self.net.depth
-        self.cycle = max(self.T + self.depth + (1 if self.net.traced else 0), self.T + 2)
+        # an early clamp lands two steps before a window: after the previous window only if L >= T + 3
+        early = any(s.early_clamp for s in self.specs.values())
+        self.cycle = max(self.T + self.depth + (1 if self.net.traced else 0), self.T + (3 if early else 2))
         self.first: dict[str, int] = {}  # NEST global id of each population's neuron 0
         self._valid = False
         self._origin = 0  # absolute step at which the next cycle starts
@@ -220,6 +236,8 @@ class NestNetwork:
             connect_arrays(nest, np.full(nz.size, gens.clock_bias.global_id), ids[nz], const[nz], h, rc)
         clamp = np.full(n, CLAMP_WEIGHT) if spec.clamp is None else spec.clamp
         connect_arrays(nest, np.full(n, gens.clamp.global_id), ids, clamp, h * d_in, rc)
+        if spec.early_clamp:  # a spike on the step before the clamp makes that step refractory: clamp it too
+            connect_arrays(nest, np.full(n, gens.clamp_early.global_id), ids, clamp, h * d_in, rc)
         connect_arrays(nest, np.full(n, gens.restore.global_id), ids, spec.restore, h * d_in, rc)
         if spec.init is not None:
             nz = np.nonzero(spec.init)[0]

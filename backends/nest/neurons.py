@@ -100,6 +100,7 @@ class PopSpec:
     leak_bias: Arr | None = None  # per-step input carrying the leak toward v_leak when E_L is elsewhere
     receptor: int = 0  # receptor_type of every connection into the population (0: NEST's default)
     tau_syn: Arr | None = None  # CubaLIF: tau_syn (ms) per neuron, set after creation (a list parameter)
+    early_clamp: bool = False  # a refractory step (zero_next) can swallow the clamp: clamp one step earlier too
 
 
 def _threshold(v_th: Param, compare: str, shape: tuple[int, ...]) -> Arr:
@@ -172,13 +173,16 @@ def population_spec(op: Op, h: float) -> PopSpec:
         raise UserError(f"{what}: NEST needs the initial membrane below the threshold (the state reset between "
                         "observations rests there; a neuron that starts above it fires at once)")
     params["V_th"] = _compact(th)
-    if step.reset == "hard":
+    if step.reset in ("hard", "zero_next"):
         v_reset = _per_neuron(step.v_reset, shape)
         if np.any(v_reset >= th):
             raise UserError(f"{what}: NEST needs the reset potential below the threshold")
         params["V_reset"] = _compact(v_reset)
+        zero_next = step.reset == "zero_next"
+        if zero_next:  # the step after a spike: V held at V_reset, its arrivals discarded (refractory_step)
+            params["t_ref"] = refractory_step(h)
         return PopSpec(op.name, "iaf_psc_delta", n, params, decay, scale, True, restore, init, None, None,
-                       leak_bias=leak_bias)
+                       leak_bias=leak_bias, early_clamp=zero_next)
     v_sub = _per_neuron(step.v_sub, shape)
     # eprop_iaf holds V_th relative to E_L and subtracts that (NEST 3.10's code): th - E_L
     a = autapse(step.reset, decay, th - e_l, v_sub)
@@ -186,6 +190,20 @@ def population_spec(op: Op, h: float) -> PopSpec:
     params.update(c_reg=0.0)
     return PopSpec(op.name, "eprop_iaf", n, params, decay, scale, True, restore, init,
                    a if np.any(a != 0) else None, corr if np.any(corr != 0) else None, leak_bias=leak_bias)
+
+
+def refractory_step(h: float) -> float:
+    """t_ref (ms) of exactly one step, for snnTorch's delayed zero reset (``zero_next``).
+
+    The plan's step after a spike is ``U = v_reset`` whatever arrives (its charge dropped; a
+    CubaLIF's synaptic current still filters it). NEST 3.10's ``iaf_psc_delta`` and
+    ``iaf_psc_exp_multisynapse`` reset V to ``V_reset`` at the spike and, for ``t_ref``'s steps,
+    neither integrate nor test it; ``iaf_psc_delta`` discards the spikes arriving then (without
+    ``refractory_input``), ``iaf_psc_exp_multisynapse`` adds them to its currents as usual. One
+    refractory step is that plan step; the spike's own step differs only in the V it leaves (the
+    plan keeps U there), which no spike depends on (:func:`population_spec` refuses a read of it).
+    """
+    return h
 
 
 def autapse(reset: str, decay: Arr, th: Arr, v_sub: Arr) -> Arr:
@@ -228,7 +246,8 @@ def cuba_spec(op: Op, h: float) -> PopSpec:
     observations the clamp pulse ``+C`` (a power of two) sets ``i = C`` exactly, the next step's
     ``V = P21 C`` crosses any threshold, so V resets to ``V_reset = E_L`` exactly, and the restore
     pulse ``-P11 C`` returns ``i`` to exactly 0 (devices.py). Hence a hard reset to the resting
-    potential and a start there are required.
+    potential and a start there are required; snnTorch's delayed zero reset (``zero_next``) adds
+    one refractory step (:func:`refractory_step`), during which the current keeps integrating.
     """
     step = op.neuron
     assert step is not None and step.tau_syn is not None and step.tau is not None
@@ -250,9 +269,12 @@ def cuba_spec(op: Op, h: float) -> PopSpec:
     params: dict[str, Param] = {"E_L": _compact(e_l), "V_m": _compact(e_l), "tau_m": _compact(tau_m), "C_m": 1.0,
                                 "t_ref": 0.0, "I_e": 0.0, "V_reset": _compact(e_l)}
     if step.spiking:
-        if step.reset != "hard":
+        if step.reset not in ("hard", "zero_next"):
             raise UserError(f"{what}: a CubaLIF with a subtractive reset (snnTorch Synaptic's default) has no "
-                            "NEST form: iaf_psc_exp_multisynapse only resets to V_reset (use --target lava)")
+                            "NEST form: iaf_psc_exp_multisynapse only resets to V_reset; the reference and Lava "
+                            "(lava, lava-fixed) run it")
+        if step.reset == "zero_next":  # the membrane held one step, the current still integrating
+            params["t_ref"] = refractory_step(h)
         if np.any(_per_neuron(step.v_reset, shape) != e_l):
             raise UserError(f"{what}: on NEST a CubaLIF must reset to its resting potential v_leak")
         th = _threshold(step.v_th, step.compare, shape)
