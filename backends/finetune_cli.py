@@ -35,7 +35,7 @@ class Settings:
 def build_parser() -> argparse.ArgumentParser:
     ap = ArgumentParser(prog="finetune-fixed", description=DESCRIPTION,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoint", help="a spiking MLP checkpoint (train-agent / convert-dqn)")
+    ap.add_argument("checkpoint", help="a spiking checkpoint, MLP or Nature CNN (train-agent / convert-dqn)")
     ap.add_argument("-o", "--output", required=True, help="the fine-tuned checkpoint to write")
     ap.add_argument("--target", default="lava-fixed", help=f"fixed-point target ({', '.join(TARGETS)})")
     ap.add_argument("--episodes", type=int, default=Settings.episodes,
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default %(default)s)")
     ap.add_argument("--eval-episodes", type=int, default=4,
                     help="held-out float-agent episodes for the agreement printed at the end (0: none)")
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help="agent steps per recorded or held-out episode at most (default: the environment's own "
+                         "limit; Atari: 18000)")
     ap.add_argument("--input-bound", type=float, default=None, help="as run-backend's lava-fixed option")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -64,9 +67,9 @@ def _main(argv: list[str] | None = None) -> int:
 
     if args.target not in TARGETS:
         raise UserError(f"unknown fine-tuning target {args.target!r}; valid choices: {', '.join(TARGETS)}")
-    for name in ("episodes", "epochs", "batch"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("episodes", "epochs", "batch", "max_steps"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0.0 <= args.epsilon <= 1.0:
         raise UserError(f"--epsilon must lie in [0, 1], got {args.epsilon}")
     if not (args.lr > 0 and args.margin >= 0):
@@ -76,11 +79,11 @@ def _main(argv: list[str] | None = None) -> int:
     set_torch_threads(args.threads)
     ckpt = load_checkpoint(args.checkpoint)
     s = Settings(episodes=args.episodes, epsilon=args.epsilon, epochs=args.epochs, batch=args.batch, lr=args.lr,
-                 margin=args.margin, seed=args.seed, input_bound=args.input_bound)
+                 margin=args.margin, seed=args.seed, input_bound=args.input_bound, max_steps=args.max_steps)
     out, summary = finetune(ckpt, s)
     if args.eval_episodes:
         teacher = ckpt.build()
-        held, _ = record(ckpt, teacher, args.eval_episodes, 20_000 + args.seed, 0.0)
+        held, _ = record(ckpt, teacher, args.eval_episodes, 20_000 + args.seed, 0.0, args.max_steps)
         before = agreement_report(ckpt, held, teacher)
         after = agreement_report(out, held, teacher)
         summary["held_out"] = {"observations": len(held), "before": before, "after": after}
@@ -98,8 +101,10 @@ def _main(argv: list[str] | None = None) -> int:
     log_path = Path(args.output).with_suffix(".finetune.json")
     log_path.write_text(json.dumps(summary, indent=1, default=float) + "\n")
     bad = {k: v for k, v in summary["grid_mismatch"].items() if v}
-    print(f"wrote {args.output} and {log_path}" + (f" (re-quantising moved {bad} values)" if bad else
-                                                   " (re-quantising it gives the trained grid exactly)"))
+    moved = {k: f"{v:.1e}" for k, v in summary["threshold_drift"].items() if v}
+    print(f"wrote {args.output} and {log_path}" + (f" (re-quantising moved {bad} weight mantissas)" if bad else
+                                                   " (re-quantising it gives the trained weight mantissas exactly)")
+          + (f"; integer thresholds moved by {moved} (relative) with the state unit" if moved else ""))
     return 0
 
 

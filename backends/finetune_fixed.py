@@ -26,13 +26,25 @@ How (the choices, documented in docs/LAVA.md, "Hardware-aware fine-tuning"):
   becomes a clear decision that 24-bit rounding cannot flip.
 * **Written back on the grid**: each weight becomes exactly ``mant * q * 2**e / c`` and each bias
   ``mant * 2**exp * q / c`` (stored in float32, rounded toward zero so that re-quantising the
-  checkpoint picks the same grid); the float model then differs from lava-fixed only by the
+  checkpoint picks the same mantissas); the float model then differs from lava-fixed only by the
   24-bit state's roundings (host current, leak truncation). The result is a normal checkpoint:
   ``export-nir`` and every backend run it.
+* **Convolutions** (the Nature CNN): the parameter is the kernel, not the sparse map lava-fixed
+  lowers it to. Every entry of a conv map is one kernel weight times the layer's input scale
+  ``c`` (constant per channel), quantised at the map's one exponent, so the 8-bit mantissa of
+  every synapse is its kernel weight's mantissa: the forward rounds the kernel
+  (``round(c w / (q 2**e))``, straight through) and applies it as a convolution
+  (:class:`backends.lava.torch_fixed.ConvMantissas`; integer sums, so the same bits as the
+  sparse map), and the write-back snaps the kernel. The exponent quantize.py picks for a conv
+  map comes from its largest entry, i.e. the largest kernel weight some output position
+  reaches (fan-in only shrinks at padded borders); a kernel weight no position reaches (a tap
+  that only meets padding) is in no map and is left as it is. The flatten before the fully
+  connected layer is the identity on C-order data and stays so.
 
-A network this cannot fine-tune (a DQN, a convolutional layer or any layer not fed by exactly
-one linear map, a neuron lava-fixed does not implement, weights or states out of Loihi 2's
-ranges) gets one ``error:`` line naming the layer and the limit (exit 2).
+A network this cannot fine-tune (a DQN, a layer not fed by exactly one linear or conv map, a
+map reading through anything but flatten, a neuron lava-fixed does not implement, an input
+encoding other than ``current``, weights or states out of Loihi 2's ranges) gets one
+``error:`` line naming the layer and the limit (exit 2).
 """
 
 from __future__ import annotations
@@ -40,19 +52,20 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from backends.common.sparse import conv_coo
 from backends.finetune_cli import TARGETS, Settings, main  # noqa: F401  (backends.finetune_fixed.* keeps working)
 from backends.lava.backend import default_input_bound
 from backends.lava.lowering import Layout, lower
 from backends.lava.quantize import BIAS_MANT_MAX, WEIGHT_MANT, FixedPop, input_scale, quantize_layout
-from backends.lava.torch_fixed import HOST, LoihiFixedTorch, readout_q, simulate, ste
-from exporters.canonical import Plan, build_plan
+from backends.lava.torch_fixed import HOST, ConvMantissas, LoihiFixedTorch, readout_q, simulate, ste
+from exporters.canonical import Op, Plan, build_plan
 from exporters.to_nir import model_to_nir
 from pipeline.checkpoint import Checkpoint
 from pipeline.envs import Preprocessor, make_env, n_actions
@@ -63,26 +76,48 @@ from pipeline.models import SpikingQNetwork, greedy_action
 
 
 @dataclass
+class Feed:
+    """The torch layer whose map (and bias) feeds one population."""
+
+    module: nn.Linear | nn.Conv2d
+    source: str  # the source population, or HOST
+    op: Op  # the layer's exported synaptic op (a conv's geometry)
+    leak: np.ndarray  # v_leak / tau per neuron, folded into the bias
+
+
+@dataclass
 class Grid:
     """lava-fixed's quantisation of the current weights, and which torch layer feeds which population."""
 
     plan: Plan
     layout: Layout
     quant: dict[str, FixedPop]
-    linear: dict[str, nn.Linear]  # population -> the Linear whose map (and bias) feeds it
-    source: dict[str, str]  # population -> its source population, or HOST
-    leak: dict[str, np.ndarray]  # population -> v_leak / tau, folded into its bias
+    feed: dict[str, Feed]
 
 
-def _stage_linears(model: SpikingQNetwork) -> dict[str, nn.Linear]:
+MAP_KINDS = ("affine", "linear", "conv2d")
+
+
+def _stage_maps(model: SpikingQNetwork) -> dict[str, nn.Linear | nn.Conv2d]:
     """Export names of the synaptic maps (exporters.to_nir) -> torch layers."""
-    out: dict[str, nn.Linear] = {}
+    out: dict[str, nn.Linear | nn.Conv2d] = {}
     for i, stage in enumerate(model.layers):
-        last = stage[-1]
-        if isinstance(last, nn.Linear):
-            out[f"l{i}_fc"] = last
+        for mod in stage:
+            if isinstance(mod, nn.Linear):
+                out[f"l{i}_fc"] = mod
+            elif isinstance(mod, nn.Conv2d):
+                out[f"l{i}_conv"] = mod
     out["head"] = model.head
     return out
+
+
+def _upstream(op: Op, by_name: dict[str, Op]) -> Op | None:
+    """The op a map reads through flatten ops (identities on C-order data), or None if it sums several."""
+    while len(op.inputs) == 1:
+        op = by_name[op.inputs[0]]
+        if op.kind != "flatten":
+            return op
+    return None
 
 
 def make_grid(ckpt: Checkpoint, model: SpikingQNetwork, input_bound: float | None = None) -> Grid:
@@ -94,11 +129,11 @@ def make_grid(ckpt: Checkpoint, model: SpikingQNetwork, input_bound: float | Non
     bound = input_bound or default_input_bound(plan)
     quant = quantize_layout(layout, bound, "8bit", 8)
     by_name = {op.name: op for op in plan.ops}
-    linears = _stage_linears(model)
+    maps = _stage_maps(model)
     incoming: dict[str, list[str]] = {}
     for c in layout.conns:
         incoming.setdefault(c.dst, []).append(c.src)
-    grid = Grid(plan=plan, layout=layout, quant=quant, linear={}, source={}, leak={})
+    grid = Grid(plan=plan, layout=layout, quant=quant, feed={})
     for name, pop in layout.pops.items():
         syn_name = name if pop.kind == "identity" else None
         if syn_name is None:
@@ -106,41 +141,82 @@ def make_grid(ckpt: Checkpoint, model: SpikingQNetwork, input_bound: float | Non
             syn_name = inputs[0] if len(inputs) == 1 else None
         syn = by_name.get(syn_name) if syn_name else None
         srcs = incoming.get(name, []) + ([HOST] if pop.host else [])
-        if syn is None or syn.kind not in ("affine", "linear") or syn_name not in linears or len(srcs) != 1:
-            what = syn.kind if syn is not None else "several inputs"
+        if syn is None or syn.kind not in MAP_KINDS or syn_name not in maps or len(srcs) != 1:
+            what = f"{syn.kind} ({syn_name!r})" if syn is not None else "several inputs"
             raise UserError(f"node {name!r}: fine-tuning for lava-fixed needs every layer fed by exactly one "
-                            f"linear map (an MLP DSQN); this layer is fed by {what}")
-        lin = linears[syn_name]
+                            f"linear or conv map (flatten allowed before it); this layer is fed by {what}")
+        up = _upstream(syn, by_name)
+        if up is None or (up.kind != "input" if srcs[0] == HOST else up.name != srcs[0]):
+            what = "several inputs" if up is None else f"{up.kind} ({up.name!r})"
+            raise UserError(f"node {name!r}: its map {syn_name!r} reads {what}; fine-tuning for lava-fixed needs "
+                            "the map to read the layer before it directly (flatten allowed)")
+        mod = maps[syn_name]
         w = np.asarray(syn.params["weight"], dtype=np.float64)
-        if w.shape != tuple(lin.weight.shape) or not np.array_equal(w, lin.weight.detach().double().numpy()):
+        if w.shape != tuple(mod.weight.shape) or not np.array_equal(w, mod.weight.detach().double().numpy()):
             raise UserError(f"node {name!r}: its exported map does not match the model's layer {syn_name!r}")
-        grid.linear[name] = lin
-        grid.source[name] = srcs[0]
-        grid.leak[name] = input_scale(pop, pop.n)[1]
+        c, leak = input_scale(pop, pop.n)
+        if isinstance(mod, nn.Conv2d):
+            for what, v in (("input scale g/tau", c), ("leak v_leak/tau", leak)):
+                per = v.reshape(mod.out_channels, -1)
+                if not np.all(per == per[:, :1]):
+                    raise UserError(f"node {name!r}: its neurons' {what} varies within a channel of {syn_name!r}; "
+                                    "a shared conv kernel holds one 8-bit mantissa per kernel weight, so "
+                                    "fine-tuning needs it constant per channel")
+        grid.feed[name] = Feed(module=mod, source=srcs[0], op=syn, leak=leak)
     return grid
+
+
+def _conv_mantissas(feed: Feed, kernel: torch.Tensor) -> ConvMantissas:
+    p = feed.op.params
+    padding = p["padding"] if isinstance(p["padding"], str) else tuple(int(v) for v in p["padding"])
+    return ConvMantissas(kernel, tuple(int(v) for v in feed.op.in_shape), tuple(int(v) for v in p["stride"]),
+                         padding, tuple(int(v) for v in p["dilation"]), int(p["groups"]))
+
+
+def _per_channel(v: torch.Tensor | np.ndarray, mod: nn.Conv2d) -> Any:
+    """A per-neuron vector that is constant per channel (checked by make_grid) -> one value per channel."""
+    return v.reshape(mod.out_channels, -1)[:, 0]
+
+
+def _folded_scale(fp: FixedPop, feed: Feed) -> np.ndarray:
+    """The input scale c folded into the map: per output neuron (Linear) or per channel (Conv2d)."""
+    c = fp.c.astype(np.float64)
+    return _per_channel(c, feed.module) if isinstance(feed.module, nn.Conv2d) else c
 
 
 def fixed_forward(grid: Grid, x: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Q-values ``[B, A]`` of lava-fixed (8-bit) for preprocessed observations ``x`` (float64),
-    differentiable in the Linear layers' weights and biases (straight-through roundings)."""
+    differentiable in the Linear and Conv2d layers' weights and biases (straight-through roundings).
+
+    A conv map's mantissas are its kernel's (weight sharing): ``round(c w / (q 2**e))`` per
+    kernel weight at the map's one exponent, applied as a convolution, so each gradient step
+    moves a kernel weight and with it every synapse that shares it."""
     host: dict[str, torch.Tensor] = {}
     sets: dict[tuple[str, str], list] = {}
     bias: dict[str, torch.Tensor] = {}
-    for name in grid.layout.pops:
-        fp = grid.quant[name]
-        lin, src = grid.linear[name], grid.source[name]
-        c = torch.as_tensor(fp.c, dtype=torch.float64)
-        fmap = fp.maps[src]
+    for name, pop in grid.layout.pops.items():
+        fp, feed = grid.quant[name], grid.feed[name]
+        mod = feed.module
+        fmap = fp.maps[feed.source]
         step = fp.q * 2.0 ** fmap.exp
-        mant = ste((c[:, None] * lin.weight.double()) / step, torch.round).clamp(*WEIGHT_MANT)
-        if src == HOST:
+        c = torch.as_tensor(_folded_scale(fp, feed), dtype=torch.float64)
+        shape = (-1,) + (1,) * (mod.weight.dim() - 1)
+        mant: torch.Tensor | ConvMantissas = ste((c.reshape(shape) * mod.weight.double()) / step,
+                                                 torch.round).clamp(*WEIGHT_MANT)
+        if isinstance(mod, nn.Conv2d):
+            mant = _conv_mantissas(feed, mant)
+        if feed.source == HOST:
             flat = x.reshape(x.shape[0], -1)
-            host[name] = ste((flat @ mant.T) * 2.0 ** fmap.exp, torch.round).unsqueeze(0)
+            cur = mant(flat) if isinstance(mant, ConvMantissas) else flat @ mant.T
+            host[name] = ste(cur * 2.0 ** fmap.exp, torch.round).unsqueeze(0)
         else:
-            sets[(name, src)] = [(mant, fmap.exp)]
-        b = torch.as_tensor(grid.leak[name], dtype=torch.float64)
-        if lin.bias is not None:
-            b = c * lin.bias.double() + b
+            sets[(name, feed.source)] = [(mant, fmap.exp)]
+        b = torch.as_tensor(feed.leak, dtype=torch.float64)
+        if mod.bias is not None:
+            per = mod.bias.double()
+            if isinstance(mod, nn.Conv2d):
+                per = per.repeat_interleave(pop.n // mod.out_channels)
+            b = torch.as_tensor(fp.c, dtype=torch.float64) * per + b
         scale = torch.as_tensor(2.0 ** fp.bias_exp, dtype=torch.float64)
         bias[name] = ste(b / fp.q / scale, torch.round).clamp(-BIAS_MANT_MAX, BIAS_MANT_MAX) * scale
     run = simulate(grid.layout, grid.quant, host, sets, bias=bias, alpha=alpha)
@@ -148,21 +224,43 @@ def fixed_forward(grid: Grid, x: torch.Tensor, alpha: float) -> tuple[torch.Tens
 
 
 def snap(grid: Grid) -> None:
-    """Write every weight and bias back as exactly its lava-fixed value (float32, toward zero)."""
+    """Write every weight and bias back as exactly its lava-fixed value (float32, toward zero).
+
+    A conv kernel is written back per kernel weight (the value all its synapses share); a
+    kernel weight that no output position reaches (a tap that only ever meets padding) is not
+    in the map and is left as it is."""
     with torch.no_grad():
-        for name in grid.layout.pops:
-            fp = grid.quant[name]
-            lin, src = grid.linear[name], grid.source[name]
-            c = fp.c.astype(np.float64)
-            e = fp.maps[src].exp
-            w = lin.weight.detach().double().numpy()
-            mant = np.clip(np.round(c[:, None] * w / (fp.q * 2.0 ** e)), *WEIGHT_MANT)
-            lin.weight.copy_(torch.as_tensor(_toward_zero(mant * (fp.q * 2.0 ** e) / c[:, None])))
-            if lin.bias is not None:
-                b = c * lin.bias.detach().double().numpy() + grid.leak[name]
+        for name, pop in grid.layout.pops.items():
+            fp, feed = grid.quant[name], grid.feed[name]
+            mod = feed.module
+            conv = isinstance(mod, nn.Conv2d)
+            c = _folded_scale(fp, feed)
+            e = fp.maps[feed.source].exp
+            w = mod.weight.detach().double().numpy()
+            cw = c.reshape((-1,) + (1,) * (w.ndim - 1))
+            mant = np.clip(np.round(cw * w / (fp.q * 2.0 ** e)), *WEIGHT_MANT)
+            new = _toward_zero(mant * (fp.q * 2.0 ** e) / cw)
+            if conv:
+                new = np.where(_used_taps(feed.op), new, mod.weight.detach().numpy())
+            mod.weight.copy_(torch.as_tensor(new))
+            if mod.bias is not None:
+                per = mod.bias.detach().double().numpy()
+                if conv:
+                    per = np.repeat(per, pop.n // mod.out_channels)
+                b = fp.c * per + feed.leak
                 scale = 2.0 ** fp.bias_exp
                 bm = np.clip(np.round(b / fp.q / scale), -BIAS_MANT_MAX, BIAS_MANT_MAX)
-                lin.bias.copy_(torch.as_tensor(_toward_zero((bm * scale * fp.q - grid.leak[name]) / c)))
+                nb = (bm * scale * fp.q - feed.leak) / fp.c
+                mod.bias.copy_(torch.as_tensor(_toward_zero(_per_channel(nb, mod) if conv else nb)))
+
+
+def _used_taps(op: Op) -> np.ndarray:
+    """Which kernel weights of a conv op appear in its sparse map (some output position reaches them)."""
+    w = np.asarray(op.params["weight"])
+    index = replace(op, params={**op.params, "weight": np.arange(1, w.size + 1, dtype=np.float64).reshape(w.shape)})
+    used = np.zeros(w.size, dtype=bool)
+    used[np.unique(conv_coo(index)[2]).astype(np.int64) - 1] = True
+    return used.reshape(w.shape)
 
 
 def _toward_zero(v: np.ndarray) -> np.ndarray:
@@ -174,12 +272,13 @@ def _toward_zero(v: np.ndarray) -> np.ndarray:
 
 
 def grid_mismatch(before: Grid, after: Grid) -> dict[str, int]:
-    """Weight mantissas (or exponents) and integer thresholds that differ between two
-    quantisations: 0 everywhere means the written checkpoint quantises to the weights it was
-    trained with. Biases are not counted: a population whose state unit is set by its 24-bit
-    range (not by its weights or threshold) gets a state unit that moves with the rounded
-    weights (by ~1e-3), so its large bias integers move with it, still within half a bias step
-    of the float model's bias (see :func:`unit_drift`)."""
+    """Weight mantissas (or exponents) that differ between two quantisations: 0 everywhere means
+    the written checkpoint quantises to the weights it was trained with. Thresholds and biases
+    are reported apart (:func:`threshold_drift`, :func:`unit_drift`): a population whose state
+    unit is set by its 24-bit range (not by its weights or threshold) gets a unit that moves with
+    the rounded weights (their sum bounds the state; ~1e-4 with a conv layer's fan-in of
+    hundreds), so its threshold integer and its large bias integers move with it (a threshold of
+    ~80,000 LSBs by a few), while every mantissa stays."""
     out = {}
     for name, fa in after.quant.items():
         fb = before.quant[name]
@@ -187,9 +286,20 @@ def grid_mismatch(before: Grid, after: Grid) -> dict[str, int]:
         for src, ma in fa.maps.items():
             mb = fb.maps[src]
             n += int((ma.mant != mb.mant).nnz) if ma.exp == mb.exp else ma.mant.nnz
-        if fa.threshold is not None:
-            n += int(np.sum(fa.threshold != fb.threshold))
         out[name] = n
+    return out
+
+
+def threshold_drift(before: Grid, after: Grid) -> dict[str, float]:
+    """Largest relative change of a population's integer threshold between two quantisations (0
+    for populations without one)."""
+    out = {}
+    for name, fa in after.quant.items():
+        tb = before.quant[name].threshold
+        if fa.threshold is None or tb is None:
+            out[name] = 0.0
+            continue
+        out[name] = float(np.max(np.abs(fa.threshold - tb) / np.maximum(np.abs(tb), 1)))
     return out
 
 
@@ -246,9 +356,6 @@ def check_finetunable(ckpt: Checkpoint) -> None:
     spec = ckpt.spec
     if not spec.spiking:
         raise UserError(f"model kind {spec.kind!r} is not spiking: convert it first (convert-dqn), then fine-tune")
-    if spec.arch != "mlp":
-        raise UserError("node 'l0_conv': fine-tuning for lava-fixed supports MLPs (linear maps) only; "
-                        f"this model is a {spec.arch}")
     if spec.encoding != "current":
         raise UserError(f"node 'input': fine-tuning for lava-fixed needs the 'current' encoding (this model "
                         f"uses {spec.encoding!r}, whose spikes would be a second random stream)")
@@ -304,7 +411,8 @@ def finetune(ckpt: Checkpoint, s: Settings, log=None) -> tuple[Checkpoint, dict[
                      env_id=ckpt.env_id, preprocessing=ckpt.preprocessing, provenance={})
     again = make_grid(out, student, s.input_bound)
     mismatch = grid_mismatch(final, again)
-    summary = {"unit_drift": unit_drift(final, again), "observations": len(obs), "record_returns": rec_returns, "q_range": q_range, "margin": margin,
+    summary = {"unit_drift": unit_drift(final, again), "threshold_drift": threshold_drift(final, again),
+               "observations": len(obs), "record_returns": rec_returns, "q_range": q_range, "margin": margin,
                "history": history, "grid_mismatch": mismatch, "wall_s": round(time.perf_counter() - t0, 1)}
     return out, summary
 

@@ -1,7 +1,7 @@
 """The torch models of the fixed-point targets equal those targets spike for spike and in Q:
 ``LoihiFixedTorch`` against the Lava fixed_pt models (``--target lava-fixed``, 8-bit and 16-bit
 split) and against ``run-backend --target lava-fixed``; ``SpiNNakerFixedTorch`` against the
-sPyNNaker s16.15 emulation; on zoo graphs and on the bundled examples exported."""
+sPyNNaker s16.15 emulation; on zoo graphs (MLPs and Nature CNNs) and on the bundled examples exported."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from backends.pynn.torch_fixed import SpiNNakerFixedTorch
 from exporters.canonical import build_plan
 from exporters.nirio import write_graph
 from exporters.to_nir import model_to_nir
-from exporters.zoo import cartpole_obs, make_checkpoint
+from exporters.zoo import atari_obs, cartpole_obs, make_checkpoint
 from pipeline.checkpoint import load_checkpoint
 
 from conftest import assert_same as within
@@ -101,18 +101,28 @@ def test_torch_model_equals_lava_fixed_on_the_examples(name: str, bits: int) -> 
 
 
 @needs_lava
-def test_torch_model_equals_run_backend_lava_fixed(tmp_path) -> None:
+@pytest.mark.parametrize("source", ["cartpole_dsqn", "conv_liu", "conv_hahn"])
+def test_torch_model_equals_run_backend_lava_fixed(tmp_path, source: str) -> None:
+    """The bundled CartPole DSQN, and Nature-CNN nets on 4 x 36 x 36 frames (LIF DSQN, IF-DSQN,
+    T 4, rate readout; random weights): conv maps as explicit sparse maps, the host-fed conv and
+    the flatten -> fc map, spike for spike."""
     from backends.base import Readout
     from backends.cli import main as run_backend
 
-    graph = model_to_nir(load_checkpoint(EXAMPLES / "cartpole_dsqn.pt"))
+    if source == "cartpole_dsqn":
+        graph = model_to_nir(load_checkpoint(EXAMPLES / "cartpole_dsqn.pt"))
+        obs = example_obs("cartpole_dsqn", 25, seed=11).astype(np.float32)
+    else:
+        graph = model_to_nir(make_checkpoint(source.split("_")[1], arch="nature_cnn", obs_shape=(4, 36, 36),
+                                             n_actions=6, time_steps=4, seed=2))
+        obs = atari_obs(5, seed=4)[:, :, :36, :36].contiguous().numpy()
     write_graph(graph, tmp_path / "g.nir")
-    obs = example_obs("cartpole_dsqn", 25, seed=11).astype(np.float32)
     np.save(tmp_path / "obs.npy", obs)
     code = run_backend(["--target", "lava-fixed", str(tmp_path / "g.nir"), "--inputs", str(tmp_path / "obs.npy"),
                         "--out", str(tmp_path / "r.npz")])
     assert code == 0
     cli = Readout.load(tmp_path / "r.npz")
+    assert all(int(v.sum()) > 0 for v in cli.spikes.values())
     assert_same(LoihiFixedTorch(graph).run(obs), cli)
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import nir
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from backends.base import Readout, check_batch
 from backends.lava.backend import default_input_bound
@@ -45,8 +46,32 @@ from pipeline.neurons import ATanSpike
 HOST = "<host>"
 DENSE_LIMIT = 4_000_000  # maps with more entries run as torch sparse matrices (exact: integer sums)
 
-#: one synapse set of a map: (mantissas [n_dst, n_src] as float64, exponent)
-SynapseSet = tuple[torch.Tensor, int]
+
+
+@dataclass
+class ConvMantissas:
+    """A conv map's mantissas held as its kernel ``[c_out, c_in / groups, kh, kw]`` (weight
+    sharing: every entry of the sparse map is one kernel element, at one exponent per map), for
+    fine-tuning through the kernel. Applied with ``F.conv2d`` on the C-order flattened spikes,
+    the same index arithmetic as :func:`backends.common.sparse.conv_matrix`; the sums of integer
+    mantissas times 0/1 spikes are whole numbers, exact in float64 in any order."""
+
+    kernel: torch.Tensor  # float64, whole numbers in the mantissa range
+    in_shape: tuple[int, ...]  # (c_in, h, w)
+    stride: tuple[int, int]
+    padding: tuple[int, int] | str
+    dilation: tuple[int, int]
+    groups: int
+
+    def __call__(self, s: torch.Tensor) -> torch.Tensor:
+        """``[K, n_src]`` -> ``[K, n_dst]``."""
+        y = F.conv2d(s.reshape(s.shape[0], *self.in_shape), self.kernel, None, stride=self.stride,
+                     padding=self.padding, dilation=self.dilation, groups=self.groups)
+        return y.reshape(s.shape[0], -1)
+
+
+#: one synapse set of a map: (mantissas [n_dst, n_src] as float64, or a conv's kernel, exponent)
+SynapseSet = tuple[torch.Tensor | ConvMantissas, int]
 
 
 def ste(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -99,8 +124,10 @@ def quant_sets(quant: dict[str, FixedPop]) -> dict[tuple[str, str], list[Synapse
     return out
 
 
-def _apply(s: torch.Tensor, mant: torch.Tensor) -> torch.Tensor:
+def _apply(s: torch.Tensor, mant: torch.Tensor | ConvMantissas) -> torch.Tensor:
     """``s @ mant.T`` for ``s`` ``[K, n_src]``."""
+    if isinstance(mant, ConvMantissas):
+        return mant(s)
     if mant.is_sparse:
         return torch.sparse.mm(mant, s.T).T
     return s @ mant.T
