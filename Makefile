@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   := out/demo
 
-.PHONY: demo test env bench bench-quick clean
+.PHONY: demo demo-atari test env bench bench-quick clean
 
 env: $(STAMP)
 
@@ -22,6 +22,12 @@ demo: $(STAMP)
 	$(VENV)/bin/export-nir examples/cartpole_dsqn.pt -o $(DEMO)/cartpole_dsqn.nir
 	$(VENV)/bin/run-backend --target nest $(DEMO)/cartpole_dsqn.nir --env CartPole-v1 --episodes 5 \
 		--compare reference --results $(DEMO)/nest.jsonl --json $(DEMO)/nest.json --plot $(DEMO)/nest.png
+
+# The bundled Pong DSQN and converted SNN (examples/pong_*.pt, benchmarks/pong_agents.py), exported to
+# NIR, play Pong on NEST and on Lava with the reference beside them: return, agreement, step split.
+# Episodes are capped at 150 agent steps (benchmarks/pong_demo.py --max-steps) to stay under 10 minutes.
+demo-atari: $(STAMP)
+	$(PY) benchmarks/pong_demo.py --out out/demo-atari
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -210,6 +210,13 @@ def md_energy(res: dict[str, Any]) -> str:
         ratio = ("\n\nLiu DSQN vs converted SNN on CartPole, each relative to the DQN of its own architecture "
                  f"(the bundled agents differ in size): {liu['snn_over_dqn']:.3f} / {conv['snn_over_dqn']:.3f} = "
                  f"**{liu['snn_over_dqn'] / conv['snn_over_dqn']:.2f}** (anchor: {res['anchors']['energy']}).")
+    dsqn = next((r for k, r in by.items() if k.startswith("Pong dsqn")), None)
+    pconv = next((r for k, r in by.items() if k.startswith("Pong converted")), None)
+    if dsqn and pconv and dsqn.get("energy_snn_pj") and pconv.get("energy_snn_pj"):  # one architecture: a direct ratio
+        ratio += (f"\n\nPong, the bundled DSQN ({dsqn['label']}) vs the bundled converted SNN ({pconv['label']}), "
+                  f"both Nature CNNs, on the same frames: {dsqn['energy_snn_pj'] / 1e3:,.2f} / "
+                  f"{pconv['energy_snn_pj'] / 1e3:,.2f} nJ = **{dsqn['energy_snn_pj'] / pconv['energy_snn_pj']:.2f}** "
+                  f"(anchor: {res['anchors']['energy']}).")
     per = sec.get("per_backend", [])
     prow = [[p["task"], p["model"], p["target"], _f(p.get("spikes"), "{:,.0f}"), _f(p.get("sops"), "{:,.0f}"),
              _f(p.get("snn_45nm") and p["snn_45nm"] / 1e3, "{:,.2f}")] for p in per]
@@ -230,8 +237,10 @@ def md_conversion(res: dict[str, Any]) -> str:
     if not sec:
         return ""
     out = ["## Conversion (DQN → SNN)\n\n" + res["anchors"]["conversion"] + "."]
+    pong = sec.get("pong_checkpoint")
     for key, title in (("cartpole", "CartPole, bundled DQN"),
-                       ("pong", "Pong, the DQN of runs/atari/pong_dqn.pt (its score is under Task scores)")):
+                       ("pong", f"Pong, the bundled DQN {pong} (its score is under Task scores)" if pong else
+                        "Pong, a DQN not bundled (its checkpoint lies outside the repository)")):
         s = sec.get(key)
         if not s:
             continue

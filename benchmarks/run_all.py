@@ -9,8 +9,8 @@ recorded with its error and makes the exit code 1; nothing is skipped silently):
                    own spikes imply — one process per cell (benchmarks/backend_cell.py).
 3. ``energy``      synaptic operations and the 45 nm energy estimate per model and backend
                    against the DQN's MACs (benchmarks/energy.py), plus Loihi / SpiNNaker figures.
-4. ``conversion``  conversion sweeps, agreement and return vs T (benchmarks/sweep_conversion.py);
-                   the Atari conversion rate when a trained Pong DQN is present.
+4. ``conversion``  conversion sweeps, agreement and return vs T (benchmarks/sweep_conversion.py),
+                   CartPole and the bundled Pong DQN.
 5. ``scores``      task scores, mean ± std over episodes and seeds (pipeline.evaluate).
 6. ``robustness``  FGSM and random-sign noise vs epsilon (benchmarks/robustness.py).
 7. ``spinnaker``   sPyNNaker virtual-board mapping of the CartPole network (and the Nature
@@ -20,10 +20,14 @@ recorded with its error and makes the exit code 1; nothing is skipped silently):
                    MountainCar with 1 episode at one T, a few thousand PPO steps).
 
 Then ``<out>/results.md``, PNGs in ``<out>/``, and ``docs/RESULTS.md`` (with ``--docs``) are
-regenerated from the JSON. Inputs: the bundled agents in examples/; optional trained agents
-under runs/ (a missing one is listed under "not available" with the command that makes it).
+regenerated from the JSON. Inputs: the bundled agents in examples/, the Pong ones included
+(benchmarks/pong_agents.py). Every Atari figure is measured on those Pong agents, on frames of
+their own greedy episodes. The full profile refuses to start without them (one ``error:`` line
+naming the file and the command that makes it); ``--allow-missing`` and the quick profile leave
+the Pong figures out instead and list each under "not available" with that command, and the
+results record that they did.
 
-    python benchmarks/run_all.py [--quick] [--out out/bench] [--docs] [--only matrix energy]
+    python benchmarks/run_all.py [--quick] [--out out/bench] [--docs] [--only matrix energy] [--allow-missing]
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from backends import REGISTRY  # noqa: E402
 from backends.base import Readout  # noqa: E402
+from benchmarks.pong_agents import PONG_AGENTS, PongAgent, missing_message  # noqa: E402
 from benchmarks.report import BACKEND_ORDER as BACKENDS  # noqa: E402  (matrix columns, in table order)
 from pipeline.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, versions  # noqa: E402
 from pipeline.cli import cli_entry  # noqa: E402
@@ -63,8 +68,11 @@ class Profile:
 
     name: str
     cartpole_obs: int
-    atari_obs: int
-    atari_T: int
+    atari_obs: int  # Pong frames per agent in the matrix and the energy estimate
+    atari_T: int  # T of the random-weights Nature CNN mapped on the sPyNNaker virtual board
+    allow_missing: bool = False  # a missing bundled Pong agent leaves its figures out (listed) instead of refusing
+    pong_dir: str | None = None  # read the Pong agents (same file names) from here instead of examples/
+    atari_stride: int = 4  # keep every n-th agent step of the greedy episodes (frames less alike)
     atari_cap: dict[str, int] = field(default_factory=dict)  # per-backend frame caps (slow emulations)
     forward_repeats: int = 30
     conv_Ts: tuple[int, ...] = (10, 20, 50, 100, 200, 500)
@@ -74,10 +82,13 @@ class Profile:
     conv_calib: int = 15_000
     conv_episodes: int = 5
     conv_T: int = 100  # T of the converted CartPole SNN in the matrix
-    atari_conv_obs: int = 500
+    atari_conv_obs: int = 1000  # held-out frames for the Pong conversion rate (issue 14: >= 1,000)
+    atari_conv_Ts: tuple[int, ...] = (50, 100, 200, 500)
+    atari_conv_norms: tuple[str, ...] = ("robust",)
+    atari_conv_episodes: int = 10  # returns of the converted Pong SNN per T (0: agreement only)
     score_seeds: tuple[int, ...] = (0, 1, 2)
     score_episodes: int = 10
-    atari_score_episodes: int = 2
+    atari_score_episodes: int = 4
     robust_eps: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.5)
     atari_eps: tuple[float, ...] = (0.0, 1 / 255, 2 / 255, 4 / 255)
     robust_obs: int = 500
@@ -89,8 +100,9 @@ class Profile:
                                   "--seeds", "0", "1", "-T", "20", "100")
 
 
-FULL = Profile("full", cartpole_obs=500, atari_obs=40, atari_T=64, atari_cap={"spinnaker-fixedpoint": 10})
+FULL = Profile("full", cartpole_obs=500, atari_obs=200, atari_T=64, atari_cap={"spinnaker-fixedpoint": 10})
 QUICK = Profile("quick", cartpole_obs=100, atari_obs=3, atari_T=8, atari_cap={"spinnaker-fixedpoint": 2},
+                allow_missing=True, atari_stride=1, atari_conv_Ts=(50,), atari_conv_episodes=0,
                 forward_repeats=5, conv_Ts=(10, 50, 100), conv_norms=("data", "robust"),
                 conv_readouts=("robust_rate",), conv_eval_obs=300, conv_calib=2000, conv_episodes=2,
                 conv_T=50, atari_conv_obs=50, score_seeds=(0,), score_episodes=3, atari_score_episodes=1,
@@ -99,7 +111,8 @@ QUICK = Profile("quick", cartpole_obs=100, atari_obs=3, atari_T=8, atari_cap={"s
                 hahn_args=("--envs", "MountainCar-v0", "--episodes", "1", "--seeds", "0", "-T", "20",
                            "--mountaincar-ppo-steps", "2048", "--clf-obs", "2000"))
 
-# Bundled (examples/) and optional trained (runs/) agents, with the command that makes a missing one.
+# Bundled (examples/) agents, with the command that makes a missing one; the Pong agents are in
+# benchmarks/pong_agents.py.
 CARTPOLE = {
     "dqn": "examples/cartpole_dqn.pt",
     "liu-dsqn": "examples/cartpole_dsqn.pt",
@@ -107,13 +120,11 @@ CARTPOLE = {
     "if-dsqn": "examples/cartpole_if_dsqn.pt",
 }
 MAKE_CHEN = ("train-agent --env CartPole-v1 --model chen-dsqn --hidden 128 128 --steps 100000 --seed 1 "
-             "--hp eval_episodes=25 --hp learning_rate_end=2.3e-4 -o runs/bundle/cartpole_chen_dsqn.pt")
+             "--hp eval_episodes=25 --hp learning_rate_end=2.3e-4 -o examples/cartpole_chen_dsqn.pt")
 OPTIONAL = {
     "mountaincar-dsqn": ("examples/mountaincar_dsqn.pt", "see examples/README.md"),
-    "pong-dqn": ("runs/atari/pong_dqn.pt",
-                 "train-agent --env ALE/Pong-v5 --model dqn --seed 3 --threads 1 --steps 1000000 "
-                 "--hp learning_starts=10000 --hp eval_freq=25000 --hp eval_episodes=3 -o runs/atari/pong_dqn.pt"),
 }
+POLICY_SECTIONS = ("matrix", "energy", "conversion", "scores", "robustness")  # the sections that read Pong agents
 
 # Published anchors printed beside our numbers (from the seeds in ../shared/seeds and the issues).
 ANCHORS = {
@@ -195,8 +206,9 @@ def check_script(script: str, returncode: int, stdout: str, stderr: str) -> None
         raise RuntimeError(f"{script} exited {returncode}: " + " | ".join(tail))
 
 
-def greedy_raw_observations(path: Path, n: int, seed: int) -> np.ndarray:
-    """Raw env observations from the checkpoint's own greedy episodes (env seeds seed, seed+1, ...)."""
+def greedy_raw_observations(path: Path, n: int, seed: int, stride: int = 1) -> np.ndarray:
+    """Raw env observations from the checkpoint's own greedy episodes (env seeds seed, seed+1, ...),
+    every ``stride``-th agent step of them."""
     import torch
 
     from pipeline.envs import Preprocessor, make_env
@@ -209,9 +221,11 @@ def greedy_raw_observations(path: Path, n: int, seed: int) -> np.ndarray:
     episode = 0
     while len(rows) < n:
         obs, _ = env.reset(seed=seed + episode)
-        done = False
+        done, step = False, 0
         while not done and len(rows) < n:
-            rows.append(np.asarray(obs))
+            if step % stride == 0:
+                rows.append(np.asarray(obs))
+            step += 1
             a = int(act_greedy(model, pre(torch.as_tensor(np.asarray(obs)).unsqueeze(0)))[0])
             obs, _, term, trunc, _ = env.step(a)
             done = term or trunc
@@ -220,10 +234,30 @@ def greedy_raw_observations(path: Path, n: int, seed: int) -> np.ndarray:
     return np.stack(rows)
 
 
-def pong_raw_frames(n: int, seed: int = 0) -> np.ndarray:
-    from pipeline.envs import random_policy_observations
+def pong_agent(role: str, prof: Profile, missing: dict[str, str], use: str) -> Path | None:
+    """The bundled Pong agent ``role`` for section ``use``; when it is missing (only reached with
+    --allow-missing or the quick profile: main refuses otherwise) None, listed under ``missing``."""
+    agent: PongAgent = PONG_AGENTS[role]
+    folder = Path(prof.pong_dir) if prof.pong_dir else None
+    path = agent.file_in(folder)
+    if path.is_file():
+        return path
+    if not prof.allow_missing:  # main checks first; this guards a section called on its own
+        raise UserError(missing_message(agent, path if folder else None))
+    missing[f"Pong {role} ({use})"] = missing_message(agent, path if folder else None)
+    return None
 
-    return random_policy_observations("ALE/Pong-v5", n, seed)
+
+def check_pong_agents(sections: list[str], prof: Profile) -> list[str]:
+    """The missing Pong agents the sections need; a UserError (one line) when that is not allowed."""
+    if not set(sections) & set(POLICY_SECTIONS):
+        return []
+    folder = Path(prof.pong_dir) if prof.pong_dir else None
+    absent = [a for a in PONG_AGENTS.values() if not a.file_in(folder).is_file()]
+    if absent and not prof.allow_missing:
+        raise UserError("; ".join(missing_message(a, a.file_in(folder) if folder else None) for a in absent)
+                        + " (or run with --allow-missing: the Pong figures are then left out, and listed as missing)")
+    return [a.path for a in absent]
 
 
 def trained_note(path: Path) -> str:
@@ -269,8 +303,6 @@ class Model:
 
 
 def matrix_models(prof: Profile, work: Path, missing: dict[str, str]) -> list[Model]:
-    from exporters.zoo import make_checkpoint
-
     models: list[Model] = []
     raw_cp = greedy_raw_observations(ROOT / CARTPOLE["liu-dsqn"], prof.cartpole_obs, seed=10_000)
     for name in ("liu-dsqn", "chen-dsqn", "if-dsqn"):
@@ -284,24 +316,12 @@ def matrix_models(prof: Profile, work: Path, missing: dict[str, str]) -> list[Mo
     models.append(Model("converted", "CartPole-v1", load_checkpoint(conv_path), raw_cp,
                         f"convert-dqn {CARTPOLE['dqn']} T {prof.conv_T}, robust p99.99; conversion rate "
                         f"{100 * rep['evaluation']['agreement']:.1f} % on 500 held-out obs"))
-    frames = pong_raw_frames(prof.atari_obs)
-    liu = make_checkpoint("liu", arch="nature_cnn", obs_shape=(4, 84, 84), n_actions=6,
-                          time_steps=prof.atari_T, seed=0)
-    liu.env_id = "ALE/Pong-v5"
-    models.append(Model("liu-dsqn", "Pong (random weights)", liu, frames,
-                        f"Nature CNN T {prof.atari_T}, random weights (exporters.zoo), random-policy Pong frames"))
-    pong = ROOT / OPTIONAL["pong-dqn"][0]
-    if pong.is_file():
-        path = work / f"pong_converted_T{prof.conv_T}.pt"
-        from pipeline.convert import convert, make_parser
-
-        convert(make_parser().parse_args([str(pong), "-o", str(path), "-T", str(prof.conv_T),
-                                          "--calib-steps", str(min(prof.conv_calib, 5000)), "--eval-obs", "0",
-                                          "--no-progress"]))
-        models.append(Model("converted", "Pong", load_checkpoint(path), frames,
-                            f"convert-dqn {OPTIONAL['pong-dqn'][0]} T {prof.conv_T}, robust p99.9"))
-    else:
-        missing["pong-dqn (matrix)"] = f"{OPTIONAL['pong-dqn'][0]} not found: {OPTIONAL['pong-dqn'][1]}"
+    for role, name in (("dsqn", "liu-dsqn"), ("converted", "converted")):
+        path = pong_agent(role, prof, missing, "matrix")
+        if path is not None:
+            log(f"matrix: {prof.atari_obs} frames of {path.name}'s greedy Pong episodes")
+            frames = greedy_raw_observations(path, prof.atari_obs, seed=10_000, stride=prof.atari_stride)
+            models.append(Model(name, "Pong", load_checkpoint(path), frames, trained_note(path)))
     return models
 
 
@@ -392,10 +412,12 @@ def section_matrix(prof: Profile, work: Path, missing: dict[str, str],
         log(f"matrix: {len(jobs)} cells on Ray in {time.perf_counter() - t0:.0f} s")
     return {"cells": cells, "reference": "backends.reference, float64",
             "cartpole_obs": f"greedy episodes of {CARTPOLE['liu-dsqn']}, env seeds 10000+",
-            "atari_obs": "ALE/Pong-v5 random policy, seed 0"}
+            "atari_obs": (f"{prof.atari_obs} frames of each Pong agent's own greedy episodes (env seeds 10000+, "
+                          f"every {prof.atari_stride}th agent step)" if prof.atari_stride > 1 else
+                          f"{prof.atari_obs} frames of each Pong agent's own greedy episodes (env seeds 10000+)")}
 
 
-def section_energy(prof: Profile, work: Path, results: dict[str, Any]) -> dict[str, Any]:
+def section_energy(prof: Profile, work: Path, results: dict[str, Any], missing: dict[str, str]) -> dict[str, Any]:
     """Energy per model from the reference spike counts (the matrix cells add per-backend SOPs)."""
     from benchmarks.energy import EnergyCase, energy_rows, figures_dict
 
@@ -413,13 +435,17 @@ def section_energy(prof: Profile, work: Path, results: dict[str, Any]) -> dict[s
         convert_cartpole(ROOT / CARTPOLE["dqn"], conv, prof.conv_T)
     ck = load_checkpoint(conv)
     cases.append(EnergyCase(f"CartPole converted T{prof.conv_T}", conv, preprocess(raw, ck.preprocessing)))
-    pong_conv = work / f"pong_converted_T{prof.conv_T}.pt"
-    pong = ROOT / OPTIONAL["pong-dqn"][0]
-    if pong.is_file() and pong_conv.is_file():
-        frames = pong_raw_frames(min(prof.atari_obs, 20), seed=1)
-        cases.append(EnergyCase("Pong DQN", pong, preprocess(frames, load_checkpoint(pong).preprocessing)))
-        cases.append(EnergyCase(f"Pong converted T{prof.conv_T}", pong_conv,
-                                preprocess(frames, load_checkpoint(pong_conv).preprocessing)))
+    pong = {role: pong_agent(role, prof, missing, "energy") for role in ("dqn", "dsqn", "converted")}
+    pong_obs = "no Pong agent bundled"
+    if pong["dqn"] is not None:  # one frame set for the three: the DQN's greedy episodes (the converted SNN's source)
+        frames = greedy_raw_observations(pong["dqn"], prof.atari_obs, seed=20_000, stride=prof.atari_stride)
+        pong_obs = (f"Pong: {len(frames)} frames of the bundled DQN's greedy episodes (env seeds 20000+, every "
+                    f"{prof.atari_stride}th agent step), the same frames for the DQN, the DSQN and the converted SNN")
+        for role, path in pong.items():
+            if path is not None:
+                ck = load_checkpoint(path)
+                T = f" T{ck.spec.time_steps}" if ck.spec.spiking else ""
+                cases.append(EnergyCase(f"Pong {role}{T}", path, preprocess(frames, ck.preprocessing)))
     rows = [r.to_dict() for r in energy_rows(cases)]
     per_backend = []
     for c in results.get("matrix", {}).get("cells", []):
@@ -428,7 +454,7 @@ def section_energy(prof: Profile, work: Path, results: dict[str, Any]) -> dict[s
                                 "sops": c["work"]["total_sops"], "spikes": c["work"]["total_spikes"],
                                 **c["energy_pj"]})
     return {"rows": rows, "per_backend": per_backend, **figures_dict(),
-            "observations": "CartPole greedy episodes of the bundled Liu DSQN (env seeds 20000+); Pong random policy"}
+            "observations": f"CartPole greedy episodes of the bundled Liu DSQN (env seeds 20000+); {pong_obs}"}
 
 
 def section_conversion(prof: Profile, work: Path, missing: dict[str, str],
@@ -443,16 +469,16 @@ def section_conversion(prof: Profile, work: Path, missing: dict[str, str],
                 str(prof.conv_eval_obs), "--calib-steps", str(prof.conv_calib), "--episodes",
                 str(prof.conv_episodes), "--out", str(stem), "--no-progress", *on_ray])
     out["cartpole"] = json.loads(stem.with_suffix(".json").read_text())
-    pong = ROOT / OPTIONAL["pong-dqn"][0]
-    if pong.is_file():
+    pong = pong_agent("dqn", prof, missing, "conversion")
+    if pong is not None:
         stem = work / "sweep_pong"
-        run_script(["benchmarks/sweep_conversion.py", str(pong), "--norms", "data", "robust", "--readouts",
-                    "robust_rate", "-T", "100", "500", "--eval-obs", str(prof.atari_conv_obs), "--calib-steps",
-                    str(min(prof.conv_calib, 5000)), "--no-returns", "--out", str(stem), "--no-progress",
+        returns = (["--episodes", str(prof.atari_conv_episodes)] if prof.atari_conv_episodes else ["--no-returns"])
+        run_script(["benchmarks/sweep_conversion.py", str(pong), "--norms", *prof.atari_conv_norms, "--readouts",
+                    "robust_rate", "-T", *map(str, prof.atari_conv_Ts), "--eval-obs", str(prof.atari_conv_obs),
+                    "--calib-steps", str(min(prof.conv_calib, 5000)), *returns, "--out", str(stem), "--no-progress",
                     "--threads", "1" if on_ray else "2", *on_ray])
         out["pong"] = json.loads(stem.with_suffix(".json").read_text())
-    else:
-        missing["pong-dqn (conversion)"] = f"{OPTIONAL['pong-dqn'][0]} not found: {OPTIONAL['pong-dqn'][1]}"
+        out["pong_checkpoint"] = str(pong.relative_to(ROOT))
     return out
 
 
@@ -471,6 +497,10 @@ def section_scores(prof: Profile, work: Path, missing: dict[str, str],
             paths[key] = ROOT / rel
         else:
             missing[f"{key} (scores)"] = f"{rel} not found: {how}"
+    for role in ("dqn", "dsqn", "converted"):
+        path = pong_agent(role, prof, missing, "scores")
+        if path is not None:
+            paths[f"Pong {role}"] = path
     rows = []
     todo: list[tuple[str, Path, int]] = []
     for label, path in paths.items():
@@ -513,18 +543,16 @@ def section_robustness(prof: Profile, work: Path, missing: dict[str, str]) -> di
         log(f"robustness: {path.name}")
         rows += evaluate_robustness(path, list(prof.robust_eps), episodes=prof.robust_episodes,
                                     n_obs=prof.robust_obs, seed=0)
-    pong = ROOT / OPTIONAL["pong-dqn"][0]
-    if pong.is_file():
-        conv = work / f"pong_converted_T{prof.conv_T}.pt"
-        log(f"robustness: {pong.name}")
-        rows += evaluate_robustness(pong, list(prof.atari_eps), episodes=prof.atari_robust_episodes,
-                                    n_obs=prof.atari_robust_obs, seed=0)
-        if conv.is_file():  # open loop only: a backward pass through T steps of a Nature CNN per step is slow
-            log(f"robustness: {conv.name} (open loop)")
-            rows += evaluate_robustness(conv, list(prof.atari_eps), episodes=0,
-                                        n_obs=max(1, prof.atari_robust_obs // 2), seed=0)
-    else:
-        missing["pong-dqn (robustness)"] = f"{OPTIONAL['pong-dqn'][0]} not found: {OPTIONAL['pong-dqn'][1]}"
+    # Chen 2022's comparison on Atari: the DQN and the DSQN closed loop (episodes capped at
+    # robustness.ATARI_MAX_STEPS agent steps), the converted SNN open loop only (a backward pass
+    # through T 100 steps of a Nature CNN per attacked step is slow)
+    for role, episodes, n_obs in (("dqn", prof.atari_robust_episodes, prof.atari_robust_obs),
+                                  ("dsqn", prof.atari_robust_episodes, prof.atari_robust_obs),
+                                  ("converted", 0, max(1, prof.atari_robust_obs // 2))):
+        path = pong_agent(role, prof, missing, "robustness")
+        if path is not None:
+            log(f"robustness: {path.name}" + ("" if episodes else " (open loop)"))
+            rows += evaluate_robustness(path, list(prof.atari_eps), episodes=episodes, n_obs=n_obs, seed=0)
     return {"rows": rows}
 
 
@@ -552,6 +580,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--backends", nargs="+", default=list(BACKENDS), help=f"matrix columns: {', '.join(BACKENDS)}")
     p.add_argument("--docs", action="store_true", help="also regenerate docs/RESULTS.md and docs/results/*.png")
     p.add_argument("--report-only", action="store_true", help="rebuild the reports from <out>/results.json")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="without the bundled Pong agents (benchmarks/pong_agents.py), leave their figures out and "
+                        "list them as missing instead of refusing to start (the quick profile does this always)")
+    p.add_argument("--pong-dir", help="read the Pong agents (pong_dqn.pt, pong_dsqn.pt, pong_converted.pt) from "
+                                      "this folder instead of examples/ (recorded in the results' profile)")
     p.add_argument("--ray-workers", type=int, help="run the matrix cells, the conversion sweeps' settings and the "
                                                    "scores' seeds as Ray tasks on a local Ray with this many CPUs "
                                                    "(docs/SCALING.md); their timings are then those of a shared "
@@ -572,6 +605,11 @@ def main(argv: list[str] | None = None) -> int:
     for b in args.backends:
         if b not in BACKENDS:
             raise UserError(f"unknown backend {b!r}; valid choices: {', '.join(BACKENDS)}")
+    if args.allow_missing or args.pong_dir:
+        prof = replace(prof, allow_missing=prof.allow_missing or args.allow_missing,
+                       pong_dir=str(Path(args.pong_dir).resolve()) if args.pong_dir else None)
+    if not args.report_only:
+        check_pong_agents(args.only, prof)
     out = ROOT / (args.out or ("out/bench-quick" if args.quick else "out/bench"))
     out.mkdir(parents=True, exist_ok=True)
     jpath = out / "results.json"
@@ -612,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         "forward": lambda: section_forward(prof, work),
         "matrix": lambda: section_matrix(prof, work, missing, tuple(args.backends), **(
             {"ray": (args.ray_workers, args.ray_address)} if args.ray_workers or args.ray_address else {})),
-        "energy": lambda: section_energy(prof, work, results),
+        "energy": lambda: section_energy(prof, work, results, missing),
         "conversion": lambda: section_conversion(prof, work, missing, **(
             {"ray": (args.ray_workers, args.ray_address)} if args.ray_workers or args.ray_address else {})),
         "scores": lambda: section_scores(prof, work, missing, **(

@@ -1,0 +1,70 @@
+"""The bundled Pong agents: their file names and the commands that make them, in one place.
+
+``make demo-atari`` (benchmarks/pong_demo.py) and ``make bench`` (benchmarks/run_all.py) read
+the agents from here, so bundling a newly trained one is a copy into ``examples/`` and, for the
+converted SNN, the one ``convert-dqn`` command below. A missing agent is one ``error:`` line
+naming its file and the command that makes it (:func:`require_agent`); nothing substitutes
+random weights or a partially trained network for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# what the three training runs share (the atari preset plus these; docs/ATARI_TRAINING.md)
+_TRAIN = ("--env ALE/Pong-v5 --seed 1 --threads 1 --steps 2000000 --hp learning_starts=10000 --hp n_steps=3 "
+          "--hp exploration_fraction=0.03 --hp eval_freq=50000 --hp eval_episodes=5 --hp final_eval_episodes=30 "
+          "--save-state")
+
+
+@dataclass(frozen=True)
+class PongAgent:
+    """One bundled agent: its role, its path relative to the repository, how it is made."""
+
+    role: str
+    path: str
+    make: str  # the exact command that writes ``path`` (run from the repository root)
+    needs: str | None = None  # the role whose file ``make`` reads (the converted SNN needs the DQN)
+
+    @property
+    def file(self) -> Path:
+        return ROOT / self.path
+
+    def file_in(self, folder: Path | None) -> Path:
+        """Where the agent is when read from ``folder`` instead of examples/ (same file name)."""
+        return self.file if folder is None else folder / Path(self.path).name
+
+
+PONG_DQN = PongAgent("dqn", "examples/pong_dqn.pt", f"train-agent --model dqn {_TRAIN} -o examples/pong_dqn.pt")
+PONG_DSQN = PongAgent("dsqn", "examples/pong_dsqn.pt",
+                      f"train-agent --model dsqn -T 4 --hp init_rate=0.15 {_TRAIN} -o examples/pong_dsqn.pt")
+PONG_CONVERTED = PongAgent("converted", "examples/pong_converted.pt",
+                           "convert-dqn examples/pong_dqn.pt -o examples/pong_converted.pt -T 100 "
+                           "--percentile 99.99 --eval-obs 1000", needs="dqn")
+PONG_AGENTS = {a.role: a for a in (PONG_DQN, PONG_DSQN, PONG_CONVERTED)}
+
+
+def how_to_make(agent: PongAgent) -> str:
+    """The command that makes ``agent``, with the DQN's command first when it needs that too."""
+    if agent.needs is not None and not PONG_AGENTS[agent.needs].file.is_file():
+        return f"{PONG_AGENTS[agent.needs].make}, then {agent.make}"
+    return agent.make
+
+
+def missing_message(agent: PongAgent, path: Path | None = None) -> str:
+    """``<file> not found: the bundled Pong <role> is made by `<command>```."""
+    shown = path if path is not None else agent.path
+    return f"{shown} not found: the bundled Pong {agent.role} is made by `{how_to_make(agent)}`"
+
+
+def require_agent(agent: PongAgent, path: Path | None = None) -> Path:
+    """``path`` (default: the bundled file) if it exists, else a UserError naming it and its command."""
+    p = path if path is not None else agent.file
+    if not p.is_file():
+        raise UserError(missing_message(agent, path))
+    return p

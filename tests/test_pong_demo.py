@@ -1,0 +1,130 @@
+"""``make demo-atari`` (benchmarks/pong_demo.py) at tiny size: real Pong, real NEST and Lava.
+
+The bundled Pong agents are stand-ins here: Nature-CNN checkpoints with random weights made in
+the test (T 2) and a DQN of random weights converted by ``convert-dqn`` on real Pong frames, so
+the script's whole path (export, closed loop on each target with the reference beside it, the
+step cap, the table) runs in seconds. Whether the agents play is measured by ``make bench``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.pong_agents import PONG_AGENTS, PONG_CONVERTED, PONG_DSQN
+from conftest import require
+from exporters.zoo import make_checkpoint
+from pipeline.checkpoint import save_checkpoint
+from pipeline.envs import ATARI_DEFAULTS
+from pipeline.spec import Preprocessing
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def demo(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYNEST_QUIET": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pong_demo.py"), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def pong_checkpoint(kind: str, path: Path) -> Path:
+    ckpt = make_checkpoint(kind, arch="nature_cnn", obs_shape=(4, 84, 84), n_actions=6, time_steps=2, seed=3)
+    ckpt.preprocessing = Preprocessing(offset=(0.0,), scale=(1 / 255,), atari=dict(ATARI_DEFAULTS))
+    save_checkpoint(ckpt, path)
+    return path
+
+
+@pytest.mark.slow
+def test_demo_plays_capped_episodes_on_nest_and_lava(tmp_path: Path) -> None:
+    require("nest")
+    require("lava")
+    from pipeline.convert import convert
+    from pipeline.convert_cli import make_parser
+
+    dsqn = pong_checkpoint("liu", tmp_path / "dsqn.pt")
+    dqn = pong_checkpoint("dqn", tmp_path / "dqn.pt")
+    converted = tmp_path / "converted.pt"
+    convert(make_parser().parse_args([str(dqn), "-o", str(converted), "-T", "2", "--calib-steps", "16",
+                                      "--eval-obs", "0", "--no-progress"]))
+    proc = demo("--dsqn", str(dsqn), "--converted", str(converted), "--out", str(tmp_path / "out"),
+                "--episodes", "1", "--max-steps", "3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = proc.stdout
+    assert "note: episodes are capped at 3 agent steps" in text
+    for name in ("dsqn", "converted"):
+        for target in ("nest", "lava"):
+            # each run is the run-backend command it prints, with the cap and the comparison
+            assert f"--target {target}" in text and "--compare reference" in text and "--max-steps 3" in text
+            # NEST and float Lava act exactly as the float reference does on these graphs
+            assert f"{name} on {target}: return" in text and "agreement 100.00 % of 3 steps" in text
+            results = tmp_path / "out" / f"{name}.{target}.jsonl"
+            assert results.is_file() and '"max_steps": 3' in results.read_text().splitlines()[0]
+    assert "episodes capped at 3 agent steps" in text
+    table = text[text.index("agent   "):].splitlines()
+    assert table[0].split() == ["agent", "target", "steps", "return", "agreement", "max|dQ|", "set_input",
+                                "simulate", "read_out", "wall/step"]
+    assert [row.split()[:5] for row in table[1:5]] == [[name, target, "3", "(1", "capped)"]
+                                                        for name in ("dsqn", "converted") for target in ("nest", "lava")]
+
+
+def test_a_missing_agent_is_one_error_naming_its_file_and_command(tmp_path: Path) -> None:
+    proc = demo("--dsqn", str(tmp_path / "nope.pt"), "--out", str(tmp_path))
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'nope.pt'} not found")
+    assert "train-agent --model dsqn" in lines[0] and "-o examples/pong_dsqn.pt" in lines[0]
+
+
+def test_the_converted_agent_names_the_dqn_command_when_that_is_missing_too() -> None:
+    if PONG_AGENTS["dqn"].file.is_file():
+        pytest.skip("examples/pong_dqn.pt is bundled: the message names only convert-dqn")
+    from benchmarks.pong_agents import missing_message
+
+    msg = missing_message(PONG_CONVERTED)
+    assert msg.startswith("examples/pong_converted.pt not found")
+    assert "train-agent --model dqn" in msg and msg.endswith("--eval-obs 1000`")
+    assert PONG_DSQN.make.endswith("-o examples/pong_dsqn.pt")
+
+
+def test_bench_refuses_without_the_pong_agents_unless_allowed(tmp_path: Path) -> None:
+    """make bench: a missing Pong agent is one error naming the file and its command, never an n/a
+    row; --allow-missing (and the quick profile) list it under "missing" with that command instead."""
+    from benchmarks import run_all
+    from pipeline.errors import UserError
+
+    empty = tmp_path / "agents"
+    empty.mkdir()
+    full = run_all.replace(run_all.FULL, pong_dir=str(empty))
+    with pytest.raises(UserError, match=r"pong_dqn\.pt not found: the bundled Pong dqn is made by `train-agent"):
+        run_all.check_pong_agents(["scores"], full)
+    assert run_all.check_pong_agents(["forward", "spinnaker", "hahn"], full) == []  # no Pong agent needed there
+    with pytest.raises(UserError, match="--allow-missing"):
+        run_all.main(["--only", "scores", "--pong-dir", str(empty), "--out", str(tmp_path / "bench")])
+    assert not (tmp_path / "bench" / "results.json").exists()  # refused before anything ran
+
+    allowed = run_all.replace(full, allow_missing=True)
+    assert run_all.check_pong_agents(["scores"], allowed) == [a.path for a in PONG_AGENTS.values()]
+    missing: dict[str, str] = {}
+    assert run_all.pong_agent("dsqn", allowed, missing, "matrix") is None
+    assert missing["Pong dsqn (matrix)"].startswith(f"{empty / 'pong_dsqn.pt'} not found")
+    assert run_all.QUICK.allow_missing and not run_all.FULL.allow_missing
+
+    pong_checkpoint("liu", empty / "pong_dsqn.pt")
+    assert run_all.pong_agent("dsqn", allowed, missing, "energy") == empty / "pong_dsqn.pt"
+    assert "Pong dsqn (energy)" not in missing
+
+
+def test_matrix_frames_come_from_the_agents_own_greedy_episodes(tmp_path: Path) -> None:
+    """Every ``stride``-th step of the checkpoint's greedy play on real Pong, not random-policy frames."""
+    from benchmarks.run_all import greedy_raw_observations
+
+    path = pong_checkpoint("dqn", tmp_path / "dqn.pt")
+    every = greedy_raw_observations(path, 9, seed=5)
+    strided = greedy_raw_observations(path, 3, seed=5, stride=4)
+    assert every.shape == (9, 4, 84, 84) and every.dtype == np.uint8
+    np.testing.assert_array_equal(strided, every[[0, 4, 8]])
