@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from backends.lava.torch_fixed import LoihiFixedTorch, decay_t, shift_t
+from backends.lava.torch_fixed import ConvMantissas, LoihiFixedTorch, decay_t, shift_t
 from backends.lava.quantize import decay, shift
 from backends.pynn.fixedpoint import FixedPointSpiNNaker
 from backends.pynn.torch_fixed import SpiNNakerFixedTorch
@@ -101,11 +101,12 @@ def test_torch_model_equals_lava_fixed_on_the_examples(name: str, bits: int) -> 
 
 
 @needs_lava
-@pytest.mark.parametrize("source", ["cartpole_dsqn", "conv_liu", "conv_hahn"])
-def test_torch_model_equals_run_backend_lava_fixed(tmp_path, source: str) -> None:
+@pytest.mark.parametrize("source, bits", [("cartpole_dsqn", 8), ("conv_liu", 8), ("conv_hahn", 8), ("conv_liu", 16)])
+def test_torch_model_equals_run_backend_lava_fixed(tmp_path, source: str, bits: int) -> None:
     """The bundled CartPole DSQN, and Nature-CNN nets on 4 x 36 x 36 frames (LIF DSQN, IF-DSQN,
-    T 4, rate readout; random weights): conv maps as explicit sparse maps, the host-fed conv and
-    the flatten -> fc map, spike for spike."""
+    T 4, rate readout; random weights): Lava runs conv maps as explicit sparse maps, the torch
+    model as convolutions of the mantissa kernels (checked to rebuild the sparse maps), the
+    host-fed conv and the flatten -> fc map; spike for spike, 8-bit and split 16-bit."""
     from backends.base import Readout
     from backends.cli import main as run_backend
 
@@ -119,11 +120,32 @@ def test_torch_model_equals_run_backend_lava_fixed(tmp_path, source: str) -> Non
     write_graph(graph, tmp_path / "g.nir")
     np.save(tmp_path / "obs.npy", obs)
     code = run_backend(["--target", "lava-fixed", str(tmp_path / "g.nir"), "--inputs", str(tmp_path / "obs.npy"),
-                        "--out", str(tmp_path / "r.npz")])
+                        "--out", str(tmp_path / "r.npz"), "--weight-bits", str(bits)])
     assert code == 0
     cli = Readout.load(tmp_path / "r.npz")
     assert all(int(v.sum()) > 0 for v in cli.spikes.values())
-    assert_same(LoihiFixedTorch(graph).run(obs), cli)
+    mine = LoihiFixedTorch(graph, weight_bits=bits)
+    convs = [k for k, v in mine.sets.items() if all(isinstance(m, ConvMantissas) for m, _ in v)]
+    assert len(convs) == (0 if source == "cartpole_dsqn" else 2)  # conv 2 and conv 3 (conv 1 is host-fed)
+    assert all(len(mine.sets[k]) == (2 if bits == 16 else 1) for k in convs)
+    assert_same(mine.run(obs), cli)
+
+
+def test_a_conv_map_that_shares_no_kernel_stays_a_sparse_map() -> None:
+    """The torch model runs a conv map as a convolution only where its kernel rebuilds the
+    quantised map entry for entry: one synapse off its kernel keeps the sparse product."""
+    from backends.lava.torch_fixed import conv_sets, quant_sets
+
+    m = LoihiFixedTorch(build_plan(model_to_nir(make_checkpoint(
+        "liu", arch="nature_cnn", obs_shape=(4, 36, 36), n_actions=6, time_steps=4, seed=2))))
+    assert isinstance(m.sets[("l1_lif", "l0_lif")][0][0], ConvMantissas)
+    fmap = m.quant["l1_lif"].maps["l0_lif"]
+    fmap.mant = fmap.mant.copy()
+    fmap.mant.data[7] += 1 if fmap.mant.data[7] != -1 else 2
+    sets = quant_sets(m.quant)
+    conv_sets(m.layout, m.quant, sets)
+    assert not isinstance(sets[("l1_lif", "l0_lif")][0][0], ConvMantissas)
+    assert isinstance(sets[("l2_lif", "l1_lif")][0][0], ConvMantissas)
 
 
 @pytest.mark.parametrize("source", ["liu", "chen", "if_hard_rate", "poisson", "cartpole_dsqn", "mountaincar_dsqn",

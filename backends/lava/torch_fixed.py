@@ -18,13 +18,17 @@ populations run one after another over all T steps (layer-synchronous, no delays
 map brings the step before (a layout with loops runs step by step).
 
 Values are held as float64 tensors that are always whole numbers (|values| < 2**53, so
-every sum and shift is exact). With ``mantissas`` supplied by the caller (fine-tuning), the
-roundings, floors and spikes pass gradients straight through (spikes with the ATan surrogate
-of pipeline.neurons). The exactness tests are ``tests/test_torch_fixed.py``.
+every sum and shift is exact). A map between populations that is one convolution runs as a
+convolution of its mantissa kernel (:func:`conv_sets`, checked to rebuild the quantised sparse
+map entry for entry): the same integers, at the cost of a convolution instead of a sparse
+product (docs/LAVA.md section 8); the host-fed map keeps the quantiser's own float64 sum.
+With ``mantissas`` supplied by the caller (fine-tuning), the roundings, floors and spikes pass
+gradients straight through (spikes with the ATan surrogate of pipeline.neurons). The exactness tests are ``tests/test_torch_fixed.py``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from backends.base import Readout, check_batch
+from backends.common.sparse import conv_coo, conv_matrix
 from backends.lava.backend import default_input_bound
 from backends.lava.lowering import Layout, lower
 from backends.lava.quantize import DECAY_UNITY, STATE_MAX, FixedPop, check_weight_bits, quantize_layout
@@ -122,6 +127,47 @@ def quant_sets(quant: dict[str, FixedPop]) -> dict[tuple[str, str], list[Synapse
                 sets.append((_dense(fmap.lo), fmap.exp_lo))
             out[(dst, src)] = sets
     return out
+
+
+def conv_sets(layout: Layout, quant: dict[str, FixedPop], sets: dict[tuple[str, str], list[SynapseSet]]) -> None:
+    """Replace, in ``sets``, every map between populations that is one conv op by its kernel of
+    mantissas (:class:`ConvMantissas`), where that kernel rebuilds the quantised sparse map
+    exactly (checked entry for entry): the same integers as the sparse product, at the speed of
+    a convolution. Host-fed maps stay with the quantiser's own float64 sum (real-valued inputs)."""
+    by_name = {op.name: op for op in layout.plan.ops}
+    for (dst, src), sset in sets.items():
+        op = by_name.get(dst)
+        syn = by_name.get(op.inputs[0]) if op is not None and len(op.inputs) == 1 else None
+        if syn is None or syn.kind != "conv2d" or syn.inputs != [src] or op.recurrent or syn.recurrent:
+            continue
+        fmap = quant[dst].maps[src]
+        mats = [fmap.mant] + ([fmap.lo] if fmap.lo is not None else [])
+        kernels = [_kernel_of(syn, m) for m in mats]
+        if all(k is not None for k in kernels):
+            sets[(dst, src)] = [(_conv_of(syn, k), e) for k, (_, e) in zip(kernels, sset)]
+
+
+def _kernel_of(op, mant) -> torch.Tensor | None:
+    """The kernel whose conv map is ``mant`` (int64 CSR), or None if ``mant`` shares no kernel."""
+    w = np.asarray(op.params["weight"])
+    index = dataclasses.replace(op, params={**op.params, "weight": np.arange(1, w.size + 1, dtype=np.float64)
+                                            .reshape(w.shape)})
+    post, pre, k = conv_coo(index)
+    first_k, first = np.unique(k.astype(np.int64) - 1, return_index=True)
+    kernel = np.zeros(w.size, dtype=np.float64)
+    kernel[first_k] = np.asarray(mant[post[first], pre[first]]).reshape(-1)
+    kernel = kernel.reshape(w.shape)
+    rebuilt = conv_matrix(dataclasses.replace(op, params={**op.params, "weight": kernel}))
+    if rebuilt.shape != mant.shape or (rebuilt != mant).nnz:
+        return None
+    return torch.as_tensor(kernel, dtype=torch.float64)
+
+
+def _conv_of(op, kernel: torch.Tensor) -> ConvMantissas:
+    p = op.params
+    padding = p["padding"] if isinstance(p["padding"], str) else tuple(int(v) for v in p["padding"])
+    return ConvMantissas(kernel, tuple(int(v) for v in op.in_shape), tuple(int(v) for v in p["stride"]), padding,
+                         tuple(int(v) for v in p["dilation"]), int(p["groups"]))
 
 
 def _apply(s: torch.Tensor, mant: torch.Tensor | ConvMantissas) -> torch.Tensor:
@@ -299,6 +345,7 @@ class LoihiFixedTorch:
         self.input_bound = input_bound or default_input_bound(self.plan)
         self.quant = quantize_layout(self.layout, self.input_bound, host_weights, self.weight_bits)
         self.sets = quant_sets(self.quant)
+        conv_sets(self.layout, self.quant, self.sets)
         self.batch = batch_size
         self.by_name = {op.name: op for op in self.plan.ops}
         self.spiking_ops = [op.name for op in self.plan.ops if op.spiking]
