@@ -23,7 +23,8 @@ convolution of its mantissa kernel (:func:`conv_sets`, checked to rebuild the qu
 map entry for entry): the same integers, at the cost of a convolution instead of a sparse
 product (docs/LAVA.md section 8); the host-fed map keeps the quantiser's own float64 sum.
 With ``mantissas`` supplied by the caller (fine-tuning), the roundings, floors and spikes pass
-gradients straight through (spikes with the ATan surrogate of pipeline.neurons). The exactness tests are ``tests/test_torch_fixed.py``.
+gradients straight through (spikes with the ATan surrogate of pipeline.neurons). The exactness
+tests are ``tests/test_torch_fixed.py``.
 """
 
 from __future__ import annotations
