@@ -211,8 +211,8 @@ def test_unsupported_nodes_are_named() -> None:
         NestBackend(model_to_nir(make_checkpoint("dqn")))
     cuba = nir.CubaLIF(tau_syn=np.full(2, 2e-3), tau_mem=np.full(2, 4e-3), r=np.ones(2), v_leak=np.zeros(2),
                        v_threshold=np.ones(2))
-    with pytest.raises(UserError, match="node 'n' \\(CubaLIF\\): a CubaLIF with a subtractive reset"):
-        NestBackend(chain(cuba, n=2), convention="snntorch")  # snnTorch Synaptic's default reset
+    with pytest.raises(UserError, match="node 'n' \\(CubaLIF\\): snnTorch's reset_delay=False subtraction"):
+        NestBackend(chain(cuba, n=2), convention="snntorch+no-delay")  # (the default, delayed, runs: gif_psc_exp)
     cuba_off_rest = nir.CubaLIF(tau_syn=np.full(2, 2e-3), tau_mem=np.full(2, 4e-3), r=np.ones(2),
                                 v_leak=np.zeros(2), v_threshold=np.ones(2), v_reset=np.full(2, -0.5))
     with pytest.raises(UserError, match="node 'n' \\(CubaLIF\\): on NEST a CubaLIF must start"):
@@ -326,3 +326,27 @@ def test_64m_neuron_graph_is_refused_cleanly_under_a_memory_cap(tmp_path) -> Non
     assert len(lines) == 1 and lines[0].startswith("error: the network does not fit in memory"), proc.stderr[-2000:]
     assert "64,000,000 neurons" in lines[0]
     assert not (tmp_path / "r.npz").exists()
+
+
+def test_a_cubalif_with_equal_time_constants() -> None:
+    """tau_syn == tau_mem (2 steps each): iaf_psc_exp_multisynapse refuses equal time constants, so
+    tau_syn moves to the neighbouring double with the closest decay (neurons._apart); the spike
+    counts equal the float64 reference's, where building used to end in NEST's BadProperty."""
+    rng = np.random.default_rng(0)
+    n = 6
+    cuba = nir.CubaLIF(tau_syn=np.full(n, 2e-3), tau_mem=np.full(n, 2e-3), r=np.ones(n), v_leak=np.zeros(n),
+                       v_threshold=np.ones(n), v_reset=np.zeros(n), w_in=np.ones(n))
+    nodes = {"in": nir.Input(np.array([4])), "fc": nir.Linear(rng.normal(size=(n, 4)) * 2), "cuba": cuba,
+             "fc2": nir.Linear(rng.normal(size=(2, n)) * 3),
+             "lif": nir.LIF(tau=np.full(2, 3e-3), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2) * 0.5,
+                            v_reset=np.zeros(2)), "out": nir.Output(np.array([2]))}
+    graph = nir.NIRGraph(nodes=nodes, edges=[("in", "fc"), ("fc", "cuba"), ("cuba", "fc2"), ("fc2", "lif"),
+                                             ("lif", "out")], metadata={"time_steps": 16, "dt": 1e-3})
+    obs = rng.normal(1.0, 1.0, size=(8, 4))
+    ref = ReferenceBackend(graph, dtype="float64").run(obs)
+    assert ref.spikes["cuba"].sum() > 0 and ref.spikes["lif"].sum() > 0
+    backend = NestBackend(graph)
+    try:
+        assert_same(backend.run(obs), ref)
+    finally:
+        backend.close()

@@ -99,8 +99,8 @@ def test_errors_name_the_cause() -> None:
              "out": nir.Output(np.array([2]))}
     cuba = nir.NIRGraph(nodes=nodes, edges=[("in", "fc"), ("fc", "cuba"), ("cuba", "out")],
                         metadata={"time_steps": 4, "dt": 1e-3})
-    with pytest.raises(UserError, match="node 'cuba' \\(CubaLIF\\): a CubaLIF with a subtractive reset"):
-        PyNNNestBackend(cuba, convention="snntorch")
+    with pytest.raises(UserError, match="node 'cuba' \\(CubaLIF\\): snnTorch's reset_delay=False subtraction"):
+        PyNNNestBackend(cuba, convention="snntorch+no-delay")
     graph = zoo_graph("liu")
     first = PyNNNestBackend(graph)
     second = PyNNNestBackend(graph)  # NEST holds one network per process

@@ -191,6 +191,71 @@ def test_nest_runs_the_delayed_zero_reset_with_one_refractory_step(target: str, 
         assert not np.array_equal(hard.spikes["lif1"], ref.spikes["lif1"])
 
 
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("target", ["nest", "pynn-nest"])
+@pytest.mark.parametrize("convention", ["snntorch", "snntorch-zero", "snntorch-zero+no-delay"])
+def test_nest_runs_a_recurrent_cubalif_with_snntorchs_delayed_resets(target: str, convention: str) -> None:
+    """snnTorch RSynaptic (the loop enters the CubaLIF's synaptic current) then Synaptic, with a biased
+    recurrent Affine, on gif_psc_exp (backends.nest.neurons.gif_spec: its current charges V in the
+    step it arrives, so the loop takes one step; a delayed subtraction through its spike-triggered
+    current, the delayed zero reset as one refractory step), in a fresh network per observation:
+    equal spike counts in both layers and Q on spike trains and on a constant current. The same net
+    with snnTorch's reset_delay=False subtraction (Synaptic: ``soft_recheck``) is one line naming
+    lif2."""
+    t = require(target)
+    T = 20
+    graph, _ = rsynaptic_graph(0.75, 0.85, bias=True)
+    plan = series_plan(graph, convention, T)
+    assert plan.op("lif1").neuron.reset in ("soft_next", "zero_next")
+    spikes = (np.random.default_rng(4).random((T, 5, 5)) < 0.3).astype(np.float64)
+    ref = ReferenceBackend(plan, dtype="float64").run(np.zeros((5, 5)), spikes)
+    assert ref.spikes["lif1"].sum() > 0 and ref.spikes["lif2"].sum() > 0
+    backend = t.build(plan)
+    try:
+        assert backend.specs["lif1"].model == "gif_psc_exp" and backend.fresh
+        assert_same(backend.run(np.zeros((5, 5)), spikes), ref)
+    finally:
+        backend.close()
+    obs = np.random.default_rng(3).normal(0.8, 1.0, size=(4, 5))
+    ref = ReferenceBackend(graph, convention=convention, time_steps=T, dtype="float64").run(obs)
+    backend = t.build(graph, convention=convention, time_steps=T)
+    try:
+        assert_same(backend.run(obs), ref)
+    finally:
+        backend.close()
+    if convention == "snntorch":
+        with pytest.raises(UserError, match=r"^node 'lif2' \(CubaLIF\): snnTorch's reset_delay=False") as err:
+            t.build(series_plan(graph, "snntorch+no-delay", T)).close()
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("target", ["nest", "pynn-nest"])
+def test_nest_runs_snntorch_synaptic_with_a_membrane_readout(target: str) -> None:
+    """Synaptic layers (CubaLIF, delayed subtraction: gif_psc_exp) read with spike_count, which breaks
+    ties by the output layer's final membrane; a start away from v_leak (gif_psc_exp's fresh network
+    rests there before the window) is one line naming the node."""
+    t = require(target)
+    graph = without_loop(rsynaptic_graph(0.75, 0.85, bias=True)[0])
+    obs = np.random.default_rng(6).normal(0.5, 1.0, size=(6, 5))
+    ref = ReferenceBackend(graph, convention="snntorch", time_steps=12, dtype="float64", readout="spike_count")
+    assert ref.plan.op("lif2").neuron.reset == "soft_next"
+    want = ref.run(obs)
+    backend = t.build(graph, convention="snntorch", time_steps=12, readout="spike_count")
+    try:
+        assert "lif2" in backend.net.traced
+        got = backend.run(obs)
+    finally:
+        backend.close()
+    assert_same(got, want)
+    node = graph.nodes["lif1"]
+    graph.nodes["lif1"] = nir.CubaLIF(tau_syn=node.tau_syn, tau_mem=node.tau_mem, r=node.r, v_threshold=node.v_threshold,
+                                      v_leak=np.full_like(node.v_leak, 0.2), v_reset=node.v_reset, w_in=node.w_in)
+    with pytest.raises(UserError, match=r"^node 'lif1' \(CubaLIF\): on NEST this CubaLIF .* resting potential") as err:
+        t.build(graph, convention="snntorch", time_steps=12).close()
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("target", ["nest", "pynn-nest"])
 def test_nest_refuses_reading_the_membrane_of_a_delayed_zero_reset(target: str) -> None:
     """NEST holds V at V_reset from the spike on, the graph keeps the charge one more step: a readout

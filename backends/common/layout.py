@@ -17,9 +17,10 @@ each cycle, and spike counts are taken inside that window.
 A loop's closing edge (``Op.recurrent``, docs/NIR.md "Recurrence") carries the previous step's
 value: its terms (:attr:`Drive.late`) get one step more than a forward connection between the
 same populations, ``delay = depth(dst) - lag(dst) - depth(src) + 1``. That is one step for a
-population that feeds itself (snnTorch RLeaky, a self-loop through Affine/Linear), and less than
-one, which no simulator has, for a loop through a deeper population or into a synaptic current
-(CubaLIF); :meth:`NetLayout.loop_delay` refuses those naming the node.
+population that feeds itself (snnTorch RLeaky, a self-loop through Affine/Linear, a CubaLIF whose
+target charges its current in the same step: ``same_step``), and less than one, which no simulator
+has, for a loop through a deeper population or into a synaptic current charged a step late;
+:meth:`NetLayout.loop_delay` refuses those naming the node.
 """
 
 from __future__ import annotations
@@ -46,14 +47,16 @@ class PopLayout:
     sources: set[str]
     size: int
     spiking: bool
+    same_step: bool = False  # a synaptic current that charges V in the step it arrives (NEST: gif_psc_exp)
 
     @property
     def lag(self) -> int:
         """Steps between the population's input and its membrane: 1 for a synaptic current
         (CubaLIF/CubaLI: NEST's current-based neurons charge V with the previous step's current), so
-        its inputs arrive one step before its window and it sits one step deeper."""
+        its inputs arrive one step before its window and it sits one step deeper; 0 where the
+        target's model charges it in the same step (``same_step``)."""
         step = self.op.neuron
-        return 1 if step is not None and step.tau_syn is not None else 0
+        return 1 if step is not None and step.tau_syn is not None and not self.same_step else 0
 
     @property
     def input_depth(self) -> int:
@@ -212,21 +215,31 @@ class NetLayout:
         if delay >= 1:
             return delay
         if src == dst:  # the lag is all that is in the way
+            reset = p.op.neuron.reset if p.op.neuron is not None else "?"
             raise UserError(f"node {dst!r} ({p.op.nir_type}): its loop enters its synaptic current, which {target} "
                             "charges into the membrane one step after it arrives, so its own spike of step t-1 "
-                            "reaches its membrane at t+1, not at t; a recurrent CubaLIF runs on the reference "
-                            "and Lava")
+                            "would reach its membrane at t+1, not at t (NEST's one model that charges it in the "
+                            f"same step, gif_psc_exp, resets one step late: snnTorch's delayed resets only; this "
+                            f"node's reset is {reset!r}); the reference and Lava (lava, lava-fixed) run it")
         raise UserError(f"node {dst!r} ({p.op.nir_type}): it receives {src!r} through a loop, and {src!r} is "
                         f"{q.depth - p.depth} population(s) deeper; on {target} every spike takes one step per "
                         "population, the loop gives one step in all, so only a population feeding itself "
                         "(through synaptic nodes) is laid out")
 
 
+def loops_into_itself(plan: Plan, name: str) -> bool:
+    """Whether op ``name`` receives its own value over a loop edge (through synaptic nodes only)."""
+    byname = {op.name: op for op in plan.ops}
+    return name in _late_sources(byname[name], byname, {plan.input})
+
+
 def layout(plan: Plan, target: str, loops: bool = False,
-           resets: tuple[str, ...] = ("hard", "soft", "soft_next")) -> NetLayout:
+           resets: tuple[str, ...] = ("hard", "soft", "soft_next"),
+           same_step: frozenset[str] = frozenset()) -> NetLayout:
     """Populations, depths and the host-side readout of ``plan``; UserError naming what a
     spike-passing simulator cannot run (a recurrent loop, unless the caller lays out
-    :attr:`Drive.late` terms: ``loops``; a reset outside ``resets``)."""
+    :attr:`Drive.late` terms: ``loops``; a reset outside ``resets``). ``same_step``: the CubaLIF
+    ops the target charges in their current's own step (:attr:`PopLayout.same_step`)."""
     byname = {op.name: op for op in plan.ops}
     pop_ops = spiking_populations(plan, target, recurrent=loops)
     refuse_resets(plan, target, resets)
@@ -252,7 +265,8 @@ def layout(plan: Plan, target: str, loops: bool = False,
             if byname[s].kind in ("neuron", "threshold") and not byname[s].spiking:
                 raise UserError(f"node {op.name!r}: its input comes from the membrane of the non-spiking node "
                                 f"{s!r}; {target} neurons pass on spikes only")
-        pop = PopLayout(op, 1 + max(depth[s] for s in src), src, int(np.prod(op.out_shape)), op.spiking)
+        pop = PopLayout(op, 1 + max(depth[s] for s in src), src, int(np.prod(op.out_shape)), op.spiking,
+                        op.name in same_step)
         pop.depth += pop.lag
         pops[op.name] = pop
         sources[op.name] = {op.name}

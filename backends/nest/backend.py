@@ -118,6 +118,9 @@ class NestBackend(NestNetwork):
                                      for i in range(spec.size)])
         if spec.tau_syn is not None:  # a list parameter (one receptor), per neuron
             kernel.set_nodes(nodes, [{"tau_syn": [float(t)]} for t in spec.tau_syn])
+        if spec.lists is not None:  # gif_psc_exp's spike-triggered current: one element per neuron
+            cols = {k: v.tolist() for k, v in spec.lists.items()}
+            kernel.set_nodes(nodes, [{k: [c[i]] for k, c in cols.items()} for i in range(spec.size)])
         ids = np.asarray(nodes.tolist(), dtype=np.int64)
         if not np.array_equal(ids, np.arange(ids[0], ids[0] + ids.size)):
             raise AssertionError("NEST returned non-contiguous node ids")

@@ -49,10 +49,10 @@ import scipy.sparse as sp
 import torch
 
 from backends.base import Readout, check_batch, plan_for_env
-from backends.common.layout import Drive, NetLayout, layout
+from backends.common.layout import Drive, NetLayout, layout, loops_into_itself
 from backends.common.readout import Recorded, add_spikes, readout_arrays, spike_counts
 from backends.nest import kernel
-from backends.nest.neurons import CLAMP_WEIGHT, PopSpec, population_spec
+from backends.nest.neurons import CLAMP_WEIGHT, PopSpec, population_spec, same_step_current
 from exporters.plan.ir import Plan
 from pipeline.encoding import encode_seeded
 from pipeline.errors import UserError
@@ -77,8 +77,9 @@ class Generators:
     all: Any  # every generator: their time origin moves to each cycle's start
 
     @classmethod
-    def create(cls, nest: Any, h: float, cycle: int, n_inputs: int | None) -> Generators:
-        every = {"spike_times": [h * j for j in range(1, cycle + 1)], "precise_times": False}
+    def create(cls, nest: Any, h: float, cycle: int, n_inputs: int | None, window: int | None = None) -> Generators:
+        """``window``: the clocks fire on the window's T steps only (a fresh network per observation)."""
+        every = {"spike_times": [h * j for j in range(1, (window or cycle) + 1)], "precise_times": False}
         clock_in = nest.Create("spike_generator", params=every)
         clock_bias = nest.Create("spike_generator", params=every)
         clamp = nest.Create("spike_generator", params={"spike_times": [h * (cycle - 1)], "precise_times": False})
@@ -141,7 +142,8 @@ class NestNetwork:
             n_actions=n_actions)
         self.sem = self.plan.semantics
         self.T = self.sem.time_steps
-        self.net: NetLayout = layout(self.plan, self.target, loops=True, resets=RESETS)
+        same = frozenset(op.name for op in self.plan.ops if same_step_current(op, loops_into_itself(self.plan, op.name)))
+        self.net: NetLayout = layout(self.plan, self.target, loops=True, resets=RESETS, same_step=same)
         self.h = self.sem.dt * 1000.0  # ms; the kernel's own value once built
         self.specs: dict[str, PopSpec] = self._specs(self.h)
         self.net.check_loops(self.target)
@@ -153,6 +155,10 @@ class NestNetwork:
                                 "snnTorch's delayed zero reset keeps the charge one step more (a readout of its "
                                 "spikes only, e.g. rate, runs); the reference and Lava (lava, lava-fixed) run it")
         self.depth = self.net.depth
+        # gif_psc_exp's currents cannot be reset in place (neurons.gif_spec): a fresh network per observation,
+        # driven on each population's window only, needs no reset pulses at all
+        self.fresh = any(s.fresh for s in self.specs.values())
+        self._used = False  # fresh: the network has run an observation and must be built again
         # an early clamp lands two steps before a window: after the previous window only if L >= T + 3
         early = any(s.early_clamp for s in self.specs.values())
         self.cycle = max(self.T + self.depth + (1 if self.net.traced else 0), self.T + (3 if early else 2))
@@ -161,7 +167,7 @@ class NestNetwork:
         self._origin = 0  # absolute step at which the next cycle starts
 
     def _specs(self, h: float) -> dict[str, PopSpec]:
-        return {n: population_spec(p.op, h) for n, p in self.net.pops.items()}
+        return {n: population_spec(p.op, h, p.same_step) for n, p in self.net.pops.items()}
 
     def _use_resolution(self, h: float) -> None:
         """The kernel's resolution (ms); the decays are calibrated for it."""
@@ -196,7 +202,8 @@ class NestNetwork:
         the synapses between populations, devices for the input, biases and resets."""
         nest = self._nest
         self.gens = Generators.create(nest, self.h, self.cycle,
-                                      None if self.sem.encoding == "current" else int(np.prod(self.obs_shape)))
+                                      None if self.sem.encoding == "current" else int(np.prod(self.obs_shape)),
+                                      self.T if self.fresh else None)
         self.host_matrix: dict[str, sp.csr_matrix] = {}  # input-fed population -> scaled input matrix
         self.host_const: dict[str, np.ndarray] = {}
         for name, drive in self.net.iter_drives():
@@ -228,28 +235,32 @@ class NestNetwork:
         for src, mat in drive.late.items():  # a loop's closing edge: one step more than a forward one
             coo = mat.tocoo()
             project(src, name, coo.col, coo.row, coo.data * scale[coo.row], self.net.loop_delay(src, name, self.target))
+        clock_delay = h * d_in if self.fresh else h  # fresh: the window's steps only, else every step
         if name in self.host_matrix:
             self.host_const[name] = const
-            connect_arrays(nest, np.full(n, gens.clock_in.global_id), ids, const, h, rc)
+            connect_arrays(nest, np.full(n, gens.clock_in.global_id), ids, const, clock_delay, rc)
         else:
             nz = np.nonzero(const)[0]
-            connect_arrays(nest, np.full(nz.size, gens.clock_bias.global_id), ids[nz], const[nz], h, rc)
-        clamp = np.full(n, CLAMP_WEIGHT) if spec.clamp is None else spec.clamp
-        connect_arrays(nest, np.full(n, gens.clamp.global_id), ids, clamp, h * d_in, rc)
-        if spec.early_clamp:  # a spike on the step before the clamp makes that step refractory: clamp it too
-            connect_arrays(nest, np.full(n, gens.clamp_early.global_id), ids, clamp, h * d_in, rc)
-        connect_arrays(nest, np.full(n, gens.restore.global_id), ids, spec.restore, h * d_in, rc)
+            connect_arrays(nest, np.full(nz.size, gens.clock_bias.global_id), ids[nz], const[nz], clock_delay, rc)
         if spec.init is not None:
             nz = np.nonzero(spec.init)[0]
             connect_arrays(nest, np.full(nz.size, gens.init.global_id), ids[nz], spec.init[nz], h * p.depth, rc)
         if spec.autapse is not None:
             nz = np.nonzero(spec.autapse)[0]
             connect_arrays(nest, ids[nz], ids[nz], spec.autapse[nz], h)
+        if self.fresh:  # nothing reaches a population outside its window: no reset pulses
+            return
+        clamp = np.full(n, CLAMP_WEIGHT) if spec.clamp is None else spec.clamp
+        connect_arrays(nest, np.full(n, gens.clamp.global_id), ids, clamp, h * d_in, rc)
+        if spec.early_clamp:  # a spike on the step before the clamp makes that step refractory: clamp it too
+            connect_arrays(nest, np.full(n, gens.clamp_early.global_id), ids, clamp, h * d_in, rc)
+        connect_arrays(nest, np.full(n, gens.restore.global_id), ids, spec.restore, h * d_in, rc)
 
     def _warm_up(self) -> None:
         """Cycle 0, without input: its clamp/restore pulses put every population at rest right
-        before its window in the first real cycle."""
-        self._cycle(np.zeros(self.obs_shape, np.float64), None, first=True)
+        before its window in the first real cycle (a fresh network is at rest already)."""
+        if not self.fresh:
+            self._cycle(np.zeros(self.obs_shape, np.float64), None, first=True)
 
     # ------------------------------------------------------------------ one observation
 
@@ -288,6 +299,9 @@ class NestNetwork:
             trace[t, ids] = v
             if np.isnan(trace).any():
                 raise AssertionError(f"the multimeter missed steps of {name!r}")
+            offset = self.specs[name].v_offset
+            if offset is not None:  # gif_psc_exp holds V relative to v_leak
+                trace = trace + offset
             rec.traces[name] = trace
             final = trace[-1].copy()
             corr = self.specs[name].v_correction
@@ -314,6 +328,19 @@ class NestNetwork:
             timings["read_out"] += t3 - t2
         return rec
 
+    def _observe(self, obs: np.ndarray, s_in: np.ndarray | None, timings: dict[str, float]) -> Recorded:
+        """One observation's cycle; a fresh network is built again for every observation after its first
+        (the rebuild counted as simulation time)."""
+        if not self.fresh:
+            return self._cycle(obs, s_in, timings)
+        if self._used:
+            t0 = time.perf_counter()
+            self._build()
+            timings["simulate"] += time.perf_counter() - t0
+        self._used = True
+        self._origin = 0
+        return self._cycle(obs, s_in, timings, first=True)
+
     # ------------------------------------------------------------------ public interface
 
     def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Readout:
@@ -334,7 +361,7 @@ class NestNetwork:
         timings = {"set_input": 0.0, "simulate": 0.0, "read_out": 0.0}
         x_np = x.numpy()
         s_np = None if s_in is None else s_in.numpy()
-        recs = [self._cycle(x_np[i], None if s_np is None else s_np[:, i], timings) for i in range(obs.shape[0])]
+        recs = [self._observe(x_np[i], None if s_np is None else s_np[:, i], timings) for i in range(obs.shape[0])]
         t0 = time.perf_counter()
         spikes = spike_counts(self.net, recs)
         q, action = readout_arrays(self.net, recs, x, s_in, self.n_out)

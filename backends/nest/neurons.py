@@ -101,6 +101,9 @@ class PopSpec:
     receptor: int = 0  # receptor_type of every connection into the population (0: NEST's default)
     tau_syn: Arr | None = None  # CubaLIF: tau_syn (ms) per neuron, set after creation (a list parameter)
     early_clamp: bool = False  # a refractory step (zero_next) can swallow the clamp: clamp one step earlier too
+    lists: dict[str, Arr] | None = None  # gif_psc_exp: list parameters (q_stc, tau_stc), one value per neuron
+    v_offset: Arr | None = None  # gif_psc_exp: recorded V_m is relative to v_leak; add this
+    fresh: bool = False  # needs a fresh network per observation (gif_psc_exp's currents cannot be reset)
 
 
 def _threshold(v_th: Param, compare: str, shape: tuple[int, ...]) -> Arr:
@@ -122,8 +125,21 @@ def _decays(tau: Param | None, shape: tuple[int, ...], h: float) -> tuple[Arr, A
     return tau_m, decay
 
 
-def population_spec(op: Op, h: float) -> PopSpec:
-    """Map a neuron or Threshold op to NEST; UserError naming the node where NEST cannot."""
+def same_step_current(op: Op, loops_into_itself: bool) -> bool:
+    """Whether a CubaLIF runs on ``gif_psc_exp`` (its current charges V in the step it arrives, so
+    the population sits at its inputs' depth) rather than ``iaf_psc_exp_multisynapse`` (a step
+    later): where the latter has no form, i.e. snnTorch's delayed subtraction (``soft_next``,
+    Synaptic's and RSynaptic's default) and a loop into the current with snnTorch's delayed zero
+    reset (RSynaptic). :func:`gif_spec` says why those two resets and no others."""
+    step = op.neuron
+    if step is None or step.tau_syn is None or not step.spiking or step.multi_spike or step.v_floor is not None:
+        return False
+    return step.reset == "soft_next" or (step.reset == "zero_next" and loops_into_itself)
+
+
+def population_spec(op: Op, h: float, same_step: bool = False) -> PopSpec:
+    """Map a neuron or Threshold op to NEST; UserError naming the node where NEST cannot.
+    ``same_step``: a CubaLIF on gif_psc_exp (:func:`same_step_current`)."""
     shape = op.out_shape
     n = int(np.prod(shape))
     if op.kind == "threshold":  # stateless S = (x >= theta): a neuron that forgets (d = 0)
@@ -143,7 +159,7 @@ def population_spec(op: Op, h: float) -> PopSpec:
         raise UserError(f"{what}: a membrane floor (Sinabs min_v_mem) has no NEST form (V_min holds the reset "
                         "between observations); --convention sinabs+no-floor if the model had none")
     if step.tau_syn is not None:
-        return cuba_spec(op, h)
+        return gif_spec(op, h) if same_step else cuba_spec(op, h)
     tau_m, decay = _decays(step.tau, shape, h)
     gain = _per_neuron(step.gain, shape)
     scale = gain if step.tau is None else gain / _per_neuron(step.tau, shape)
@@ -235,6 +251,27 @@ def propagator_32(tau_syn: float, tau: float, c_m: float, h: float) -> float:
     return p32
 
 
+def _apart(tau_s: Arr, tau_m: Arr, h: float) -> Arr:
+    """tau_syn moved off an equal tau_m to the neighbouring double whose decay ``exp(-h/tau_syn)``
+    is closest to the calibrated one (equal where one exists, else an ulp off, as
+    :func:`nest_tau_m` settles): iaf_psc_exp_multisynapse refuses equal time constants (NEST 3.10:
+    "Membrane and synapse time constant(s) must differ"), although its propagator has the limit
+    (``propagator_32``'s near-singular branches, computed as NEST computes them)."""
+    tau_s = tau_s.copy()
+    for i in np.nonzero(tau_s == tau_m)[0]:
+        p = math.exp(-h / tau_s[i])
+        best, best_err = float(tau_s[i]), math.inf
+        for direction in (math.inf, 0.0):
+            t = float(tau_s[i])
+            for _ in range(8):
+                t = math.nextafter(t, direction)
+                err = abs(math.exp(-h / t) - p)
+                if err < best_err:
+                    best, best_err = t, err
+        tau_s[i] = best
+    return tau_s
+
+
 def cuba_spec(op: Op, h: float) -> PopSpec:
     """A CubaLIF (CubaLI) op as ``iaf_psc_exp_multisynapse`` with one receptor (any sign).
 
@@ -260,6 +297,8 @@ def cuba_spec(op: Op, h: float) -> PopSpec:
                         "v_leak (its reset between observations passes through V_reset = v_leak)")
     tau_m, p22 = _decays(step.tau, shape, h)
     tau_s, p11 = _decays(step.tau_syn, shape, h)
+    tau_s = _apart(tau_s, tau_m, h)
+    p11 = np.array([math.exp(-h / t) for t in tau_s])  # libm's exp, as NEST (numpy's may differ by an ulp)
     pairs, inv = np.unique(np.stack([tau_s, tau_m]), axis=1, return_inverse=True)
     p21 = np.array([propagator_32(float(ts), float(tm), 1.0, h) for ts, tm in pairs.T])[np.reshape(inv, -1)]
     b = _per_neuron(step.w_in, shape)
@@ -293,3 +332,69 @@ def cuba_spec(op: Op, h: float) -> PopSpec:
     clamp = np.full(n, 2.0 ** max(k, 1000))
     return PopSpec(op.name, "iaf_psc_exp_multisynapse", n, params, p22, scale, step.spiking, -p11 * clamp,
                    None, None, None, clamp=clamp, receptor=1, tau_syn=tau_s)
+
+
+# gif_psc_exp's escape noise made a sharp threshold: lambda = LAMBDA_0 exp((V - V_T) / DELTA_V)
+# is +inf above V_T (any V - V_T >= one ulp of a potential away from 0 overflows the exponent), and
+# LAMBDA_0 at V == V_T, so the spike probability -expm1(-lambda h) is exactly 1 there, and exactly
+# 0 below (exp underflows to 0, lambda == 0 and no random number is drawn): V >= V_T, deterministic.
+GIF_DELTA_V = 1e-300
+GIF_LAMBDA_0 = 1e300  # 1/s
+
+
+def gif_spec(op: Op, h: float) -> PopSpec:
+    """A CubaLIF as ``gif_psc_exp`` (NEST 3.10, models/gif_psc_exp.cpp), whose step is, in order:
+    ``I = P11 I + (spikes arriving)`` (one current per weight sign, both with tau_syn here), then
+    ``V = P33 V + P21 I + P31 E_L - P30 stc``, then the spike test on that V. The current charges V
+    in the step it arrives, so the population sits at its inputs' depth (lag 0) and a loop into its
+    current takes one step, as the graph's. With ``g_L = 1``, ``C_m = tau_m`` (so ``C_m/g_L`` is
+    tau_m exactly), ``E_L = 0`` (potentials relative to v_leak: the leak toward it is exact) and the
+    weights scaled by ``b (g/tau) / P21`` this is the graph's ``U = d V + (g/tau) syn``.
+
+    It has no reset of its own in the spike's step: after a spike, ``t_ref`` steps hold V at
+    ``V_reset`` (no test, the currents still integrating), and a spike-triggered current ``stc``
+    adds ``-P30 q_stc`` to the next step's V. One refractory step is snnTorch's delayed zero reset
+    (``zero_next``); ``t_ref = 0`` with ``q_stc = v_sub / P30`` and a tau_stc whose decay
+    underflows to 0 is its delayed subtraction (``soft_next``). A hard or same-step reset has no
+    form here. Its currents are not status entries NEST lets one write, and the inhibitory one only
+    receives negative weights, so no pulse returns it to exactly 0 between observations: a
+    population on it needs a fresh network per observation (``fresh``), and starts at v_leak.
+    """
+    step = op.neuron
+    assert step is not None and step.tau_syn is not None and step.tau is not None and step.v_th is not None
+    shape = op.out_shape
+    n = int(np.prod(shape))
+    what = f"node {op.name!r} ({op.nir_type})"
+    v_leak = _per_neuron(step.v_leak, shape)
+    if np.any(_per_neuron(step.v_init, shape) != v_leak):
+        raise UserError(f"{what}: on NEST this CubaLIF (gif_psc_exp) must start each observation at its resting "
+                        "potential v_leak")
+    tau_m, p33 = _decays(step.tau, shape, h)
+    tau_s, p11 = _decays(step.tau_syn, shape, h)
+    pairs, inv = np.unique(np.stack([tau_s, tau_m]), axis=1, return_inverse=True)
+    p21 = np.array([propagator_32(float(ts), float(tm), float(tm), h) for ts, tm in pairs.T])[np.reshape(inv, -1)]
+    b = _per_neuron(step.w_in, shape)
+    if step.syn_order == "nir":
+        b = b / _per_neuron(step.tau_syn, shape)
+    scale = b * (_per_neuron(step.gain, shape) / _per_neuron(step.tau, shape)) / p21
+    th = _threshold(step.v_th, step.compare, shape) - v_leak
+    if np.any(th <= 0):
+        raise UserError(f"{what}: NEST needs the threshold above the resting potential v_leak")
+    params: dict[str, Param] = {"E_L": 0.0, "V_m": 0.0, "g_L": 1.0, "C_m": _compact(tau_m),
+                                "tau_syn_ex": _compact(tau_s), "tau_syn_in": _compact(tau_s), "V_T_star": _compact(th),
+                                "Delta_V": GIF_DELTA_V, "lambda_0": GIF_LAMBDA_0, "I_e": 0.0}
+    lists = None
+    if step.reset == "zero_next":
+        v_reset = _per_neuron(step.v_reset, shape) - v_leak
+        if np.any(v_reset >= th):
+            raise UserError(f"{what}: NEST needs the reset potential below the threshold")
+        params.update(t_ref=refractory_step(h), V_reset=_compact(v_reset))
+    elif step.reset == "soft_next":
+        # gif_psc_exp's P30 in its order (C_m = tau_m), with libm's expm1 as NEST calls it
+        p30 = np.array([(-1.0 / t) * math.expm1(-h / t) * t for t in tau_m])
+        params.update(t_ref=0.0, V_reset=0.0)
+        lists = {"q_stc": _per_neuron(step.v_sub, shape) / p30, "tau_stc": np.full(n, h / 2000.0)}
+    else:
+        raise AssertionError(step.reset)
+    return PopSpec(op.name, "gif_psc_exp", n, params, p33, scale, True, np.zeros(n), None, None, None,
+                   lists=lists, v_offset=v_leak if np.any(v_leak != 0) else None, fresh=True)

@@ -78,7 +78,9 @@ def native(sim: ModuleType, model: str) -> type:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             base = sim.native_cell_type(model)
-        keep = {k: v for k, v in base.default_parameters.items() if not isinstance(v, (bool, np.bool_))}
+        # list parameters (gif_psc_exp's q_stc, tau_sfa, ...) are set in NEST directly, as one list per neuron
+        keep = {k: v for k, v in base.default_parameters.items()
+                if not isinstance(v, (bool, np.bool_, list, tuple, np.ndarray))}
         _NATIVE[model] = type(model, (base,), {"default_parameters": keep})
     return _NATIVE[model]
 
@@ -211,6 +213,9 @@ class PyNNNestBackend(NestNetwork):
         self.first[name] = _contiguous(pop.node_collection)
         if spec.tau_syn is not None:  # a list parameter (one receptor), per neuron, set in NEST directly
             kernel.set_nodes(pop.node_collection, [{"tau_syn": [float(t)]} for t in spec.tau_syn])
+        if spec.lists is not None:  # gif_psc_exp's spike-triggered current, set in NEST directly
+            cols = {k: v.tolist() for k, v in spec.lists.items()}
+            kernel.set_nodes(pop.node_collection, [{k: [c[i]] for k, c in cols.items()} for i in range(spec.size)])
         return pop
 
     def _project(self, src: str, dst: str, pre: np.ndarray, post: np.ndarray, weight: np.ndarray,
