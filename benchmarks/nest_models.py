@@ -250,9 +250,38 @@ def nearest_layout(n_obs: int) -> str:
             f"(reference: { {k: int(v.sum()) for k, v in ref.spikes.items()} })")
 
 
+def fresh_cost(paper: Path, n_obs: int) -> str:
+    """Time per observation of the NIR paper's zero-reset Braille net on NEST, which runs its RSynaptic
+    layer on gif_psc_exp and so builds a fresh network for every observation."""
+    import time
+
+    from backends.nest import NestBackend
+    from exporters.canonical import build_plan
+    from exporters.nirio import read_graph
+    from exporters.plan.semantics import with_input_series
+
+    path = paper / "braille_noDelay_bias_zero.nir"
+    if not path.is_file():
+        return f"skipped: {path} not found (--paper)"
+    plan = with_input_series(build_plan(read_graph(path), convention="snntorch-zero+no-delay", time_steps=64))
+    spikes = (np.random.default_rng(0).random((64, n_obs, 12)) < 0.1).astype(np.float32)
+    backend = NestBackend(plan)
+    try:
+        t0 = time.perf_counter()
+        got = backend.run(np.zeros((n_obs, 12), np.float32), spikes)
+        wall = time.perf_counter() - t0
+    finally:
+        backend.close()
+    per = {k: f"{v / n_obs * 1e3:.1f}" for k, v in got.timings.items()}
+    return (f"{n_obs} observations, T = 64, fresh network: {wall / n_obs * 1e3:.1f} ms per observation "
+            f"(ms: {per}; 'simulate' includes the rebuild)")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--observations", type=int, default=16, help="observations for the nearest-layout check")
+    ap.add_argument("--paper", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "nir-paper",
+                    help="the NIR paper's graphs (../shared/nir-paper), for the cost of a fresh network")
     args = ap.parse_args(argv)
     nest = import_nest()
     print(f"NEST {nest.__version__}, resolution {H} ms; a spike of weight w and 2w, delay {H} ms, per receptor\n")
@@ -271,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
     for m in (2, 4):
         print(f"  resolution h/{m}, {m} NEST steps per graph step (membrane decay only): {finer_resolution(m)}")
     print(f"  the nearest layout (loop one step late) vs the float64 reference: {nearest_layout(args.observations)}")
+    print(f"\ncost of gif_psc_exp's fresh network per observation (braille_noDelay_bias_zero.nir): "
+          f"{fresh_cost(args.paper, args.observations)}")
 
 
 if __name__ == "__main__":
