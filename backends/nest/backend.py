@@ -99,7 +99,7 @@ class NestBackend(NestNetwork):
         self._use_resolution(h)
         nest.set(min_delay=h, max_delay=h * max(self.depth, 2))
         nest.SetDefaults("static_synapse", {"delay": h})
-        self.nodes: dict[str, Any] = {name: self._create(name) for name in self.net.pops}
+        self.nodes: dict[str, Any] = {name: self._create(name) for name in self.specs}  # helpers included
         self._connect(self._project)
         self._recorders()
         self._warm_up()

@@ -58,7 +58,7 @@ from pipeline.encoding import encode_seeded
 from pipeline.errors import UserError
 
 #: the resets NEST lays out (exporters.plan.ir.NeuronStep): zero_next with one refractory step
-RESETS = ("hard", "soft", "soft_next", "zero_next")
+RESETS = ("hard", "soft", "soft_next", "zero_next", "soft_recheck")
 Events = Mapping[str, Any]  # a recorder's events: senders, times (in steps), V_m
 Project = Callable[[str, str, np.ndarray, np.ndarray, np.ndarray, int], None]
 
@@ -149,6 +149,11 @@ class NestNetwork:
         self.net.check_loops(self.target)
         for name in self.net.traced:
             step = self.net.pops[name].op.neuron
+            if step is not None and step.spiking and step.reset == "soft_recheck":
+                raise UserError(f"node {name!r} ({self.net.pops[name].op.nir_type}): readout {self.sem.readout!r} "
+                                f"reads its membrane, which {self.target} holds in two populations (snnTorch's "
+                                "reset_delay=False subtraction; a readout of its spikes only, e.g. rate, runs); "
+                                "the reference and Lava (lava, lava-fixed) run it")
             if step is not None and step.spiking and step.reset == "zero_next":
                 raise UserError(f"node {name!r} ({self.net.pops[name].op.nir_type}): readout {self.sem.readout!r} "
                                 f"reads its membrane, which {self.target} holds at V_reset from a spike on where "
@@ -167,7 +172,10 @@ class NestNetwork:
         self._origin = 0  # absolute step at which the next cycle starts
 
     def _specs(self, h: float) -> dict[str, PopSpec]:
-        return {n: population_spec(p.op, h, p.same_step) for n, p in self.net.pops.items()}
+        """Every NEST population: the plan's, then the helpers of soft_recheck (neurons.Recheck)."""
+        specs = {n: population_spec(p.op, h, p.same_step) for n, p in self.net.pops.items()}
+        specs.update({s.recheck.spec.name: s.recheck.spec for s in list(specs.values()) if s.recheck is not None})
+        return specs
 
     def _use_resolution(self, h: float) -> None:
         """The kernel's resolution (ms); the decays are calibrated for it."""
@@ -214,10 +222,27 @@ class NestNetwork:
             self._in_targets = np.asarray(self.in_conns.get("target"), dtype=np.int64).reshape(-1)
 
     def _connect_drive(self, name: str, drive: Drive, project: Project) -> None:
+        """Population ``name``'s drive; a soft_recheck population's helper gets the same, and the
+        connections between the two (:class:`backends.nest.neurons.Recheck`)."""
+        self._wire(name, name, drive, project)
+        rc = self.specs[name].recheck
+        if rc is None:
+            return
+        helper = rc.spec.name
+        self._wire(name, helper, drive, project)
+        a = self.first[name] + np.arange(rc.spec.size)
+        b = self.first[helper] + np.arange(rc.spec.size)
+        for pre, post, w, steps in ((b, a, rc.a_from_b[0], 1), (b, a, rc.a_from_b[1], 2), (b, b, rc.b_self_2, 2),
+                                    (a, b, rc.b_from_a, 1)):
+            nz = np.nonzero(w)[0]
+            connect_arrays(self._nest, pre[nz], post[nz], w[nz], self.h * steps)
+
+    def _wire(self, name: str, target: str, drive: Drive, project: Project) -> None:
+        """``drive`` (population ``name``'s) into the NEST population ``target`` with its own spec."""
         nest, h, gens, plan = self._nest, self.h, self.gens, self.plan
-        p, spec = self.net.pops[name], self.specs[name]
+        p, spec = self.net.pops[name], self.specs[target]
         n, scale, rc = spec.size, spec.scale, spec.receptor
-        ids = self.first[name] + np.arange(n)
+        ids = self.first[target] + np.arange(n)
         const = np.zeros(n) if drive.const is None else drive.const * scale
         if spec.leak_bias is not None:
             const = const + spec.leak_bias
@@ -226,18 +251,18 @@ class NestNetwork:
             coo = mat.tocoo()
             w = coo.data * scale[coo.row]
             if src != plan.input:
-                project(src, name, coo.col, coo.row, w, d_in - self.net.pops[src].depth)
+                project(src, target, coo.col, coo.row, w, d_in - self.net.pops[src].depth)
             elif gens.inputs is None:  # constant current: W x + b per observation, on the host
-                self.host_matrix[name] = sp.csr_matrix((w, (coo.row, coo.col)), shape=(n, int(np.prod(self.obs_shape))))
+                self.host_matrix[target] = sp.csr_matrix((w, (coo.row, coo.col)), shape=(n, int(np.prod(self.obs_shape))))
             else:
                 connect_arrays(nest, gens.inputs[0].global_id + coo.col, ids[coo.row], w, h * d_in, rc)
             del coo, w
         for src, mat in drive.late.items():  # a loop's closing edge: one step more than a forward one
             coo = mat.tocoo()
-            project(src, name, coo.col, coo.row, coo.data * scale[coo.row], self.net.loop_delay(src, name, self.target))
+            project(src, target, coo.col, coo.row, coo.data * scale[coo.row], self.net.loop_delay(src, name, self.target))
         clock_delay = h * d_in if self.fresh else h  # fresh: the window's steps only, else every step
-        if name in self.host_matrix:
-            self.host_const[name] = const
+        if target in self.host_matrix:
+            self.host_const[target] = const
             connect_arrays(nest, np.full(n, gens.clock_in.global_id), ids, const, clock_delay, rc)
         else:
             nz = np.nonzero(const)[0]

@@ -24,6 +24,7 @@ from typing import Union
 
 import numpy as np
 
+from backends.base import SNNTORCH_RESETS
 from exporters.canonical import NeuronStep, Op
 from pipeline.errors import UserError
 
@@ -104,6 +105,34 @@ class PopSpec:
     lists: dict[str, Arr] | None = None  # gif_psc_exp: list parameters (q_stc, tau_stc), one value per neuron
     v_offset: Arr | None = None  # gif_psc_exp: recorded V_m is relative to v_leak; add this
     fresh: bool = False  # needs a fresh network per observation (gif_psc_exp's currents cannot be reset)
+    recheck: Recheck | None = None  # soft_recheck: the helper population and the connections between them
+
+
+@dataclass
+class Recheck:
+    """snnTorch's ``reset_delay=False`` subtraction (``soft_recheck``) as two eprop_iaf populations.
+
+    The graph tests ``U[t] - v_sub R[t] >= th`` with ``R[t] = (V[t-1] >= th)``, a second comparison
+    on the membrane, and stores ``V = U - v_sub S``. NEST compares once per step, but both
+    comparisons follow from ``U[t]`` and ``R[t]``: ``S[t] = (U - v_sub R >= th)`` and
+    ``R[t+1] = (U - v_sub (1 - R) >= th)``. Population A (the node's, recorded) holds
+    ``a = U - v_sub R`` and spikes S; the helper B holds ``b = U - v_sub + v_sub R`` and spikes R
+    of the next step. With eprop_iaf's own ``v -= theta`` after a spike (theta = V_th - E_L) and
+    ``U[t] = d (U[t-1] - v_sub S[t-1]) + in[t]``, every term is a spike of the last two steps:
+
+    * A: its autapse ``d (theta - v_sub)``; from B ``-v_sub`` (delay 1) and ``d v_sub`` (delay 2);
+    * B: its autapse ``d theta + v_sub`` (delay 1) and ``-d v_sub`` (delay 2); from A ``-d v_sub``
+      (delay 1); a bias ``-(1 - d) v_sub`` per step and ``-d v_sub`` more on the window's first
+      step (``b[0] = U[0] - v_sub``, R[0] = 0 as the start is below the threshold).
+
+    B receives everything A receives (inputs, loop, biases) and is reset between observations the
+    same way. Checked against the reference in tests/test_recurrent.py.
+    """
+
+    spec: PopSpec  # B's own population
+    a_from_b: tuple[Arr, Arr]  # delays 1 and 2
+    b_self_2: Arr  # delay 2 (its delay-1 self-connection is B's autapse)
+    b_from_a: Arr  # delay 1
 
 
 def _threshold(v_th: Param, compare: str, shape: tuple[int, ...]) -> Arr:
@@ -202,10 +231,25 @@ def population_spec(op: Op, h: float, same_step: bool = False) -> PopSpec:
     v_sub = _per_neuron(step.v_sub, shape)
     # eprop_iaf holds V_th relative to E_L and subtracts that (NEST 3.10's code): th - E_L
     a = autapse(step.reset, decay, th - e_l, v_sub)
-    corr = th - e_l - v_sub if step.reset == "soft" else th - e_l
+    corr = th - e_l - v_sub if step.reset in ("soft", "soft_recheck") else th - e_l
     params.update(c_reg=0.0)
-    return PopSpec(op.name, "eprop_iaf", n, params, decay, scale, True, restore, init,
+    spec = PopSpec(op.name, "eprop_iaf", n, params, decay, scale, True, restore, init,
                    a if np.any(a != 0) else None, corr if np.any(corr != 0) else None, leak_bias=leak_bias)
+    if step.reset == "soft_recheck":
+        spec.v_correction = None  # V(T) needs R(T) too: a membrane readout of it is refused (devices.py)
+        spec.recheck = recheck(spec, th - e_l, v_sub)
+    return spec
+
+
+def recheck(a: PopSpec, theta: Arr, v_sub: Arr) -> Recheck:
+    """The helper population and connections of :class:`Recheck` for population ``a``."""
+    d = a.decay
+    zero = np.zeros(a.size)
+    bias = (zero if a.leak_bias is None else a.leak_bias) - (1.0 - d) * v_sub
+    init = (zero if a.init is None else a.init) - d * v_sub
+    b = PopSpec(f"{a.name}#recheck", a.model, a.size, dict(a.params), d, a.scale, True, a.restore, init,
+                d * theta + v_sub, None, leak_bias=bias)
+    return Recheck(b, (-v_sub, d * v_sub), -d * v_sub, -d * v_sub)
 
 
 def refractory_step(h: float) -> float:
@@ -229,7 +273,7 @@ def autapse(reset: str, decay: Arr, th: Arr, v_sub: Arr) -> Arr:
     so ``a = d (th - v_sub)``; ``soft_next`` (snnTorch): ``d U[t] - v_sub S[t]``, so
     ``a = d th - v_sub``. Zero (no autapse) for the usual ``v_sub == V_th``, ``>=``.
     """
-    if reset == "soft":
+    if reset in ("soft", "soft_recheck"):  # soft_recheck: population A of Recheck
         return decay * (th - v_sub)
     if reset == "soft_next":
         return decay * th - v_sub
@@ -308,6 +352,10 @@ def cuba_spec(op: Op, h: float) -> PopSpec:
     params: dict[str, Param] = {"E_L": _compact(e_l), "V_m": _compact(e_l), "tau_m": _compact(tau_m), "C_m": 1.0,
                                 "t_ref": 0.0, "I_e": 0.0, "V_reset": _compact(e_l)}
     if step.spiking:
+        if step.reset == "soft_recheck":
+            raise UserError(f"{what}: {SNNTORCH_RESETS['soft_recheck']} is laid out on NEST for a LIF only "
+                            "(a helper population, docs/NEST.md section 1), not for a CubaLIF; the reference and "
+                            "Lava (lava, lava-fixed) run it")
         if step.reset not in ("hard", "zero_next"):
             raise UserError(f"{what}: a CubaLIF with a subtractive reset (snnTorch Synaptic's default) has no "
                             "NEST form: iaf_psc_exp_multisynapse only resets to V_reset; the reference and Lava "

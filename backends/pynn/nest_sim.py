@@ -184,7 +184,7 @@ class PyNNNestBackend(NestNetwork):
             if abs(h - h_ms) > 1e-9 * h_ms:
                 raise UserError(f"dt = {self.sem.dt:g} s is not on NEST's time grid; NEST would run at {h:g} ms")
             self._use_resolution(h)
-            self.pops: dict[str, Any] = {name: self._population(name) for name in self.net.pops}
+            self.pops: dict[str, Any] = {name: self._population(name) for name in self.specs}  # helpers included
             self.projections: dict[tuple[str, str], Any] = {}
             self._connect(self._project)
             self._recorders()
