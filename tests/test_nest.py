@@ -79,6 +79,13 @@ def chain(neuron: nir.NIRNode, n: int = 1, meta: dict | None = None, w: np.ndarr
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": 8, "dt": 1e-3, **(meta or {})})
 
 
+def loop_into(graph: nir.NIRGraph, name: str) -> nir.NIRGraph:
+    """``graph`` with a loop ``name -> rec -> name`` through an identity Linear."""
+    n = int(np.prod(graph.nodes[name].output_type["output"]))
+    nodes = dict(graph.nodes, rec=nir.Linear(np.eye(n)))
+    return nir.NIRGraph(nodes=nodes, edges=[*graph.edges, (name, "rec"), ("rec", name)], metadata=graph.metadata)
+
+
 def test_threshold_ties_spike_on_greater_or_equal() -> None:
     """IF with input exactly 0.5 and V_th 1: U reaches 1.0 exactly every second step."""
     x = np.array([[0.5]], np.float32)
@@ -211,8 +218,8 @@ def test_unsupported_nodes_are_named() -> None:
         NestBackend(model_to_nir(make_checkpoint("dqn")))
     cuba = nir.CubaLIF(tau_syn=np.full(2, 2e-3), tau_mem=np.full(2, 4e-3), r=np.ones(2), v_leak=np.zeros(2),
                        v_threshold=np.ones(2))
-    with pytest.raises(UserError, match="node 'n' \\(CubaLIF\\): snnTorch's reset_delay=False subtraction"):
-        NestBackend(chain(cuba, n=2), convention="snntorch+no-delay")  # (the default, delayed, runs: gif_psc_exp)
+    with pytest.raises(UserError, match="node 'n' \\(CubaLIF\\): its loop enters its synaptic current"):
+        NestBackend(loop_into(chain(cuba, n=2), "n"))  # a hard reset: no same-step current model for it
     cuba_off_rest = nir.CubaLIF(tau_syn=np.full(2, 2e-3), tau_mem=np.full(2, 4e-3), r=np.ones(2),
                                 v_leak=np.zeros(2), v_threshold=np.ones(2), v_reset=np.full(2, -0.5))
     with pytest.raises(UserError, match="node 'n' \\(CubaLIF\\): on NEST a CubaLIF must start"):

@@ -109,8 +109,8 @@ def test_braille_on_every_target(name: str, convention: str) -> None:
     trains: the loop lif1.lif -> lif1.w_rec -> lif1.lif closes one step late, into the CubaLIF's
     synaptic current. The float32 reference and Lava float equal the float64 reference (spike counts,
     actions, Q), lava-fixed its own integer model bit for bit;
-    NEST and PyNN-NEST run the zero-reset net bit for bit (RSynaptic on gif_psc_exp) and refuse the
-    subtracting one naming lif2 (reset_delay=False subtraction); SpiNNaker (no CubaLIF) refuses both.
+    NEST and PyNN-NEST equal the float64 reference too (RSynaptic and Synaptic on gif_psc_exp, the
+    reset_delay=False subtraction with a helper population); SpiNNaker (no CubaLIF) refuses both.
     snnTorch 1.0's own run of them is tests/test_frameworks.py."""
     from exporters.canonical import build_plan
     from exporters.plan.semantics import with_input_series
@@ -141,14 +141,13 @@ def test_braille_on_every_target(name: str, convention: str) -> None:
     for target in ("nest", "pynn-nest", "spinnaker-fixedpoint"):
         if not all(importlib.util.find_spec(m) is not None for m in REGISTRY[target].requires):
             continue
-        if target != "spinnaker-fixedpoint" and "zero" in name:  # RSynaptic on gif_psc_exp (docs/NEST.md)
+        if target != "spinnaker-fixedpoint":  # RSynaptic and Synaptic on gif_psc_exp (docs/NEST.md)
             backend = REGISTRY[target].build(plan)
             try:
                 assert_same(backend.run(obs, spikes), ref)
             finally:
                 backend.close()
             continue
-        # subtract: its Synaptic lif2 tests for a spike with snnTorch's reset_delay=False rule
         with pytest.raises(UserError, match=r"^node '(lif1\.lif|lif2)' \(CubaLIF\): ") as err:
             REGISTRY[target].build(plan).close()
         assert "\n" not in str(err.value)

@@ -99,8 +99,10 @@ def test_errors_name_the_cause() -> None:
              "out": nir.Output(np.array([2]))}
     cuba = nir.NIRGraph(nodes=nodes, edges=[("in", "fc"), ("fc", "cuba"), ("cuba", "out")],
                         metadata={"time_steps": 4, "dt": 1e-3})
-    with pytest.raises(UserError, match="node 'cuba' \\(CubaLIF\\): snnTorch's reset_delay=False subtraction"):
-        PyNNNestBackend(cuba, convention="snntorch+no-delay")
+    nodes["rec"] = nir.Linear(np.eye(2))
+    looped = nir.NIRGraph(nodes=nodes, edges=[*cuba.edges, ("cuba", "rec"), ("rec", "cuba")], metadata=cuba.metadata)
+    with pytest.raises(UserError, match="node 'cuba' \\(CubaLIF\\): its loop enters its synaptic current"):
+        PyNNNestBackend(looped)  # a hard reset: no same-step current model for it
     graph = zoo_graph("liu")
     first = PyNNNestBackend(graph)
     second = PyNNNestBackend(graph)  # NEST holds one network per process

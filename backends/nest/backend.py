@@ -97,7 +97,7 @@ class NestBackend(NestNetwork):
             raise UserError(f"dt = {self.sem.dt:g} s is not on NEST's time grid (multiples of "
                             f"{1.0 / nest.get('tics_per_ms'):g} ms); NEST would run at {h:g} ms")
         self._use_resolution(h)
-        nest.set(min_delay=h, max_delay=h * max(self.depth, 2))
+        nest.set(min_delay=h, max_delay=h * max(self.depth + 1, 3))  # + a pulse pair's second half
         nest.SetDefaults("static_synapse", {"delay": h})
         self.nodes: dict[str, Any] = {name: self._create(name) for name in self.specs}  # helpers included
         self._connect(self._project)

@@ -230,12 +230,20 @@ class NestNetwork:
             return
         helper = rc.spec.name
         self._wire(name, helper, drive, project)
-        a = self.first[name] + np.arange(rc.spec.size)
-        b = self.first[helper] + np.arange(rc.spec.size)
-        for pre, post, w, steps in ((b, a, rc.a_from_b[0], 1), (b, a, rc.a_from_b[1], 2), (b, b, rc.b_self_2, 2),
-                                    (a, b, rc.b_from_a, 1)):
-            nz = np.nonzero(w)[0]
-            connect_arrays(self._nest, pre[nz], post[nz], w[nz], self.h * steps)
+        n, p = rc.spec.size, self.net.pops[name]
+        ids = {"a": self.first[name] + np.arange(n), "b": self.first[helper] + np.arange(n),
+               "clock": np.full(n, self.gens.clock_bias.global_id), "init": np.full(n, self.gens.init.global_id)}
+        window = {"clock": p.input_depth, "init": p.depth}  # the generators' own alignment (fresh: windowed clock)
+        for src, dst, jump, steps in rc.jumps:
+            steps = steps or window[src]
+            nz = np.nonzero(jump)[0]
+            pre, post = ids[src][nz], ids[dst][nz]
+            if rc.via_current is None:  # a delta synapse: the jump itself
+                connect_arrays(self._nest, pre, post, jump[nz], self.h * steps)
+                continue
+            p21, p11 = (x[nz] for x in rc.via_current)  # a pulse pair: the current's tail cancels
+            connect_arrays(self._nest, pre, post, jump[nz] / p21, self.h * steps)
+            connect_arrays(self._nest, pre, post, -p11 * jump[nz] / p21, self.h * (steps + 1))
 
     def _wire(self, name: str, target: str, drive: Drive, project: Project) -> None:
         """``drive`` (population ``name``'s) into the NEST population ``target`` with its own spec."""

@@ -126,13 +126,19 @@ class Recheck:
       step (``b[0] = U[0] - v_sub``, R[0] = 0 as the start is below the threshold).
 
     B receives everything A receives (inputs, loop, biases) and is reset between observations the
-    same way. Checked against the reference in tests/test_recurrent.py.
+    same way. On a CubaLIF (gif_psc_exp, :func:`gif_spec`) the same jumps apply without the theta
+    terms (gif does not reset itself): each own-spike jump of the next step is its spike-triggered
+    current, every other jump goes through the current as a pulse pair, ``J / P21`` and ``-P11 J /
+    P21`` a step later, whose contributions to V cancel from the second step on, and B's bias and
+    start are such pairs from the window's clock and init generators.
+    Checked against the reference in tests/test_recurrent.py.
     """
 
     spec: PopSpec  # B's own population
-    a_from_b: tuple[Arr, Arr]  # delays 1 and 2
-    b_self_2: Arr  # delay 2 (its delay-1 self-connection is B's autapse)
-    b_from_a: Arr  # delay 1
+    # (from "a" | "b" | "clock" | "init", to "a" | "b", the membrane jump, delay in steps; 0 for the
+    # generators: the population's window alignment)
+    jumps: list[tuple[str, str, Arr, int]]
+    via_current: tuple[Arr, Arr] | None = None  # gif: (P21, P11) per neuron of A and B
 
 
 def _threshold(v_th: Param, compare: str, shape: tuple[int, ...]) -> Arr:
@@ -163,7 +169,7 @@ def same_step_current(op: Op, loops_into_itself: bool) -> bool:
     step = op.neuron
     if step is None or step.tau_syn is None or not step.spiking or step.multi_spike or step.v_floor is not None:
         return False
-    return step.reset == "soft_next" or (step.reset == "zero_next" and loops_into_itself)
+    return step.reset in ("soft", "soft_next", "soft_recheck") or (step.reset == "zero_next" and loops_into_itself)
 
 
 def population_spec(op: Op, h: float, same_step: bool = False) -> PopSpec:
@@ -249,7 +255,8 @@ def recheck(a: PopSpec, theta: Arr, v_sub: Arr) -> Recheck:
     init = (zero if a.init is None else a.init) - d * v_sub
     b = PopSpec(f"{a.name}#recheck", a.model, a.size, dict(a.params), d, a.scale, True, a.restore, init,
                 d * theta + v_sub, None, leak_bias=bias)
-    return Recheck(b, (-v_sub, d * v_sub), -d * v_sub, -d * v_sub)
+    return Recheck(b, [("b", "a", -v_sub, 1), ("b", "a", d * v_sub, 2), ("b", "b", -d * v_sub, 2),
+                       ("a", "b", -d * v_sub, 1)])
 
 
 def refractory_step(h: float) -> float:
@@ -437,12 +444,25 @@ def gif_spec(op: Op, h: float) -> PopSpec:
         if np.any(v_reset >= th):
             raise UserError(f"{what}: NEST needs the reset potential below the threshold")
         params.update(t_ref=refractory_step(h), V_reset=_compact(v_reset))
-    elif step.reset == "soft_next":
+    elif step.reset in ("soft", "soft_next", "soft_recheck"):
         # gif_psc_exp's P30 in its order (C_m = tau_m), with libm's expm1 as NEST calls it
         p30 = np.array([(-1.0 / t) * math.expm1(-h / t) * t for t in tau_m])
         params.update(t_ref=0.0, V_reset=0.0)
-        lists = {"q_stc": _per_neuron(step.v_sub, shape) / p30, "tau_stc": np.full(n, h / 2000.0)}
+        v_sub = _per_neuron(step.v_sub, shape)
+        # soft_next: -v_sub on the next step; soft and soft_recheck's A: -d v_sub (V = U - v_sub S decays first)
+        jump = v_sub if step.reset == "soft_next" else p33 * v_sub
+        lists = {"q_stc": jump / p30, "tau_stc": np.full(n, h / 2000.0)}
     else:
         raise AssertionError(step.reset)
-    return PopSpec(op.name, "gif_psc_exp", n, params, p33, scale, True, np.zeros(n), None, None, None,
+    # soft: the graph's V(T) is already reduced by v_sub S(T), gif's not until the next step
+    corr = -v_sub if step.reset == "soft" else None
+    spec = PopSpec(op.name, "gif_psc_exp", n, params, p33, scale, True, np.zeros(n), None, None, corr,
                    lists=lists, v_offset=v_leak if np.any(v_leak != 0) else None, fresh=True)
+    if step.reset == "soft_recheck":
+        d = p33
+        b = PopSpec(f"{op.name}#recheck", spec.model, n, dict(params), d, scale, True, spec.restore, None, None,
+                    None, lists={"q_stc": -v_sub / p30, "tau_stc": lists["tau_stc"]}, fresh=True)
+        spec.recheck = Recheck(b, [("b", "a", -v_sub, 1), ("b", "a", d * v_sub, 2), ("b", "b", -d * v_sub, 2),
+                                   ("a", "b", -d * v_sub, 1), ("clock", "b", -(1.0 - d) * v_sub, 0),
+                                   ("init", "b", -d * v_sub, 0)], via_current=(p21, p11))
+    return spec

@@ -176,7 +176,7 @@ class PyNNNestBackend(NestNetwork):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                sim.setup(timestep=h_ms, min_delay=h_ms, max_delay=h_ms * max(self.depth, 2),
+                sim.setup(timestep=h_ms, min_delay=h_ms, max_delay=h_ms * max(self.depth + 1, 3),
                           spike_precision="on_grid", threads=self.threads, verbosity="error")
             except Exception as exc:  # NEST's kernel errors have no importable common type
                 raise UserError(f"NEST cannot use dt = {self.sem.dt:g} s as its resolution: {exc}") from None
