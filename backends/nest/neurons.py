@@ -24,7 +24,6 @@ from typing import Union
 
 import numpy as np
 
-from backends.base import SNNTORCH_RESETS
 from exporters.canonical import NeuronStep, Op
 from pipeline.errors import UserError
 
@@ -163,9 +162,9 @@ def _decays(tau: Param | None, shape: tuple[int, ...], h: float) -> tuple[Arr, A
 def same_step_current(op: Op, loops_into_itself: bool) -> bool:
     """Whether a CubaLIF runs on ``gif_psc_exp`` (its current charges V in the step it arrives, so
     the population sits at its inputs' depth) rather than ``iaf_psc_exp_multisynapse`` (a step
-    later): where the latter has no form, i.e. snnTorch's delayed subtraction (``soft_next``,
-    Synaptic's and RSynaptic's default) and a loop into the current with snnTorch's delayed zero
-    reset (RSynaptic). :func:`gif_spec` says why those two resets and no others."""
+    later): where the latter has no form, i.e. the subtractive resets (snnTorch's ``soft_next``,
+    Synaptic's and RSynaptic's default, and ``soft_recheck``; ``soft``) and a loop into the current
+    with snnTorch's delayed zero reset (RSynaptic). :func:`gif_spec` says why not a hard reset."""
     step = op.neuron
     if step is None or step.tau_syn is None or not step.spiking or step.multi_spike or step.v_floor is not None:
         return False
@@ -359,14 +358,9 @@ def cuba_spec(op: Op, h: float) -> PopSpec:
     params: dict[str, Param] = {"E_L": _compact(e_l), "V_m": _compact(e_l), "tau_m": _compact(tau_m), "C_m": 1.0,
                                 "t_ref": 0.0, "I_e": 0.0, "V_reset": _compact(e_l)}
     if step.spiking:
-        if step.reset == "soft_recheck":
-            raise UserError(f"{what}: {SNNTORCH_RESETS['soft_recheck']} is laid out on NEST for a LIF only "
-                            "(a helper population, docs/NEST.md section 1), not for a CubaLIF; the reference and "
-                            "Lava (lava, lava-fixed) run it")
-        if step.reset not in ("hard", "zero_next"):
-            raise UserError(f"{what}: a CubaLIF with a subtractive reset (snnTorch Synaptic's default) has no "
-                            "NEST form: iaf_psc_exp_multisynapse only resets to V_reset; the reference and Lava "
-                            "(lava, lava-fixed) run it")
+        if step.reset not in ("hard", "zero_next"):  # the subtractions go to gif_spec (same_step_current)
+            raise UserError(f"{what}: reset {step.reset!r} has no iaf_psc_exp_multisynapse form; the reference "
+                            "and Lava (lava, lava-fixed) run it")
         if step.reset == "zero_next":  # the membrane held one step, the current still integrating
             params["t_ref"] = refractory_step(h)
         if np.any(_per_neuron(step.v_reset, shape) != e_l):
@@ -410,8 +404,9 @@ def gif_spec(op: Op, h: float) -> PopSpec:
     ``V_reset`` (no test, the currents still integrating), and a spike-triggered current ``stc``
     adds ``-P30 q_stc`` to the next step's V. One refractory step is snnTorch's delayed zero reset
     (``zero_next``); ``t_ref = 0`` with ``q_stc = v_sub / P30`` and a tau_stc whose decay
-    underflows to 0 is its delayed subtraction (``soft_next``). A hard or same-step reset has no
-    form here. Its currents are not status entries NEST lets one write, and the inhibitory one only
+    underflows to 0 is its delayed subtraction (``soft_next``), with ``d v_sub / P30`` the same-step
+    one (``soft``: only V(T) differs, corrected) and population A of :class:`Recheck`
+    (``soft_recheck``). A hard reset has no form here. Its currents are not status entries NEST lets one write, and the inhibitory one only
     receives negative weights, so no pulse returns it to exactly 0 between observations: a
     population on it needs a fresh network per observation (``fresh``), and starts at v_leak.
     """
