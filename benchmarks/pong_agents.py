@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import UserError
 
@@ -68,3 +69,20 @@ def require_agent(agent: PongAgent, path: Path | None = None) -> Path:
     if not p.is_file():
         raise UserError(missing_message(agent, path))
     return p
+
+
+def describe_agent(provenance: dict[str, Any]) -> str:
+    """What a checkpoint's provenance says it is: training steps and greedy score, or for a
+    converted network its source and conversion rate (never a score it does not record)."""
+    if "conversion" in provenance:
+        src = (provenance.get("source") or {}).get("path", "a DQN")
+        rate = provenance.get("conversion_rate") or {}
+        agree = (f", conversion rate {100 * rate['agreement']:.1f} % on {rate['observations']:,} held-out observations"
+                 if rate.get("observations") else ", no conversion rate measured")
+        return f"converted from {src} at T {provenance['conversion'].get('time_steps')}{agree}"
+    ev = provenance.get("evaluation") or {}
+    steps = (f"trained {provenance['training_steps']:,} steps" if provenance.get("training_steps")
+             else "no training recorded")
+    score = (f", greedy return {ev['mean_return']:.1f} ± {ev.get('std_return', 0):.1f} over {ev.get('episodes')} "
+             f"episodes" if "mean_return" in ev else "")
+    return steps + score

@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.pong_agents import PONG_CONVERTED, PONG_DSQN, require_agent  # noqa: E402
+from benchmarks.pong_agents import PONG_CONVERTED, PONG_DSQN, describe_agent, require_agent  # noqa: E402
 from pipeline.cli import cli_entry  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 
@@ -142,12 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{ckpt} is an agent for {agent.env_id}, not {ENV}")
         graphs[name] = args.out / f"pong_{name}.nir"
         dd.export_nir(agent, graphs[name])
-        ev = agent.provenance.get("evaluation") or {}
-        trained = (f"{agent.provenance['training_steps']:,} training steps" if agent.provenance.get("training_steps")
-                   else "converted" if agent.spec.kind == "converted" else "provenance names no training")
-        score = (f", greedy {ev['mean_return']:.1f} ± {ev.get('std_return', 0):.1f} over {ev.get('episodes')} "
-                 f"episodes in PyTorch" if "mean_return" in ev else "")
-        print(f"exported {ckpt} ({agent.spec.kind}, T {agent.spec.time_steps}, {trained}{score}) -> {graphs[name]}")
+        print(f"exported {ckpt} ({agent.spec.kind}, T {agent.spec.time_steps}; {describe_agent(agent.provenance)}) "
+              f"-> {graphs[name]}")
     if args.max_steps:
         print(f"note: episodes are capped at {args.max_steps} agent steps (--max-steps; 0 plays full games): "
               f"a capped return is the score at the cap, not a game's score")

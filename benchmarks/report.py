@@ -6,6 +6,7 @@ without re-running anything; every number printed here is read from the JSON.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,17 @@ import numpy as np
 from backends import BENCH_COLUMNS
 
 BACKEND_ORDER = BENCH_COLUMNS  # the agreement matrix's columns, in table order (backends.REGISTRY)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+_RUNS_PATH = re.compile(r"(?<![\w/])runs/[\w./-]+\.pt")
+
+
+def mark_unbundled(text: str) -> str:
+    """Flag a checkpoint under runs/ that a clone does not have (an earlier run's input named by
+    its path in the author's run folder), so that a page never reads as if it shipped."""
+    return _RUNS_PATH.sub(lambda m: m.group(0) if (ROOT / m.group(0)).is_file()
+                          else f"{m.group(0)} (the author's run, not in the repository)", text)
 
 
 def rerun_note(sec: dict[str, Any]) -> str:
@@ -88,8 +100,10 @@ def md_header(res: dict[str, Any]) -> str:
         out += ["", "Sections were produced by more than one run:", ""]
         out += [f"- {k}: `{r['command']}`, started {r['started']}, commit `{r['commit']}`" for k, r in runs.items()]
     if res.get("missing"):
-        out += ["", "**Not available in this run** (inputs missing, with what makes them):", ""]
-        out += [f"- {k}: {val}" for k, val in res["missing"].items()]
+        allowed = (" The run was allowed to go on without them (`--allow-missing` or the quick profile), so "
+                   "their figures are left out of the tables below." if res["profile"].get("allow_missing") else "")
+        out += ["", f"**Not available in this run** (inputs missing, with what makes them).{allowed}", ""]
+        out += [f"- {k}: {mark_unbundled(val)}" for k, val in res["missing"].items()]
     if res.get("errors"):
         out += ["", "**Sections that failed:**", ""]
         out += [f"- {k}: `{val}`" for k, val in res["errors"].items()]
@@ -136,7 +150,7 @@ def md_matrix(res: dict[str, Any]) -> str:
     notes = []
     for task, model in _models(cells):
         c = next(c for c in cells if (c["task"], c["model"]) == (task, model))
-        notes.append(f"- {task} / {model}: {c.get('note', '')}")
+        notes.append(f"- {task} / {model}: {mark_unbundled(c.get('note', ''))}")
     errors = [f"- {c['task']} / {c['model']} / {c['target']}: `{c['error'][:300]}`" for c in cells if "error" in c]
     reasons = sorted({c["unsupported"] for c in cells if "unsupported" in c})
     unsupported = ("¹ The backend refuses the graph (one clear error, exit 2):\n\n"

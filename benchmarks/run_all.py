@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from backends import REGISTRY  # noqa: E402
 from backends.base import Readout  # noqa: E402
-from benchmarks.pong_agents import PONG_AGENTS, PongAgent, missing_message  # noqa: E402
+from benchmarks.pong_agents import PONG_AGENTS, PongAgent, describe_agent, missing_message  # noqa: E402
 from benchmarks.report import BACKEND_ORDER as BACKENDS  # noqa: E402  (matrix columns, in table order)
 from pipeline.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, versions  # noqa: E402
 from pipeline.cli import cli_entry  # noqa: E402
@@ -234,6 +234,10 @@ def greedy_raw_observations(path: Path, n: int, seed: int, stride: int = 1) -> n
     return np.stack(rows)
 
 
+def every_step(stride: int) -> str:
+    return "every agent step" if stride == 1 else f"every {stride}th agent step"
+
+
 def pong_agent(role: str, prof: Profile, missing: dict[str, str], use: str) -> Path | None:
     """The bundled Pong agent ``role`` for section ``use``; when it is missing (only reached with
     --allow-missing or the quick profile: main refuses otherwise) None, listed under ``missing``."""
@@ -262,13 +266,8 @@ def check_pong_agents(sections: list[str], prof: Profile) -> list[str]:
 
 def trained_note(path: Path) -> str:
     """Where a checkpoint came from and how good it is, from its own provenance."""
-    prov = load_checkpoint(path).provenance
-    ev = prov.get("evaluation") or {}
-    score = (f", greedy return {ev['mean_return']:.1f} ± {ev.get('std_return', 0):.1f} over {ev.get('episodes')} episodes"
-             if "mean_return" in ev else "")
-    steps = f" {prov['training_steps']:,} steps" if prov.get("training_steps") else ""
     rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-    return f"trained{steps}{score}, {rel}"
+    return f"{describe_agent(load_checkpoint(path).provenance)}, {rel}"
 
 
 def convert_cartpole(dqn: Path, out: Path, T: int, progress: bool = False) -> dict[str, Any]:
@@ -412,9 +411,8 @@ def section_matrix(prof: Profile, work: Path, missing: dict[str, str],
         log(f"matrix: {len(jobs)} cells on Ray in {time.perf_counter() - t0:.0f} s")
     return {"cells": cells, "reference": "backends.reference, float64",
             "cartpole_obs": f"greedy episodes of {CARTPOLE['liu-dsqn']}, env seeds 10000+",
-            "atari_obs": (f"{prof.atari_obs} frames of each Pong agent's own greedy episodes (env seeds 10000+, "
-                          f"every {prof.atari_stride}th agent step)" if prof.atari_stride > 1 else
-                          f"{prof.atari_obs} frames of each Pong agent's own greedy episodes (env seeds 10000+)")}
+            "atari_obs": f"{prof.atari_obs} frames of each Pong agent's own greedy episodes (env seeds 10000+, "
+                         f"{every_step(prof.atari_stride)})"}
 
 
 def section_energy(prof: Profile, work: Path, results: dict[str, Any], missing: dict[str, str]) -> dict[str, Any]:
@@ -439,8 +437,8 @@ def section_energy(prof: Profile, work: Path, results: dict[str, Any], missing: 
     pong_obs = "no Pong agent bundled"
     if pong["dqn"] is not None:  # one frame set for the three: the DQN's greedy episodes (the converted SNN's source)
         frames = greedy_raw_observations(pong["dqn"], prof.atari_obs, seed=20_000, stride=prof.atari_stride)
-        pong_obs = (f"Pong: {len(frames)} frames of the bundled DQN's greedy episodes (env seeds 20000+, every "
-                    f"{prof.atari_stride}th agent step), the same frames for the DQN, the DSQN and the converted SNN")
+        pong_obs = (f"Pong: {len(frames)} frames of the bundled DQN's greedy episodes (env seeds 20000+, "
+                    f"{every_step(prof.atari_stride)}), the same frames for the DQN, the DSQN and the converted SNN")
         for role, path in pong.items():
             if path is not None:
                 ck = load_checkpoint(path)

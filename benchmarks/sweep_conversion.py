@@ -60,11 +60,11 @@ RETURN_SEED_OFFSET = 2_000_003
 
 
 def default_dqn() -> str:
-    for path in ("examples/cartpole_dqn.pt", "runs/bundle/cartpole_dqn.pt"):
-        if Path(path).is_file():
-            return path
-    raise UserError("no DQN given, and neither examples/cartpole_dqn.pt nor runs/bundle/cartpole_dqn.pt "
-                    "exists")
+    path = "examples/cartpole_dqn.pt"
+    if Path(path).is_file():
+        return path
+    raise UserError(f"no DQN given, and {path} (the bundled CartPole DQN) does not exist here: run from the "
+                    "repository root or name a DQN checkpoint")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

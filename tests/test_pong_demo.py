@@ -128,3 +128,14 @@ def test_matrix_frames_come_from_the_agents_own_greedy_episodes(tmp_path: Path) 
     strided = greedy_raw_observations(path, 3, seed=5, stride=4)
     assert every.shape == (9, 4, 84, 84) and every.dtype == np.uint8
     np.testing.assert_array_equal(strided, every[[0, 4, 8]])
+
+
+def test_report_marks_checkpoints_a_clone_does_not_have() -> None:
+    """docs/RESULTS.md is generated: a note naming a checkpoint under runs/ that the repository does
+    not hold says so, and a bundled file is left as it is."""
+    from benchmarks.report import mark_unbundled
+
+    assert mark_unbundled("convert-dqn runs/atari/pong_dqn.pt T 100") == \
+        "convert-dqn runs/atari/pong_dqn.pt (the author's run, not in the repository) T 100"
+    assert mark_unbundled("trained, examples/cartpole_dsqn.pt") == "trained, examples/cartpole_dsqn.pt"
+    assert mark_unbundled("out/runs/x.pt") == "out/runs/x.pt"
