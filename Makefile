@@ -25,7 +25,7 @@ demo: $(STAMP)
 
 # The bundled Pong DSQN and converted SNN (examples/pong_*.pt, benchmarks/pong_agents.py), exported to
 # NIR, play Pong on NEST and on Lava with the reference beside them: return, agreement, step split.
-# Episodes are capped at 150 agent steps (benchmarks/pong_demo.py --max-steps) to stay under 10 minutes.
+# Episodes are capped at 100 agent steps (benchmarks/pong_demo.py --max-steps) to stay under 10 minutes.
 demo-atari: $(STAMP)
 	$(PY) benchmarks/pong_demo.py --out out/demo-atari
 

@@ -11,7 +11,7 @@ simulator, so episodes are capped at ``--max-steps`` agent steps (run-backend's 
 in each results file's header): a capped episode's return is the score when the cap was reached,
 not a game's score, and the table says so.
 
-    python benchmarks/pong_demo.py [--out out/demo-atari] [--episodes 2] [--max-steps 150]
+    python benchmarks/pong_demo.py [--out out/demo-atari] [--episodes 2] [--max-steps 100]
     python benchmarks/pong_demo.py --dsqn my_dsqn.pt --converted my_snn.pt --targets nest
 
 A missing agent is one ``error:`` line naming the file and the command that makes it
@@ -40,7 +40,7 @@ from pipeline.errors import UserError  # noqa: E402
 
 ENV = "ALE/Pong-v5"
 TARGETS = ("nest", "lava")
-DEFAULT_MAX_STEPS = 150  # agent steps per episode: four runs of two episodes fit in 10 minutes on 2 cores
+DEFAULT_MAX_STEPS = 100  # agent steps per episode: four runs of two episodes stay under 10 minutes on 2 cores
 SPLIT = ("set_input", "simulate", "read_out")
 
 
