@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         if agent.env_id != ENV:
             raise UserError(f"{ckpt} is an agent for {agent.env_id}, not {ENV}")
         graphs[name] = args.out / f"pong_{name}.nir"
-        dd.export_nir(agent, graphs[name])
+        dd.export_nir(ckpt, graphs[name])  # from the file: the graph records its source
         print(f"exported {ckpt} ({agent.spec.kind}, T {agent.spec.time_steps}; {describe_agent(agent.provenance)}) "
               f"-> {graphs[name]}")
     if args.max_steps:
