@@ -253,7 +253,7 @@ def md_conversion(res: dict[str, Any]) -> str:
     out = ["## Conversion (DQN → SNN)\n\n" + res["anchors"]["conversion"] + "."]
     pong = sec.get("pong_checkpoint")
     for key, title in (("cartpole", "CartPole, bundled DQN"),
-                       ("pong", f"Pong, the bundled DQN {pong} (its score is under Task scores)" if pong else
+                       ("pong", f"Pong, the DQN {pong} (its score is under Task scores)" if pong else
                         "Pong, a DQN not bundled (its checkpoint lies outside the repository)")):
         s = sec.get(key)
         if not s:
