@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from pathlib import Path
@@ -76,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     graph = model_to_nir(ckpt)
     held = obs[:args.eval_obs]
     t0 = time.perf_counter()
-    LoihiFixedTorch(graph).run(held)
+    fixed = LoihiFixedTorch(graph)
+    t_fixed_init = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fixed.run(held)
     t_fixed = time.perf_counter() - t0
     t0 = time.perf_counter()
     ReferenceBackend(graph, dtype="float64").run(held)
@@ -90,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         "train_steps_s_per_1000_obs": round(t_steps * per_k, 1),
         "epoch_s_per_1000_obs": round(t_steps * per_k + t_grid, 1),
         "teacher_forward_s_per_1000_obs": round(t_teacher * 1000.0 / len(obs), 2),
+        "held_out_lava_fixed_torch_setup_s": round(t_fixed_init, 1),
         "held_out_lava_fixed_torch_s_per_1000_obs": round(t_fixed * 1000.0 / len(held), 1),
         "held_out_reference_float64_s_per_1000_obs": round(t_ref * 1000.0 / len(held), 1),
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),  # Linux: KiB
     }
     for k, v in res.items():
         print(f"{k}: {v}")

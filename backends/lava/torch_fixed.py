@@ -225,7 +225,8 @@ def simulate(layout: Layout, quant: dict[str, FixedPop], host: dict[str, torch.T
             for src, _ in incoming.get(name, []):
                 x = x + mapped(name, src, outs[src].reshape(T * B, -1)).reshape(T, B, pop.n)
             st = steps[name]
-            outs[name] = torch.stack([st.step(x[t]) for t in range(T)])
+            # unbind, not x[t]: the backward of T selects would write T full-size zero gradients
+            outs[name] = torch.stack([st.step(xt) for xt in x.unbind(0)])
     else:  # integer sums are exact in any order: the same bits as the layer-wise path
         series: dict[str, list[torch.Tensor]] = {name: [] for name in layout.pops}
         for t in range(T):
