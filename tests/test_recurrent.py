@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import subprocess
+import sys
+from pathlib import Path
 
 import nir
 import numpy as np
@@ -520,3 +523,24 @@ def test_snntorch_conventions_pick_the_reset_of_each_layer_class() -> None:
             if "zero" in convention:
                 assert plan.op("lif1").neuron.v_reset == 0.0
         assert tuple(got) == resets, convention
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("target", ["nest", "pynn-nest"])
+def test_a_hard_reset_loop_into_a_current_is_one_line_on_the_command_line(target: str, tmp_path) -> None:
+    """What NEST still cannot run (benchmarks/nest_models.py, docs/NEST.md section 5): a CubaLIF that
+    resets in its spike's step with a loop into its current (the zoo's recurrent_cuba, read with the
+    nir convention). run-backend exits 2 with one ``error:`` line naming the node, the reason and
+    the targets that run it."""
+    require(target)
+    from exporters.zoo import cartpole_obs, recurrent_cuba_graph
+
+    nir.write(tmp_path / "g.nir", recurrent_cuba_graph(hidden=(8, 8), time_steps=4))
+    np.save(tmp_path / "obs.npy", cartpole_obs(2).numpy())
+    r = subprocess.run([sys.executable, "-m", "backends.cli", str(tmp_path / "g.nir"), "--inputs",
+                        str(tmp_path / "obs.npy"), "--out", str(tmp_path / "r.npz"), "--target", target],
+                       capture_output=True, text=True, timeout=100, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: node 'lif1' (CubaLIF): its loop enters its synaptic current"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "reset is 'hard'" in r.stderr and "the reference and Lava (lava, lava-fixed) run it" in r.stderr
