@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     print("gif_psc_exp's reset (deterministic, threshold 1, one spike of weight 60 at step 11):")
     for line in gif_resets(nest):
         print(f"  {line}")
-    print("\nfor a CubaLIF that resets in the spike's own step (what gif_psc_exp cannot), the tricks:")
+    print("\nfor a CubaLIF with a hard reset (what gif_psc_exp cannot), the tricks:")
     print(f"  iaf_psc_exp_multisynapse, a receptor with P11 underflowing to 0: {underflow_receptor(nest)}")
     print(f"  a delay below one step (the loop at lag 1 needs 0): {short_delay(nest)}")
     for m in (2, 4):

@@ -219,8 +219,8 @@ class NetLayout:
             raise UserError(f"node {dst!r} ({p.op.nir_type}): its loop enters its synaptic current, which {target} "
                             "charges into the membrane one step after it arrives, so its own spike of step t-1 "
                             "would reach its membrane at t+1, not at t (NEST's one model that charges it in the "
-                            f"same step, gif_psc_exp, resets one step late: snnTorch's delayed resets only; this "
-                            f"node's reset is {reset!r}); the reference and Lava (lava, lava-fixed) run it")
+                            f"same step, gif_psc_exp, has no reset in the spike's own step; this node's reset is "
+                            f"{reset!r}); the reference and Lava (lava, lava-fixed) run it")
         raise UserError(f"node {dst!r} ({p.op.nir_type}): it receives {src!r} through a loop, and {src!r} is "
                         f"{q.depth - p.depth} population(s) deeper; on {target} every spike takes one step per "
                         "population, the loop gives one step in all, so only a population feeding itself "

@@ -73,7 +73,7 @@ class NestBackend(NestNetwork):
         count = self.net.synapse_counts()
         host = count.from_input if self.sem.encoding == "current" else 0
         synapses = count.between + count.from_input - host
-        neurons = sum(p.size for p in self.net.pops.values())
+        neurons = sum(s.size for s in self.specs.values())  # soft_recheck helpers included (not the copy of their drive)
         recorded = sum(p.size for p in self.net.spiking)
         devices = DEVICE_SYNAPSES_PER_NEURON * neurons
         total = ((synapses + devices) * BYTES_PER_SYNAPSE + neurons * BYTES_PER_NEURON

@@ -157,7 +157,7 @@ class PyNNNestBackend(NestNetwork):
         costs per synapse and neuron, plus PyNN's per-neuron ID objects."""
         count = self.net.synapse_counts()
         synapses = count.between + count.from_input
-        neurons = sum(p.size for p in self.net.pops.values())
+        neurons = sum(s.size for s in self.specs.values())  # soft_recheck helpers included
         need = (synapses + DEVICE_SYNAPSES_PER_NEURON * neurons) * BYTES_PER_SYNAPSE \
             + neurons * (BYTES_PER_NEURON + PYNN_BYTES_PER_NEURON) + count.largest * BUILD_BYTES_PER_SYNAPSE \
             + 384 * 2**20
