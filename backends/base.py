@@ -63,8 +63,9 @@ def refuse_resets(plan, target: str, supported: tuple[str, ...] = ("hard", "soft
         st = op.neuron
         if st is not None and st.spiking and st.reset not in supported:
             what = SNNTORCH_RESETS.get(st.reset, f"reset {st.reset!r}")
-            raise UserError(f"node {op.name!r} ({op.nir_type}): {what} has no form on {target}; the reference "
-                            "and Lava (lava, lava-fixed) run it")
+            runs = ("the reference, Lava (lava, lava-fixed), NEST and PyNN-NEST run it" if st.reset in SNNTORCH_RESETS
+                    else "the reference and Lava (lava, lava-fixed) run it")
+            raise UserError(f"node {op.name!r} ({op.nir_type}): {what} has no form on {target}; {runs}")
 
 
 def refuse_loop_start(src, dst: str, target: str) -> None:
