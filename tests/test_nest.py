@@ -16,6 +16,8 @@ from backends.nest import NestBackend  # noqa: E402
 from backends.nest import backend as nest_backend  # noqa: E402
 from backends.reference import ReferenceBackend  # noqa: E402
 from exporters.nirio import read_graph  # noqa: E402
+from exporters.plan.build import build_plan  # noqa: E402
+from exporters.plan.semantics import with_input_series  # noqa: E402
 from exporters.to_nir import model_to_nir  # noqa: E402
 from exporters.zoo import atari_obs, cartpole_obs, make_checkpoint  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
@@ -357,3 +359,40 @@ def test_a_cubalif_with_equal_time_constants() -> None:
         assert_same(backend.run(obs), ref)
     finally:
         backend.close()
+
+
+def floor_graph() -> nir.NIRGraph:
+    """Two Sinabs IAF layers behind biased Affine layers, driven hard in both directions: the floor
+    (min_v_mem = -v_th) binds, spikes come in runs, and the biases arrive on every window step."""
+    rng = np.random.default_rng(11)
+    nodes = {"in": nir.Input(np.array([3])),
+             "fc1": nir.Affine(rng.normal(0, 1.5, (5, 3)), rng.normal(0, 0.3, 5)),
+             "if1": nir.IF(r=np.ones(5), v_threshold=np.full(5, 0.75)),
+             "fc2": nir.Affine(np.array([[2.0, -3.0, 1.5, -1.0, 0.5], [-2.5, 1.25, 2.0, 0.75, -1.5]]),
+                               np.array([0.3, -0.2])),
+             "if2": nir.IF(r=np.ones(2), v_threshold=np.full(2, 1.0)),
+             "out": nir.Output(np.array([2]))}
+    edges = [("in", "fc1"), ("fc1", "if1"), ("if1", "fc2"), ("fc2", "if2"), ("if2", "out")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"time_steps": 12, "dt": 1e-3})
+
+
+@pytest.mark.parametrize("target", ["nest", "pynn-nest"])
+def test_sinabs_membrane_floor_is_the_reference(target: str) -> None:
+    """Sinabs' min_v_mem = -v_th as NEST's V_min: spike for spike with the reference on signed input
+    trains (the floor binds, and changes the counts) and observation after observation on constant
+    currents (the floor also holds the reset between them: a fresh network gives the same)."""
+    graph, conv = floor_graph(), "sinabs+single-spike"
+    T = 12
+    trains = np.random.default_rng(5).choice([-2.0, -1.0, 0.0, 0.0, 1.0, 1.5], size=(T, 4, 3))
+    plan = with_input_series(build_plan(graph, convention=conv, time_steps=T))
+    ref = ReferenceBackend(plan, dtype="float64").run(np.zeros((4, 3)), trains)
+    nofloor = with_input_series(build_plan(graph, convention=conv + "+no-floor", time_steps=T))
+    other = ReferenceBackend(nofloor, dtype="float64").run(np.zeros((4, 3)), trains)
+    assert all(not np.array_equal(ref.spikes[k], other.spikes[k]) for k in ref.spikes)
+    assert_same(run_target(target, plan, np.zeros((4, 3)), trains), ref)
+    obs = np.random.default_rng(3).normal(0, 1.2, (6, 3))
+    got = run_target(target, graph, obs, convention=conv)
+    assert_same(got, ReferenceBackend(graph, convention=conv, dtype="float64").run(obs))
+    fresh = run_target(target, graph, obs[3:4], convention=conv)
+    assert np.array_equal(fresh.q[0], got.q[3]) and all(np.array_equal(fresh.spikes[k][0], got.spikes[k][3])
+                                                         for k in fresh.spikes)

@@ -163,6 +163,8 @@ class NestNetwork:
         # gif_psc_exp's currents cannot be reset in place (neurons.gif_spec): a fresh network per observation,
         # driven on each population's window only, needs no reset pulses at all
         self.fresh = any(s.fresh for s in self.specs.values())
+        # a membrane floor holds the reset (neurons.with_floor): the clocks drive each population on its window only
+        self.windowed = self.fresh or any(s.windowed for s in self.specs.values())
         self._used = False  # fresh: the network has run an observation and must be built again
         # an early clamp lands two steps before a window: after the previous window only if L >= T + 3
         early = any(s.early_clamp for s in self.specs.values())
@@ -211,7 +213,7 @@ class NestNetwork:
         nest = self._nest
         self.gens = Generators.create(nest, self.h, self.cycle,
                                       None if self.sem.encoding == "current" else int(np.prod(self.obs_shape)),
-                                      self.T if self.fresh else None)
+                                      self.T if self.windowed else None)
         self.host_matrix: dict[str, sp.csr_matrix] = {}  # input-fed population -> scaled input matrix
         self.host_const: dict[str, np.ndarray] = {}
         for name, drive in self.net.iter_drives():
@@ -268,7 +270,7 @@ class NestNetwork:
         for src, mat in drive.late.items():  # a loop's closing edge: one step more than a forward one
             coo = mat.tocoo()
             project(src, target, coo.col, coo.row, coo.data * scale[coo.row], self.net.loop_delay(src, name, self.target))
-        clock_delay = h * d_in if self.fresh else h  # fresh: the window's steps only, else every step
+        clock_delay = h * d_in if self.windowed else h  # windowed: the window's steps only, else every step
         if target in self.host_matrix:
             self.host_const[target] = const
             connect_arrays(nest, np.full(n, gens.clock_in.global_id), ids, const, clock_delay, rc)

@@ -105,6 +105,7 @@ class PopSpec:
     v_offset: Arr | None = None  # gif_psc_exp: recorded V_m is relative to v_leak; add this
     fresh: bool = False  # needs a fresh network per observation (gif_psc_exp's currents cannot be reset)
     recheck: Recheck | None = None  # soft_recheck: the helper population and the connections between them
+    windowed: bool = False  # a membrane floor holds the reset: nothing but the restore pulse may arrive on that step
 
 
 @dataclass
@@ -188,11 +189,12 @@ def population_spec(op: Op, h: float, same_step: bool = False) -> PopSpec:
     what = f"node {op.name!r} ({op.nir_type})"
     if step.multi_spike:
         raise UserError(f"{what}: multi-spike neurons (several spikes per step, Sinabs) cannot run on NEST "
-                        "(a single-spike Sinabs model: --convention sinabs+single-spike)")
-    if step.v_floor is not None:
-        raise UserError(f"{what}: a membrane floor (Sinabs min_v_mem) has no NEST form (V_min holds the reset "
-                        "between observations); --convention sinabs+no-floor if the model had none")
+                        "(docs/NEST.md section 6); the reference and Lava (lava) run them (a single-spike Sinabs "
+                        "model: --convention sinabs+single-spike)")
     if step.tau_syn is not None:
+        if step.v_floor is not None:
+            raise UserError(f"{what}: a membrane floor (Sinabs min_v_mem) on a CubaLIF has no NEST form; the "
+                            "reference and Lava (lava) run it")
         return gif_spec(op, h) if same_step else cuba_spec(op, h)
     tau_m, decay = _decays(step.tau, shape, h)
     gain = _per_neuron(step.gain, shape)
@@ -231,8 +233,9 @@ def population_spec(op: Op, h: float, same_step: bool = False) -> PopSpec:
         zero_next = step.reset == "zero_next"
         if zero_next:  # the step after a spike: V held at V_reset, its arrivals discarded (refractory_step)
             params["t_ref"] = refractory_step(h)
-        return PopSpec(op.name, "iaf_psc_delta", n, params, decay, scale, True, restore, init, None, None,
+        spec = PopSpec(op.name, "iaf_psc_delta", n, params, decay, scale, True, restore, init, None, None,
                        leak_bias=leak_bias, early_clamp=zero_next)
+        return with_floor(spec, op, e_l, th, v_reset=v_reset)
     v_sub = _per_neuron(step.v_sub, shape)
     # eprop_iaf holds V_th relative to E_L and subtracts that (NEST 3.10's code): th - E_L
     a = autapse(step.reset, decay, th - e_l, v_sub)
@@ -243,6 +246,39 @@ def population_spec(op: Op, h: float, same_step: bool = False) -> PopSpec:
     if step.reset == "soft_recheck":
         spec.v_correction = None  # V(T) needs R(T) too: a membrane readout of it is refused (devices.py)
         spec.recheck = recheck(spec, th - e_l, v_sub)
+    return with_floor(spec, op, e_l, th, v_sub=v_sub)
+
+
+def with_floor(spec: PopSpec, op: Op, e_l: Arr, th: Arr, v_reset: Arr | None = None,
+               v_sub: Arr | None = None) -> PopSpec:
+    """``spec`` with the plan's membrane floor (Sinabs' ``min_v_mem``) as NEST's ``V_min``.
+
+    The plan floors V after the reset, NEST clamps at ``V_min`` before the spike test (both
+    iaf_psc_delta and eprop_iaf, NEST 3.10): the two agree wherever no spiking neuron can end
+    below the floor, i.e. ``v_reset >= floor`` (hard reset) or ``threshold - v_sub >= floor``
+    (subtraction), which holds for every Sinabs IAF (floor -v_th, v_sub = v_th). The floor then also
+    holds the reset between observations: the clamp pulse leaves V at the floor and the restore
+    pulse ``-d (floor - E_L)`` returns it to exactly E_L, provided nothing else arrives on that step
+    (``windowed``: the clocks then drive each population on its window only, devices.py).
+    """
+    step = op.neuron
+    if step is None or step.v_floor is None:
+        return spec
+    what = f"node {op.name!r} ({op.nir_type})"
+    floor = _per_neuron(step.v_floor, op.out_shape)
+    raw_th = _per_neuron(step.v_th, op.out_shape)
+    if step.reset not in ("hard", "soft") or spec.autapse is not None:
+        raise UserError(f"{what}: a membrane floor (Sinabs min_v_mem) with reset {step.reset!r}"
+                        f"{' and v_sub != v_th' if spec.autapse is not None else ''} has no NEST form; the "
+                        "reference and Lava (lava) run it")
+    low = v_reset < floor if v_reset is not None else raw_th - v_sub < floor  # type: ignore[operator]
+    if np.any(low) or np.any(floor > e_l) or np.any(floor >= th):
+        raise UserError(f"{what}: NEST applies a membrane floor (Sinabs min_v_mem) as V_min before the spike test, "
+                        "which equals the graph's floor after the reset only where no neuron can reset below it and "
+                        "the floor lies at or below the resting potential; the reference and Lava (lava) run it")
+    spec.params["V_min"] = _compact(floor)
+    spec.restore = -(spec.decay * (floor - e_l))
+    spec.windowed = True
     return spec
 
 
