@@ -270,7 +270,7 @@ class LavaBackend:
             fq = self.quant[pop.name]
             p.update(bias=fq.bias, threshold=fq.threshold, v_th=fq.threshold, dv=fq.dv, v_reset=fq.v_reset,
                      v_sub=fq.v_sub, v_init=fq.v_init, compare=pop.compare, du=fq.du, bias_v=fq.bias_v,
-                     v_floor=fq.v_floor,
+                     v_floor=fq.v_floor, multi_spike=pop.step is not None and pop.step.multi_spike,
                      reset=pop.step.reset if pop.step is not None else "hard")
             if pop.step is not None:
                 p["compare"] = pop.step.compare

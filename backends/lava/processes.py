@@ -298,7 +298,9 @@ class PyPopulationFixed(_PopulationBase):
     CubaLIF first filters ``I + bias`` as ``syn = (syn (4096 - du) >> 12) + I + bias`` and charges
     ``syn + bias_v``;
     ``S = U >= th``; hard ``V = S ? v_reset : U``, soft ``V = U - v_sub S``; soft_next, zero_next and
-    soft_recheck as in exporters.plan.ir.NeuronStep."""
+    soft_recheck as in exporters.plan.ir.NeuronStep. Multi-spike (Sinabs): ``S = U > 0 ? U // th : 0``,
+    sent as one graded spike whose payload is the count (quantize.COUNT_MAX), the resets as above
+    (a hard reset resets once); then Sinabs' floor ``V = max(V, v_floor)``."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=24)
     host_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
@@ -358,7 +360,10 @@ class PyPopulationFixed(_PopulationBase):
         if p["reset"] == "soft_recheck":  # snnTorch reset_delay=False: the delayed reset, then its correction
             r = ((self.v >= p["v_th"]) if p["compare"] == ">=" else (self.v > p["v_th"])).astype(np.int64)
             u = self._saturate(u - p["v_sub"] * r)
-        s = ((u >= p["v_th"]) if p["compare"] == ">=" else (u > p["v_th"])).astype(np.int64)
+        if p["multi_spike"]:  # Sinabs: floor(U / th) spikes, one graded spike carrying the count
+            s = np.where(u > 0, u // p["v_th"], 0).astype(np.int64)
+        else:
+            s = ((u >= p["v_th"]) if p["compare"] == ">=" else (u > p["v_th"])).astype(np.int64)
         if p["reset"] == "soft_recheck":
             self.v = self._saturate(u - p["v_sub"] * (s - r))
         elif p["reset"] == "hard":

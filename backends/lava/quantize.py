@@ -87,6 +87,15 @@ BIAS_EXP_MAX = 7  # 3-bit bias exponent
 DECAY_UNITY = 4096  # 12-bit du/dv
 MIN_THRESHOLD_LEVELS = 16
 BIAS_SOURCE = "<bias>"  # weight_bits=16: the always-on neuron that carries the bias residuals
+# multi-spike (Sinabs) layers send their spike count per step as a Loihi 2 graded spike: a signed
+# 24-bit payload, so a count may reach 2**23 - 1 (the synapse multiplies it by the 8-bit mantissa)
+GRADED_PAYLOAD_BITS = 24
+COUNT_MAX = 2 ** (GRADED_PAYLOAD_BITS - 1) - 1
+# the state range of a layer fed by a multi-spike layer is sized for at most this many spikes per
+# synapse per step (or the source's own bound, if smaller): the worst case compounds layer by layer
+# (the NIR paper's Sinabs CNN: 14, 446, 39145 per step) and would leave no threshold levels; a step
+# beyond it saturates the 24-bit register, counted in ``saturated`` like any other
+SIZING_COUNT = 15
 
 #: Loihi 2 per-chip / per-core limits used by :func:`loihi2_resources`.
 LOIHI2: dict[str, Any] = {
@@ -173,6 +182,9 @@ class FixedPop:
     du: np.ndarray | None = None
     bias_v: np.ndarray | None = None
     v_floor: np.ndarray | None = None  # Sinabs' min_v_mem on the state grid: V = max(V, v_floor) after the reset
+    # multi-spike: the largest spike count one step can send (a graded payload, <= COUNT_MAX), which
+    # its targets take as their largest input value; None for single-spike and non-spiking layers
+    count_max: int | None = None
     bound_lsb: float = 0.0  # worst-case |state| in LSBs
     errors: dict[str, float] = field(default_factory=dict)
 
@@ -228,8 +240,6 @@ def check_fixed_support(pop: Population) -> None:
     what = None
     if st.tau_syn is not None and st.tau is None:
         what = "a synaptic current without a membrane leak"
-    elif st.multi_spike:
-        what = "multi-spike output"
     if what:
         raise UserError(f"node {pop.name!r}: the fixed-point Lava backend does not implement {what}; "
                         "use --target lava (floating point)")
@@ -274,12 +284,11 @@ def quantize_layout(layout: Layout, input_bound: float = 1.0,
         n = pop.n
         c, leak_bias = input_scale(pop, n)
         maps: dict[str, tuple[sp.csr_matrix, float]] = {}
+        counts: dict[str, float] = {}  # the largest input value per source, for the count bound
         for conn in incoming.get(name, []):
-            if conn.graded:
-                raise UserError(f"node {name!r}: its input {conn.src!r} sends real values (a non-spiking "
-                                "layer); the fixed-point Lava backend supports only spikes between layers")
             m = sp.identity(n, format="csr") if conn.matrix is None else conn.matrix
-            maps[conn.src] = (_scale_rows(m, c), 1.0, True)
+            counts[conn.src] = _largest_input(name, conn, layout, out)
+            maps[conn.src] = (_scale_rows(m, c), min(counts[conn.src], SIZING_COUNT), True)
         bias = np.zeros(n) if pop.bias is None else pop.bias.copy()
         if pop.host:
             assert pop.host_matrix is not None, "lower(..., fixed_point=True) builds the host map"
@@ -289,7 +298,58 @@ def quantize_layout(layout: Layout, input_bound: float = 1.0,
         cuba = pop.kind == "neuron" and pop.step is not None and pop.step.tau_syn is not None
         b = c * bias + (0.0 if cuba else leak_bias)  # CubaLIF: the map bias feeds the current
         out[name] = _quantize_pop(pop, maps, b, c, T, split, bias_v=leak_bias if cuba else None)
+        if pop.spiking and pop.step is not None and pop.step.multi_spike:
+            out[name].count_max = _count_bound(pop, out[name], counts, input_bound)
     return out
+
+
+def _largest_input(name: str, conn: Any, layout: Layout, done: dict[str, FixedPop]) -> float:
+    """The largest value one step of ``conn``'s source sends: 1 for 0/1 spikes, the count bound of a
+    multi-spike source (a graded payload); real values (a non-spiking source) are refused."""
+    if not conn.graded:
+        return 1.0
+    src = layout.pops[conn.src]
+    if not (src.spiking and src.step is not None and src.step.multi_spike):
+        raise UserError(f"node {name!r}: its input {conn.src!r} sends real values (a non-spiking "
+                        "layer); the fixed-point Lava backend supports only spikes between layers")
+    if conn.recurrent or conn.src not in done:
+        raise UserError(f"node {name!r}: it receives the multi-spike layer {conn.src!r} over a loop edge; the "
+                        "fixed-point Lava backend bounds a spike count from the layers before it only")
+    count = done[conn.src].count_max
+    assert count is not None
+    return float(count)
+
+
+def _count_bound(pop: Population, fp: FixedPop, counts: dict[str, float], input_bound: float) -> int:
+    """The largest spike count one step of a multi-spike layer can send, ``floor(U / th)`` at the
+    largest charge U, from its quantised integers: U never exceeds the 24-bit register; after a step
+    V is below the threshold (soft reset by the threshold, hard or zero reset) or at
+    ``v_reset``/``v_init``, so one step adds at most the drive ``sum |mant| 2**e x_max + |bias|`` LSBs
+    (``x_max``: 1 for spikes, the source's count bound, ``input_bound`` from the host). A CubaLIF's
+    current, or a soft reset by something other than the threshold, can build up over steps: then
+    only the register bounds U. The signed 24-bit graded payload always holds the count (U fits the
+    same 24 bits and th >= 1); the refusals are upstream: the threshold levels of step 3."""
+    st = pop.step
+    assert st is not None and fp.threshold is not None and fp.v_reset is not None and fp.v_init is not None
+    th_min = int(fp.threshold.min())
+    state_cap = STATE_MAX
+    by_threshold = st.reset in ("hard", "zero_next") or (fp.v_sub is not None and np.array_equal(fp.v_sub, fp.threshold))
+    if st.tau_syn is None and by_threshold:
+        drive = float(np.abs(fp.bias_total).max(initial=0))
+        for key, fmap in fp.maps.items():
+            x_max = input_bound if key == "<host>" else counts[key]
+            if fmap.mant is None:  # a float host map: W'/q, rounded once per step
+                drive += float(np.asarray(abs(fmap.real).sum(axis=1)).max(initial=0)) * x_max + 0.5
+                continue
+            drive += float(np.asarray(abs(fmap.lsb()).sum(axis=1)).max(initial=0)) * x_max + (0.5 if key == "<host>" else 0)
+        start = max(int(fp.threshold.max()), int(fp.v_reset.max()), int(fp.v_init.max()))
+        top = min(state_cap, start + math.ceil(drive))
+    else:
+        top = state_cap
+    count = max(top, 0) // th_min
+    # the 24-bit register holds U <= 2**23 - 1 and th >= 1, so a 24-bit payload holds every count
+    assert count <= COUNT_MAX, (pop.name, count)
+    return int(count)
 
 
 def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, bool]], b: np.ndarray,
@@ -364,6 +424,16 @@ def _worst_case(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, boo
     r = float(R.max()) if n else 0.0
     if pop.kind == "neuron":
         assert st is not None and consts.v_init is not None and consts.v_reset is not None
+        if _held_in_one_step(st, consts):
+            # multi-spike with the floor: V stays in [v_floor, v_th) (or at v_reset/v_init), so |U| is one
+            # step of drive beyond that; the rounding of the weights (< max|W'|/128 per synapse, the
+            # largest mantissa having at least 7 bits) and of the bias are added so that it is a bound
+            for key, (w, xmax, on_chip) in maps.items():
+                if on_chip and w.nnz:
+                    R += np.diff(w.indptr) * (m_max[key] / 128) * xmax
+            fixed_vals = [np.abs(consts.v_init).max(), np.abs(consts.v_reset).max(), np.abs(consts.v_th).max(),
+                          np.abs(_full(st.v_floor, n)).max()]
+            return (float(R.max()) + max(fixed_vals)) * (1 + 2.0 ** -10), m_max
         horizon = T if st.tau is None else float(np.max(st.tau))
         if st.tau_syn is not None:
             r = r * float(np.max(st.tau_syn)) + float(np.abs(bias_v).max(initial=0.0) if bias_v is not None else 0)
@@ -376,6 +446,15 @@ def _worst_case(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, boo
         return r + float(np.abs(consts.v_th).max()), m_max
     # readout integrator: the sum over T of its current
     return r * (T if pop.readout in ("sum", "mean") else 1), m_max
+
+
+def _held_in_one_step(st: Any, consts: _Constants) -> bool:
+    """Whether a neuron's membrane is back below its threshold (and above its floor) after every step:
+    multi-spike (all of U's multiples of the threshold leave), reset by the threshold itself or to
+    v_reset, with Sinabs' floor and no synaptic current (which could build up over steps)."""
+    if not (st.spiking and st.multi_spike and st.v_floor is not None and st.tau_syn is None):
+        return False
+    return st.reset in ("hard", "zero_next") or bool(np.array_equal(consts.v_sub, consts.v_th))
 
 
 def _finest_unit(bound: float, m_max: dict[str, float], b: np.ndarray) -> tuple[float, str]:

@@ -10,7 +10,8 @@ bias residuals). Nothing of the scheme is re-derived here.
 
 Per population and step (docs/LAVA.md, section 4), in units of the population's LSB ``q``:
 ``U = decay(V) + sum_maps [shift(sum mant s, e) (+ shift(sum mant_lo s, e_lo))] + bias (+ host)``,
-saturated at ±(2**23 - 1); ``S = U >= th``; hard ``V = S ? v_reset : U``, soft ``V = U - v_sub S``;
+saturated at ±(2**23 - 1); ``S = U >= th`` (multi-spike: ``floor(U / th)`` for ``U > 0``, a graded
+spike carrying the count); hard ``V = S ? v_reset : U``, soft ``V = U - v_sub S``;
 a CubaLIF first filters that input, ``syn = decay_u(syn) + in``, and charges ``syn + bias_v``.
 Lava delays population k by k steps and gives each observation a window; inside the window
 population k at reference step t sees the spikes of step t of its sources, so here the
@@ -104,7 +105,7 @@ class IntegerRun:
 
     stat: torch.Tensor  # [B, n] of the readout population (spike counts, or a sum/max/last in LSBs)
     membrane: torch.Tensor | None  # [B, n] final V of the readout population (LSBs), if it is a neuron
-    spikes: dict[str, torch.Tensor]  # population -> [T, B, n] 0/1
+    spikes: dict[str, torch.Tensor]  # population -> [T, B, n] 0/1 (multi-spike: counts)
     saturated: dict[str, int]
 
 
@@ -293,7 +294,8 @@ class _PopSteps:
         if st.reset == "soft_next" and self.s_prev is not None:
             u = u - self.v_sub * self.s_prev
         elif st.reset == "zero_next" and self.s_prev is not None:  # the charge after a spike is dropped
-            u = u * (1 - self.s_prev) + self.v_reset * self.s_prev
+            u = torch.where(self.s_prev > 0, self.v_reset.expand_as(u), u) if st.multi_spike else (
+                u * (1 - self.s_prev) + self.v_reset * self.s_prev)
         u = self._clamp(u)
         if not st.spiking:
             self.v = u
@@ -301,9 +303,16 @@ class _PopSteps:
         if st.reset == "soft_recheck":  # snnTorch reset_delay=False (processes.PyPopulationFixed)
             r = _spike(self.v, self.th, st.compare, fp.q, None).detach()
             u = self._clamp(u - self.v_sub * r)
-        s = _spike(u, self.th, st.compare, fp.q, self.alpha)
+        # floor(U / th) spikes (processes.PyPopulationFixed), straight through; exact in float64: U and
+        # th are integers below 2**23, so U / th is at least 2**-23 from the next integer up
+        if st.multi_spike:
+            s = ste(torch.relu(u) / self.th, torch.floor)
+        else:
+            s = _spike(u, self.th, st.compare, fp.q, self.alpha)
         if st.reset == "soft_recheck":
             v = self._clamp(u - self.v_sub * (s - r))
+        elif st.reset == "hard" and st.multi_spike:  # several spikes still reset once
+            v = torch.where(s > 0, self.v_reset.expand_as(u), u)
         elif st.reset == "hard":
             v = u * (1 - s) + self.v_reset * s
         elif st.reset == "soft":
