@@ -93,8 +93,8 @@ GRADED_PAYLOAD_BITS = 24
 COUNT_MAX = 2 ** (GRADED_PAYLOAD_BITS - 1) - 1
 # the state range of a layer fed by a multi-spike layer is sized for at most this many spikes per
 # synapse per step (or the source's own bound, if smaller): the worst case compounds layer by layer
-# (the NIR paper's Sinabs CNN: 14, 446, 39145 per step) and would leave no threshold levels; a step
-# beyond it saturates the 24-bit register, counted in ``saturated`` like any other
+# and would leave no threshold levels (docs/LAVA.md section 4); a step beyond it saturates the 24-bit
+# register, counted in ``saturated`` like any other
 SIZING_COUNT = 15
 
 #: Loihi 2 per-chip / per-core limits used by :func:`loihi2_resources`.

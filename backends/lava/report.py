@@ -76,7 +76,9 @@ def lava_report(plan: Plan, input_bound: float | None = None, host_weights: str 
 
 def _fixed_columns(fp: FixedPop) -> dict[str, Any]:
     """A layer's state unit, exponents and rounding errors at the report's ``weight_bits``."""
+    extra = {} if fp.count_max is None else {"graded_count_max": fp.count_max}  # multi-spike: its payload bound
     return {
+        **extra,
         "state_unit": fp.q,
         "threshold_lsb": None if fp.threshold is None else int(fp.threshold.max()),
         "weight_exp": {k: m.exp for k, m in fp.maps.items() if m.mant is not None},
