@@ -161,6 +161,26 @@ def test_multi_spike_fixed_equals_the_integer_scheme(convention: str, bits: int)
 T_SINABS = 12  # the fixture's time steps: a count above T needs a step with several spikes
 
 
+def test_multi_spike_over_a_loop_edge_is_one_line_naming_the_node() -> None:
+    """A multi-spike IF feeding itself (a Sinabs-read recurrent net): its count bound would depend on
+    itself, so lava-fixed refuses it by name before Lava starts."""
+    import nir
+
+    rng = np.random.default_rng(0)
+    graph = nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([3])}),
+        "fc": nir.Affine(weight=rng.normal(size=(4, 3)), bias=np.zeros(4)),
+        "if1": nir.IF(r=np.ones(4), v_threshold=np.ones(4)),
+        "rec": nir.Linear(weight=rng.normal(size=(4, 4)) * 0.3),
+        "output": nir.Output(output_type={"output": np.array([4])}),
+    }, edges=[("input", "fc"), ("fc", "if1"), ("if1", "rec"), ("rec", "if1"), ("if1", "output")])
+    plan = build_plan(graph, convention="sinabs", time_steps=5)
+    assert plan.op("if1").recurrent and plan.op("if1").neuron.multi_spike
+    with pytest.raises(UserError, match=r"^node 'if1': it receives the multi-spike layer 'if1' over a loop edge") as err:
+        LavaBackend(plan, precision="fixed_pt")
+    assert "\n" not in str(err.value)
+
+
 def test_multi_spike_fixed_agrees_with_the_reference_within_its_tolerance() -> None:
     """The stated tolerances (backends/__init__.py) on Sinabs' export, 64 observations, through the
     bit-exact torch model of lava-fixed (the test above holds it to Lava): LAVA_8BIT at 8 bits,
