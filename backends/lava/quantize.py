@@ -29,6 +29,12 @@ held in 24-bit signed registers (saturating at ``±(2**23 - 1)``).
 6. *Reset and initial values* are rounded to the state grid; the soft-reset subtrahend is the
    threshold itself in our graphs (exact).
 
+Multi-spike (Sinabs) layers send ``floor(U / th)`` as one graded spike (a signed 24-bit payload)
+that the synapse multiplies; their count bound (``FixedPop.count_max``, from the integers) is the
+largest input value of the layers they feed, whose state range is sized for at most
+``SIZING_COUNT`` of them; with Sinabs' floor their own state range is one step of drive around
+``[-th, th)`` (docs/LAVA.md section 4, "Multi-spike neurons").
+
 The host-fed first layer uses the same scheme: its map (from the input) is quantised like any
 other, the host computes ``mant @ x * 2**e`` and rounds it to the state grid (exact for input
 spikes; for a real-valued ``current`` input it is a graded input with 24-bit payload).
