@@ -396,3 +396,49 @@ def test_sinabs_membrane_floor_is_the_reference(target: str) -> None:
     fresh = run_target(target, graph, obs[3:4], convention=conv)
     assert np.array_equal(fresh.q[0], got.q[3]) and all(np.array_equal(fresh.spikes[k][0], got.spikes[k][3])
                                                          for k in fresh.spikes)
+
+
+@pytest.mark.parametrize("target", ["nest", "pynn-nest"])
+def test_sinabs_multi_spike_is_the_reference(target: str) -> None:
+    """Sinabs' multi-spike IAF (trunc(U / v_th) spikes a step, V -= v_th S, with and without the
+    floor) as copies of each neuron meeting in a relay (backends.nest.neurons.multi_spike_spec):
+    spike for spike with the reference, on signed input trains and constant currents whose counts
+    outgrow the first copies (the network is built again with more, and the observation rerun)."""
+    graph, T = floor_graph(), 12
+    trains = np.random.default_rng(5).choice([-2.0, -1.0, 0.0, 0.0, 1.0, 1.5, 3.0], size=(T, 4, 3))
+    for conv in ("sinabs", "sinabs+no-floor"):
+        plan = with_input_series(build_plan(graph, convention=conv, time_steps=T))
+        ref = ReferenceBackend(plan, dtype="float64").run(np.zeros((4, 3)), trains)
+        single = with_input_series(build_plan(graph, convention=conv.replace("sinabs", "sinabs+single-spike"),
+                                              time_steps=T))
+        other = ReferenceBackend(single, dtype="float64").run(np.zeros((4, 3)), trains)
+        assert all(not np.array_equal(ref.spikes[k], other.spikes[k]) for k in ref.spikes)
+        backend = TARGETS[target].build(plan)
+        try:
+            assert_same(backend.run(np.zeros((4, 3)), trains), ref)
+            assert min(backend.copies.values()) > 4  # more than the first copies were needed
+        finally:
+            backend.close()
+    obs = np.random.default_rng(3).normal(0, 3, (4, 3))
+    assert_same(run_target(target, graph, obs, convention="sinabs"),
+                ReferenceBackend(graph, convention="sinabs", dtype="float64").run(obs))
+
+
+def test_multi_spike_thresholds_follow_the_rounded_quotient() -> None:
+    """Copy c fires from the least double whose quotient by v_th rounds to c or more: a threshold
+    such as 0.1 makes that a few ulps below c * 0.1 (or above); checked against torch's trunc
+    division (the reference's) around every boundary."""
+    import math
+
+    import torch
+
+    from backends.nest.neurons import spike_thresholds
+    th = np.array([0.1, 0.3, 1.0, 0.7])
+    t = spike_thresholds(th, 12)
+    assert np.all(t[:, 2] == np.arange(1, 13))
+    for j, v in enumerate(th):
+        for c in range(1, 13):
+            at, below = t[c - 1, j], math.nextafter(t[c - 1, j], -math.inf)
+            q = torch.div(torch.tensor([at, below], dtype=torch.float64), v, rounding_mode="trunc")
+            assert q[0] >= c and q[1] < c, (v, c)
+    assert np.any(t != np.arange(1, 13)[:, None] * th[None, :])  # e.g. 3 * 0.3 rounds below the quotient's 3

@@ -48,15 +48,18 @@ class PopLayout:
     size: int
     spiking: bool
     same_step: bool = False  # a synaptic current that charges V in the step it arrives (NEST: gif_psc_exp)
+    relayed: bool = False  # its spikes reach other populations through a relay one step later (NEST: multi-spike)
 
     @property
     def lag(self) -> int:
-        """Steps between the population's input and its membrane: 1 for a synaptic current
+        """Steps between the population's input and its output: 1 for a synaptic current
         (CubaLIF/CubaLI: NEST's current-based neurons charge V with the previous step's current), so
         its inputs arrive one step before its window and it sits one step deeper; 0 where the
-        target's model charges it in the same step (``same_step``)."""
+        target's model charges it in the same step (``same_step``); 1 for a population whose
+        spikes pass a relay (``relayed``: its neurons run one step before the window, the relay's
+        spikes fall in it)."""
         step = self.op.neuron
-        return 1 if step is not None and step.tau_syn is not None and not self.same_step else 0
+        return 1 if self.relayed or (step is not None and step.tau_syn is not None and not self.same_step) else 0
 
     @property
     def input_depth(self) -> int:
@@ -131,8 +134,11 @@ class NetLayout:
         keep = [] if self.mean_from_counts else self.leaf_pops
         return [n for n in self.pops if self.pops[n].spiking and (n in keep or n in self.traced)]
 
-    def synapse_counts(self) -> SynapseCount:
-        """Synapse counts from shapes alone, before anything is built (upper bounds)."""
+    def synapse_counts(self, copies: dict[str, int] | None = None) -> SynapseCount:
+        """Synapse counts from shapes alone, before anything is built (upper bounds). ``copies``: a
+        multi-spike population's copies per neuron (NEST), each receiving the neuron's synapses, all
+        connected to one another and to the neuron's relay."""
+        copies = copies or {}
         plan = self.plan
         sizes = {plan.input: int(np.prod(plan.op(plan.input).out_shape))}
         sizes.update({n: p.size for n, p in self.pops.items()})
@@ -148,7 +154,11 @@ class NetLayout:
 
         for name, p in self.pops.items():
             drive = estimate_add([of(i) for i in (*p.op.inputs, *p.op.recurrent)])
+            k = copies.get(name, 1)
+            if k > 1:
+                count.between += (k * k + k) * p.size
             for src, (nnz, _) in drive.items():
+                nnz *= k
                 if src == plan.input:
                     count.from_input += nnz
                 else:
@@ -214,6 +224,10 @@ class NetLayout:
         delay = p.input_depth - q.depth + 1
         if delay >= 1:
             return delay
+        if src == dst and p.relayed:
+            raise UserError(f"node {dst!r} ({p.op.nir_type}): a loop into a multi-spike population, whose spikes "
+                            f"reach other populations through a relay one step late on {target}; the reference "
+                            "and Lava (lava) run it")
         if src == dst:  # the lag is all that is in the way
             reset = p.op.neuron.reset if p.op.neuron is not None else "?"
             raise UserError(f"node {dst!r} ({p.op.nir_type}): its loop enters its synaptic current, which {target} "
@@ -235,11 +249,12 @@ def loops_into_itself(plan: Plan, name: str) -> bool:
 
 def layout(plan: Plan, target: str, loops: bool = False,
            resets: tuple[str, ...] = ("hard", "soft", "soft_next"),
-           same_step: frozenset[str] = frozenset()) -> NetLayout:
+           same_step: frozenset[str] = frozenset(), relayed: frozenset[str] = frozenset()) -> NetLayout:
     """Populations, depths and the host-side readout of ``plan``; UserError naming what a
     spike-passing simulator cannot run (a recurrent loop, unless the caller lays out
     :attr:`Drive.late` terms: ``loops``; a reset outside ``resets``). ``same_step``: the CubaLIF
-    ops the target charges in their current's own step (:attr:`PopLayout.same_step`)."""
+    ops the target charges in their current's own step (:attr:`PopLayout.same_step`); ``relayed``: the
+    ops whose spikes pass a relay (:attr:`PopLayout.relayed`)."""
     byname = {op.name: op for op in plan.ops}
     pop_ops = spiking_populations(plan, target, recurrent=loops)
     refuse_resets(plan, target, resets)
@@ -266,7 +281,7 @@ def layout(plan: Plan, target: str, loops: bool = False,
                 raise UserError(f"node {op.name!r}: its input comes from the membrane of the non-spiking node "
                                 f"{s!r}; {target} neurons pass on spikes only")
         pop = PopLayout(op, 1 + max(depth[s] for s in src), src, int(np.prod(op.out_shape)), op.spiking,
-                        op.name in same_step)
+                        op.name in same_step, op.name in relayed)
         pop.depth += pop.lag
         pops[op.name] = pop
         sources[op.name] = {op.name}

@@ -56,10 +56,7 @@ class NestBackend(NestNetwork):
                  obs_shape: tuple[int, ...] | None = None, n_actions: int | None = None):
         super().__init__(graph, threads=threads, time_steps=time_steps, dt=dt, readout=readout,
                          convention=convention, obs_shape=obs_shape, n_actions=n_actions)
-        self.memory = self.estimate_memory()
-        if not fits(self.memory.bytes, self.memory.available):
-            raise UserError(f"the network does not fit in memory: it needs {self.memory.describe()}, "
-                            f"{self.memory.available / 2.0**30:.1f} GiB are available")
+        self._check_size()
         t0 = time.perf_counter()
         try:
             self._build()
@@ -68,9 +65,16 @@ class NestBackend(NestNetwork):
             raise
         self.build_seconds = time.perf_counter() - t0
 
+    def _check_size(self) -> None:
+        """Refuse, before building, a network that would not fit (also when more copies are needed)."""
+        self.memory = self.estimate_memory()
+        if not fits(self.memory.bytes, self.memory.available):
+            raise UserError(f"the network does not fit in memory: it needs {self.memory.describe()}, "
+                            f"{self.memory.available / 2.0**30:.1f} GiB are available")
+
     def estimate_memory(self) -> MemoryEstimate:
         """Synapse and neuron counts from shapes alone (nothing is built), and the bytes they need."""
-        count = self.net.synapse_counts()
+        count = self.net.synapse_counts(self.copies)
         host = count.from_input if self.sem.encoding == "current" else 0
         synapses = count.between + count.from_input - host
         neurons = sum(s.size for s in self.specs.values())  # soft_recheck helpers included (not the copy of their drive)

@@ -52,7 +52,7 @@ from backends.base import Readout, check_batch, plan_for_env
 from backends.common.layout import Drive, NetLayout, layout, loops_into_itself
 from backends.common.readout import Recorded, add_spikes, readout_arrays, spike_counts
 from backends.nest import kernel
-from backends.nest.neurons import CLAMP_WEIGHT, PopSpec, population_spec, same_step_current
+from backends.nest.neurons import CLAMP_WEIGHT, MIN_COPIES, PopSpec, population_spec, same_step_current
 from exporters.plan.ir import Plan
 from pipeline.encoding import encode_seeded
 from pipeline.errors import UserError
@@ -61,6 +61,18 @@ from pipeline.errors import UserError
 RESETS = ("hard", "soft", "soft_next", "zero_next", "soft_recheck")
 Events = Mapping[str, Any]  # a recorder's events: senders, times (in steps), V_m
 Project = Callable[[str, str, np.ndarray, np.ndarray, np.ndarray, int], None]
+
+
+def relay_name(name: str) -> str:
+    """The relay population of multi-spike population ``name``."""
+    return f"{name}#relay"
+
+
+def relay_spec(name: str, size: int) -> PopSpec:
+    """A ``parrot_neuron`` per neuron: it sends the spikes of one step as one event with their number
+    as multiplicity, by which each target multiplies the weight (measured, docs/NEST.md section 6)."""
+    ones = np.ones(size)
+    return PopSpec(name, "parrot_neuron", size, {}, ones, ones, True, np.zeros(size), None, None, None)
 
 
 @dataclass
@@ -143,8 +155,15 @@ class NestNetwork:
         self.sem = self.plan.semantics
         self.T = self.sem.time_steps
         same = frozenset(op.name for op in self.plan.ops if same_step_current(op, loops_into_itself(self.plan, op.name)))
-        self.net: NetLayout = layout(self.plan, self.target, loops=True, resets=RESETS, same_step=same)
+        # a multi-spike neuron is several copies whose spikes meet in a relay (neurons.multi_spike_spec)
+        relayed = frozenset(op.name for op in self.plan.ops
+                            if op.neuron is not None and op.neuron.spiking and op.neuron.multi_spike)
+        self.net: NetLayout = layout(self.plan, self.target, loops=True, resets=RESETS, same_step=same,
+                                     relayed=relayed)
         self.h = self.sem.dt * 1000.0  # ms; the kernel's own value once built
+        # multi-spike populations: copies per neuron, doubled where an observation needed more (run)
+        self.copies: dict[str, int] = {n: MIN_COPIES for n, p in self.net.pops.items()
+                                       if p.op.neuron is not None and p.op.neuron.multi_spike}
         self.specs: dict[str, PopSpec] = self._specs(self.h)
         self.net.check_loops(self.target)
         for name in self.net.traced:
@@ -154,6 +173,11 @@ class NestNetwork:
                                 f"reads its membrane, which {self.target} holds in two populations (snnTorch's "
                                 "reset_delay=False subtraction; a readout of its spikes only, e.g. rate, runs); "
                                 "the reference and Lava (lava, lava-fixed) run it")
+            if step is not None and step.spiking and step.multi_spike:
+                raise UserError(f"node {name!r} ({self.net.pops[name].op.nir_type}): readout {self.sem.readout!r} "
+                                f"reads its membrane, which {self.target} holds in several copies of each neuron "
+                                "(multi-spike; a readout of its spikes only, e.g. rate, runs); the reference and "
+                                "Lava (lava) run it")
             if step is not None and step.spiking and step.reset == "zero_next":
                 raise UserError(f"node {name!r} ({self.net.pops[name].op.nir_type}): readout {self.sem.readout!r} "
                                 f"reads its membrane, which {self.target} holds at V_reset from a spike on where "
@@ -170,13 +194,16 @@ class NestNetwork:
         early = any(s.early_clamp for s in self.specs.values())
         self.cycle = max(self.T + self.depth + (1 if self.net.traced else 0), self.T + (3 if early else 2))
         self.first: dict[str, int] = {}  # NEST global id of each population's neuron 0
+        self._overflow: set[str] = set()  # multi-spike populations whose last copy fired this observation
         self._valid = False
         self._origin = 0  # absolute step at which the next cycle starts
 
     def _specs(self, h: float) -> dict[str, PopSpec]:
         """Every NEST population: the plan's, then the helpers of soft_recheck (neurons.Recheck)."""
-        specs = {n: population_spec(p.op, h, p.same_step) for n, p in self.net.pops.items()}
+        specs = {n: population_spec(p.op, h, p.same_step, self.copies.get(n, MIN_COPIES))
+                 for n, p in self.net.pops.items()}
         specs.update({s.recheck.spec.name: s.recheck.spec for s in list(specs.values()) if s.recheck is not None})
+        specs.update({relay_name(n): relay_spec(relay_name(n), self.net.pops[n].size) for n in self.copies})
         return specs
 
     def _use_resolution(self, h: float) -> None:
@@ -253,23 +280,23 @@ class NestNetwork:
         p, spec = self.net.pops[name], self.specs[target]
         n, scale, rc = spec.size, spec.scale, spec.receptor
         ids = self.first[target] + np.arange(n)
-        const = np.zeros(n) if drive.const is None else drive.const * scale
+        const = np.zeros(n) if drive.const is None else np.tile(drive.const, spec.copies) * scale
         if spec.leak_bias is not None:
             const = const + spec.leak_bias
         d_in = p.input_depth  # a CubaLIF's inputs arrive one step before its window (layout.PopLayout.lag)
         for src, mat in drive.terms.items():
-            coo = mat.tocoo()
-            w = coo.data * scale[coo.row]
+            row, col, data = self._replicated(target, mat)
+            w = data * scale[row]
             if src != plan.input:
-                project(src, target, coo.col, coo.row, w, d_in - self.net.pops[src].depth)
+                project(self._sender(src), target, col, row, w, d_in - self.net.pops[src].depth)
             elif gens.inputs is None:  # constant current: W x + b per observation, on the host
-                self.host_matrix[target] = sp.csr_matrix((w, (coo.row, coo.col)), shape=(n, int(np.prod(self.obs_shape))))
+                self.host_matrix[target] = sp.csr_matrix((w, (row, col)), shape=(n, int(np.prod(self.obs_shape))))
             else:
-                connect_arrays(nest, gens.inputs[0].global_id + coo.col, ids[coo.row], w, h * d_in, rc)
-            del coo, w
+                connect_arrays(nest, gens.inputs[0].global_id + col, ids[row], w, h * d_in, rc)
+            del row, col, data, w
         for src, mat in drive.late.items():  # a loop's closing edge: one step more than a forward one
-            coo = mat.tocoo()
-            project(src, target, coo.col, coo.row, coo.data * scale[coo.row], self.net.loop_delay(src, name, self.target))
+            row, col, data = self._replicated(target, mat)
+            project(self._sender(src), target, col, row, data * scale[row], self.net.loop_delay(src, name, self.target))
         clock_delay = h * d_in if self.windowed else h  # windowed: the window's steps only, else every step
         if target in self.host_matrix:
             self.host_const[target] = const
@@ -283,6 +310,18 @@ class NestNetwork:
         if spec.autapse is not None:
             nz = np.nonzero(spec.autapse)[0]
             connect_arrays(nest, ids[nz], ids[nz], spec.autapse[nz], h)
+        if spec.cross is not None:  # multi-spike: every copy's spike reaches every copy of its neuron
+            own, other = spec.cross
+            k, n0 = spec.copies, p.size
+            src_c, dst_c = (a.reshape(-1) for a in np.meshgrid(np.arange(k), np.arange(k), indexing="ij"))
+            neuron = np.tile(np.arange(n0), k * k)
+            pre, post = np.repeat(src_c, n0) * n0 + neuron, np.repeat(dst_c, n0) * n0 + neuron
+            w = np.where(pre == post, own[post], other[neuron])
+            connect_arrays(nest, ids[pre], ids[post], w, h)
+            # the copies' spikes of a step meet in the relay, which sends them on as one event whose
+            # multiplicity (the count) multiplies the weight at every target (parrot_neuron)
+            relay = self.first[relay_name(target)] + np.tile(np.arange(n0), k)
+            connect_arrays(nest, ids, relay, np.ones(n), h)
         if self.fresh:  # nothing reaches a population outside its window: no reset pulses
             return
         clamp = np.full(n, CLAMP_WEIGHT) if spec.clamp is None else spec.clamp
@@ -290,6 +329,20 @@ class NestNetwork:
         if spec.early_clamp:  # a spike on the step before the clamp makes that step refractory: clamp it too
             connect_arrays(nest, np.full(n, gens.clamp_early.global_id), ids, clamp, h * d_in, rc)
         connect_arrays(nest, np.full(n, gens.restore.global_id), ids, spec.restore, h * d_in, rc)
+
+    def _replicated(self, target: str, mat: sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, col, value) of ``mat`` (target neuron x source neuron): onto each copy of a
+        multi-spike target (a multi-spike source sends through its relay, one node per neuron)."""
+        coo = mat.tocoo()
+        k = self.specs[target].copies
+        if k == 1:
+            return coo.row, coo.col, coo.data
+        rows = (np.arange(k)[:, None] * mat.shape[0] + coo.row[None, :]).reshape(-1)
+        return rows, np.tile(coo.col, k), np.tile(coo.data, k)
+
+    def _sender(self, src: str) -> str:
+        """The NEST population whose spikes carry population ``src``'s: its relay where it has one."""
+        return relay_name(src) if src in self.copies else src
 
     def _warm_up(self) -> None:
         """Cycle 0, without input: its clamp/restore pulses put every population at rest right
@@ -325,8 +378,20 @@ class NestNetwork:
         trains = set(net.train_pops)
         for name, ev in self._spike_events().items():
             p = net.pops[name]
-            ids, t, _ = window_events(ev, self.first[name], p.size, origin + p.window_start, T)
-            add_spikes(rec, name, ids, t, p.size, T, name in trains)
+            k = self.specs[name].copies
+            start = p.window_start if k == 1 else p.input_depth + 1  # the copies run a step before their relay
+            ids, t, _ = window_events(ev, self.first[name], p.size * k, origin + start, T)
+            if k == 1:
+                add_spikes(rec, name, ids, t, p.size, T, name in trains)
+                continue
+            if np.any(ids >= (k - 1) * p.size):  # the last copy fired: the count may be more than k
+                self._overflow.add(name)
+            ids = ids % p.size  # a multi-spike neuron's count: its copies' spikes of the step
+            rec.counts[name] = np.bincount(ids, minlength=p.size).astype(np.int64)
+            if name in trains:
+                spikes = np.zeros((T, p.size))
+                np.add.at(spikes, (t, ids), 1.0)
+                rec.trains[name] = spikes
         for name, ev in self._v_events().items():
             p = net.pops[name]
             ids, t, v = window_events(ev, self.first[name], p.size, origin + p.window_start, T, "V_m")
@@ -376,6 +441,28 @@ class NestNetwork:
         self._origin = 0
         return self._cycle(obs, s_in, timings, first=True)
 
+    def _observe_whole(self, obs: np.ndarray, s_in: np.ndarray | None, timings: dict[str, float]) -> Recorded:
+        """:meth:`_observe`; where a multi-spike population's last copy fired (its count may have been
+        cut off), the network is built again with twice its copies and the observation run again
+        (every observation starts from rest, so nothing else changes); the rebuild counts as simulation."""
+        while True:
+            self._overflow: set[str] = set()
+            rec = self._observe(obs, s_in, timings)
+            if not self._overflow:
+                return rec
+            t0 = time.perf_counter()
+            for name in self._overflow:
+                self.copies[name] *= 2
+            self.specs = self._specs(self.h)
+            self._check_size()
+            self._origin = 0
+            self._build()
+            self._used = False  # a fresh network: the one just built is unused
+            timings["simulate"] += time.perf_counter() - t0
+
+    def _check_size(self) -> None:
+        """A shell's check that the network (now with more copies) still fits; none by default."""
+
     # ------------------------------------------------------------------ public interface
 
     def run(self, obs: np.ndarray, input_spikes: np.ndarray | None = None) -> Readout:
@@ -396,7 +483,8 @@ class NestNetwork:
         timings = {"set_input": 0.0, "simulate": 0.0, "read_out": 0.0}
         x_np = x.numpy()
         s_np = None if s_in is None else s_in.numpy()
-        recs = [self._observe(x_np[i], None if s_np is None else s_np[:, i], timings) for i in range(obs.shape[0])]
+        recs = [self._observe_whole(x_np[i], None if s_np is None else s_np[:, i], timings)
+                for i in range(obs.shape[0])]
         t0 = time.perf_counter()
         spikes = spike_counts(self.net, recs)
         q, action = readout_arrays(self.net, recs, x, s_in, self.n_out)

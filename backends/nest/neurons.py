@@ -19,7 +19,7 @@ exactly. The measurements behind the two models are in docs/NEST.md section 1; i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Union
 
 import numpy as np
@@ -39,6 +39,7 @@ V_MIN = -(2.0 ** VMIN_EXP)
 CLAMP_WEIGHT = -(2.0 ** 1020)
 NEVER = 2.0 ** VMIN_EXP  # threshold of a population that must never spike
 TAU_M_NO_LEAK = 1e300  # exp(-h / 1e300) == 1.0 exactly for any resolution h
+MIN_COPIES = 4  # a multi-spike population's first number of copies (devices.py doubles it where too few)
 
 
 def nest_tau_m(d: float, h: float) -> tuple[float, float]:
@@ -106,6 +107,8 @@ class PopSpec:
     fresh: bool = False  # needs a fresh network per observation (gif_psc_exp's currents cannot be reset)
     recheck: Recheck | None = None  # soft_recheck: the helper population and the connections between them
     windowed: bool = False  # a membrane floor holds the reset: nothing but the restore pulse may arrive on that step
+    copies: int = 1  # multi-spike: copies per neuron (multi_spike_spec), copy-major
+    cross: tuple[Arr, Arr] | None = None  # multi-spike: one-step jumps from a copy's own spike [copies*n], from another's [n]
 
 
 @dataclass
@@ -172,9 +175,10 @@ def same_step_current(op: Op, loops_into_itself: bool) -> bool:
     return step.reset in ("soft", "soft_next", "soft_recheck") or (step.reset == "zero_next" and loops_into_itself)
 
 
-def population_spec(op: Op, h: float, same_step: bool = False) -> PopSpec:
+def population_spec(op: Op, h: float, same_step: bool = False, copies: int = MIN_COPIES) -> PopSpec:
     """Map a neuron or Threshold op to NEST; UserError naming the node where NEST cannot.
-    ``same_step``: a CubaLIF on gif_psc_exp (:func:`same_step_current`)."""
+    ``same_step``: a CubaLIF on gif_psc_exp (:func:`same_step_current`); ``copies``: of a
+    multi-spike neuron (:func:`multi_spike_spec`)."""
     shape = op.out_shape
     n = int(np.prod(shape))
     if op.kind == "threshold":  # stateless S = (x >= theta): a neuron that forgets (d = 0)
@@ -187,10 +191,12 @@ def population_spec(op: Op, h: float, same_step: bool = False) -> PopSpec:
     step = op.neuron
     assert step is not None
     what = f"node {op.name!r} ({op.nir_type})"
-    if step.multi_spike:
-        raise UserError(f"{what}: multi-spike neurons (several spikes per step, Sinabs) cannot run on NEST "
-                        "(docs/NEST.md section 6); the reference and Lava (lava) run them (a single-spike Sinabs "
-                        "model: --convention sinabs+single-spike)")
+    if step.multi_spike and (step.reset != "soft" or step.tau_syn is not None or not step.spiking
+                             or np.any(_per_neuron(step.v_th, shape) <= 0)
+                             or np.any(_per_neuron(step.v_sub, shape) != _per_neuron(step.v_th, shape))):
+        raise UserError(f"{what}: multi-spike neurons (several spikes per step, Sinabs) run on NEST only with a "
+                        "positive threshold and Sinabs' subtraction of it (docs/NEST.md section 6); the reference "
+                        "and Lava (lava) run them (a single-spike Sinabs model: --convention sinabs+single-spike)")
     if step.tau_syn is not None:
         if step.v_floor is not None:
             raise UserError(f"{what}: a membrane floor (Sinabs min_v_mem) on a CubaLIF has no NEST form; the "
@@ -238,7 +244,7 @@ def population_spec(op: Op, h: float, same_step: bool = False) -> PopSpec:
         return with_floor(spec, op, e_l, th, v_reset=v_reset)
     v_sub = _per_neuron(step.v_sub, shape)
     # eprop_iaf holds V_th relative to E_L and subtracts that (NEST 3.10's code): th - E_L
-    a = autapse(step.reset, decay, th - e_l, v_sub)
+    a = np.zeros(n) if step.multi_spike else autapse(step.reset, decay, th - e_l, v_sub)
     corr = th - e_l - v_sub if step.reset in ("soft", "soft_recheck") else th - e_l
     params.update(c_reg=0.0)
     spec = PopSpec(op.name, "eprop_iaf", n, params, decay, scale, True, restore, init,
@@ -246,7 +252,54 @@ def population_spec(op: Op, h: float, same_step: bool = False) -> PopSpec:
     if step.reset == "soft_recheck":
         spec.v_correction = None  # V(T) needs R(T) too: a membrane readout of it is refused (devices.py)
         spec.recheck = recheck(spec, th - e_l, v_sub)
-    return with_floor(spec, op, e_l, th, v_sub=v_sub)
+    spec = with_floor(spec, op, e_l, th, v_sub=v_sub)
+    return multi_spike_spec(spec, _per_neuron(step.v_th, shape), e_l, copies) if step.multi_spike else spec
+
+
+def spike_thresholds(v_th: Arr, copies: int) -> Arr:
+    """``[copies, n]``: for c = 1 .. copies the least double U with ``U / v_th >= c`` in double
+    arithmetic, so that Sinabs' count ``trunc(U / v_th)`` (for U > 0, v_th > 0) is at least c
+    exactly where ``U >= T_c`` (the rounded quotient can reach c a few ulps below ``c v_th``)."""
+    out = np.empty((copies, v_th.size))
+    uniq, inv = np.unique(v_th, return_inverse=True)
+    for k, th in enumerate(uniq.tolist()):
+        for c in range(1, copies + 1):
+            t = c * th
+            while t / th < c:
+                t = math.nextafter(t, math.inf)
+            while math.nextafter(t, -math.inf) / th >= c:
+                t = math.nextafter(t, -math.inf)
+            out[c - 1, inv == k] = t
+    return out
+
+
+def multi_spike_spec(spec: PopSpec, v_th: Arr, e_l: Arr, copies: int) -> PopSpec:
+    """Sinabs' multi-spike IAF/LIF (``trunc(U / v_th)`` spikes, ``V = U - v_th S``) as ``copies``
+    eprop_iaf neurons per neuron, copy-major (neuron i's copy c is ``c n + i``).
+
+    Copy c fires where the count reaches c (threshold ``T_c``, :func:`spike_thresholds`), so the
+    copies' spikes of one step sum to the count, and every connection out of the population leaves
+    each copy with the neuron's weight. All copies must hold the same U: copy c subtracts its own
+    ``T_c`` when it fires (eprop_iaf), and the next step's input brings every copy to
+    ``d (U - v_th S) + in``: ``d (T_c - v_th)`` from its own spike and ``-d v_sub`` from each other
+    copy's (delay 1, ``cross``). Where the last copy fires the count may exceed what the copies can
+    show: devices.py then builds the network again with twice the copies and runs the observation
+    again, so a count is never cut off. A membrane floor (:func:`with_floor`) is each copy's V_min.
+    """
+    n = spec.size
+    theta = spike_thresholds(v_th, copies)  # [copies, n], relative to E_L (as eprop_iaf holds V_th)
+    d = spec.decay
+
+    def tile(a: Arr | None) -> Arr | None:
+        return None if a is None else np.tile(a, copies)
+
+    params: dict[str, Param] = {k: (np.tile(v, copies) if isinstance(v, np.ndarray) else v)
+                                for k, v in spec.params.items()}
+    params["V_th"] = (e_l[None, :] + theta).reshape(-1)
+    own = (d[None, :] * (theta - v_th[None, :])).reshape(-1)
+    return replace(spec, size=n * copies, params=params, decay=tile(spec.decay), scale=tile(spec.scale),
+                   restore=tile(spec.restore), init=tile(spec.init), autapse=None, v_correction=None,
+                   clamp=tile(spec.clamp), leak_bias=tile(spec.leak_bias), copies=copies, cross=(own, -d * v_th))
 
 
 def with_floor(spec: PopSpec, op: Op, e_l: Arr, th: Arr, v_reset: Arr | None = None,

@@ -152,10 +152,13 @@ class PyNNNestBackend(NestNetwork):
 
     # ------------------------------------------------------------------ build
 
+    def _check_size(self) -> None:
+        self._check_memory()
+
     def _check_memory(self) -> None:
         """Refuse, before building, a network that would not fit: the direct NEST backend's
         costs per synapse and neuron, plus PyNN's per-neuron ID objects."""
-        count = self.net.synapse_counts()
+        count = self.net.synapse_counts(self.copies)
         synapses = count.between + count.from_input
         neurons = sum(s.size for s in self.specs.values())  # soft_recheck helpers included
         need = (synapses + DEVICE_SYNAPSES_PER_NEURON * neurons) * BYTES_PER_SYNAPSE \
@@ -193,6 +196,10 @@ class PyNNNestBackend(NestNetwork):
 
     def _population(self, name: str) -> Any:
         spec = self.specs[name]
+        if spec.model == "parrot_neuron":  # a multi-spike population's relay (devices.relay_spec): no parameters
+            pop = self.sim.Population(spec.size, native(self.sim, spec.model)(), label=name)
+            self.first[name] = _contiguous(pop.node_collection)
+            return pop
         params = {k: (np.asarray(v, dtype=np.float64) if isinstance(v, np.ndarray) else float(v))
                   for k, v in spec.params.items() if k != "V_m"}
         e_l = params["E_L"]
