@@ -277,11 +277,85 @@ def fresh_cost(paper: Path, n_obs: int) -> str:
             f"(ms: {per}; 'simulate' includes the rebuild)")
 
 
+def floor_order(nest) -> str:
+    """eprop_iaf (V_th 1, V_min -1, no leak) on inputs that cross the floor and the threshold: where
+    NEST clamps at V_min (docs/NEST.md section 1, Sinabs' membrane floor)."""
+    nest.ResetKernel()
+    nest.resolution = 1.0
+    n = nest.Create("eprop_iaf", params={"E_L": 0.0, "V_m": 0.0, "V_th": 1.0, "V_min": -1.0, "t_ref": 0.0,
+                                         "C_m": 1.0, "tau_m": 1e300, "c_reg": 0.0})
+    ins = [-3.0, 2.5, -0.2, 3.7, -5.0, 0.6]
+    g = nest.Create("spike_generator", params={"spike_times": [float(i + 1) for i in range(len(ins))],
+                                               "spike_weights": ins})
+    nest.Connect(g, n, syn_spec={"delay": 1.0})
+    mm = nest.Create("multimeter", params={"record_from": ["V_m"], "interval": 1.0})
+    sr = nest.Create("spike_recorder")
+    nest.Connect(mm, n)
+    nest.Connect(n, sr)
+    nest.Simulate(float(len(ins) + 2))
+    v = [f"{x:g}" for x in mm.events["V_m"][1:len(ins) + 1]]
+    spiked = [int(t) - 1 for t in sr.events["times"]]
+    return f"inputs {ins}: V after each step {v}, spikes on inputs no. {spiked} (1-based)"
+
+
+def parrot_multiplicity(nest) -> str:
+    """Three spikes in one step into a parrot_neuron, on to an integrator with weight 0.3: the
+    multi-spike relay (docs/NEST.md section 6)."""
+    nest.ResetKernel()
+    nest.resolution = 1.0
+    g = nest.Create("spike_generator", 3, params={"spike_times": [2.0]})
+    par = nest.Create("parrot_neuron")
+    n = nest.Create("iaf_psc_delta", params={"E_L": 0.0, "V_m": 0.0, "V_th": 100.0, "V_reset": 0.0,
+                                             "tau_m": 1e300, "C_m": 1.0, "t_ref": 0.0})
+    nest.Connect(g, par, syn_spec={"delay": 1.0, "weight": 1.0})
+    nest.Connect(par, n, syn_spec={"delay": 1.0, "weight": 0.3})
+    sr = nest.Create("spike_recorder")
+    nest.Connect(par, sr)
+    mm = nest.Create("multimeter", params={"record_from": ["V_m"], "interval": 1.0})
+    nest.Connect(mm, n)
+    nest.Simulate(6.0)
+    return (f"parrot events at {list(sr.events['times'])} ms (one per spike), target V {list(mm.events['V_m'])} "
+            f"(3 x 0.3 = {3 * 0.3!r}: the weight times the multiplicity, in one step)")
+
+
+def multi_spike_cost(paper: Path, n_obs: int) -> str:
+    """cnn_sinabs.nir as Sinabs imports it (--convention sinabs: multi-spike with the floor) on NEST
+    against the float64 reference: copies per neuron, synapses, build and run time."""
+    import time
+
+    from backends.nest import NestBackend
+    from backends.reference import ReferenceBackend
+    from exporters.nirio import read_graph
+
+    path = paper / "cnn_sinabs.nir"
+    if not path.is_file():
+        return f"skipped: {path} not found (--paper)"
+    graph = read_graph(path)
+    obs = (np.random.default_rng(0).random((n_obs, 2, 34, 34)) < 0.05).astype(np.float64)
+    ref = ReferenceBackend(graph, convention="sinabs", time_steps=10, dtype="float64").run(obs)
+    t0 = time.perf_counter()
+    backend = NestBackend(graph, convention="sinabs", time_steps=10)
+    try:
+        t1 = time.perf_counter()
+        got = backend.run(obs)
+        t2 = time.perf_counter()
+        copies, synapses = dict(backend.copies), backend.n_synapses
+    finally:
+        backend.close()
+    same = all(np.array_equal(ref.spikes[k], got.spikes[k]) for k in ref.spikes)
+    return (f"{n_obs} observations (binary, 5 % on, seed 0), T = 10: copies per layer {copies}, "
+            f"{synapses:,} synapses at the end, build {t1 - t0:.1f} s, run {t2 - t1:.1f} s (the rebuilds with "
+            f"more copies included); equal counts in every layer: {same}, max |dQ| "
+            f"{float(np.abs(ref.q - got.q).max()):g}, spikes {sum(int(v.sum()) for v in got.spikes.values()):,}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--observations", type=int, default=16, help="observations for the nearest-layout check")
     ap.add_argument("--paper", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "nir-paper",
                     help="the NIR paper's graphs (../shared/nir-paper), for the cost of a fresh network")
+    ap.add_argument("--multi-spike", type=int, default=0, metavar="N",
+                    help="also run cnn_sinabs.nir multi-spike on N observations (minutes)")
     args = ap.parse_args(argv)
     nest = import_nest()
     print(f"NEST {nest.__version__}, resolution {H} ms; a spike of weight w and 2w, delay {H} ms, per receptor\n")
@@ -302,6 +376,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  the nearest layout (loop one step late) vs the float64 reference: {nearest_layout(args.observations)}")
     print(f"\ncost of gif_psc_exp's fresh network per observation (braille_noDelay_bias_zero.nir): "
           f"{fresh_cost(args.paper, args.observations)}")
+    print(f"\neprop_iaf's V_min (Sinabs' membrane floor): {floor_order(nest)}")
+    print(f"parrot_neuron as the multi-spike relay: {parrot_multiplicity(nest)}")
+    if args.multi_spike:
+        print(f"cnn_sinabs.nir, --convention sinabs, on NEST: {multi_spike_cost(args.paper, args.multi_spike)}")
 
 
 if __name__ == "__main__":

@@ -153,9 +153,10 @@ def test_skip_connection_gets_its_own_delay() -> None:
     assert_same(run_nest(g, obs), ReferenceBackend(g, dtype="float64").run(obs))
 
 
-@pytest.mark.parametrize("name", ["snntorch", "norse", "spikingjelly"])
+@pytest.mark.parametrize("name", ["snntorch", "norse", "spikingjelly", "sinabs"])
 def test_third_party_graphs_reproduce_their_framework(name: str) -> None:
-    """snnTorch's delayed subtract reset with strict '>' (eprop_iaf + autapse), Norse, SpikingJelly."""
+    """snnTorch's delayed subtract reset with strict '>' (eprop_iaf + autapse), Norse, SpikingJelly,
+    Sinabs (multi-spike: copies and a relay) against the counts the framework itself produced."""
     with np.load(FIXTURES / f"{name}.npz") as data:
         d = {k: data[k] for k in data.files}
     T, opts = int(d["time_steps"]), fixture_options(d)
@@ -226,8 +227,8 @@ def test_unsupported_nodes_are_named() -> None:
                                 v_leak=np.zeros(2), v_threshold=np.ones(2), v_reset=np.full(2, -0.5))
     with pytest.raises(UserError, match="node 'n' \\(CubaLIF\\): on NEST a CubaLIF must start"):
         NestBackend(chain(cuba_off_rest, n=2))
-    with pytest.raises(UserError, match="node '1' \\(IF\\): multi-spike"):
-        NestBackend(read_graph(FIXTURES / "sinabs.nir"), convention="sinabs", time_steps=4)
+    with pytest.raises(UserError, match="node '1' \\(IF\\): multi-spike neurons .* positive threshold"):
+        NestBackend(read_graph(FIXTURES / "sinabs.nir"), convention="sinabs+membrane-reset", time_steps=4)
     li = nir.LI(tau=np.full(2, 2e-3), r=np.ones(2), v_leak=np.zeros(2))
     nodes = {"in": nir.Input(np.array([2])), "li": li, "fc": nir.Linear(np.eye(2)),
              "lif": nir.IF(r=np.full(2, 1000.0), v_threshold=np.ones(2)), "out": nir.Output(np.array([2]))}

@@ -19,7 +19,12 @@ layer does after its window lands on the next layer's clamp/restore steps or lat
 absorbed there. ``L = T + depth``, one more when a multimeter records (its data reaches
 Python one step late), and at least ``T + 2`` (layer 1 is clamped at step L, after its
 window). No state is written through the API between observations: only the new input and
-the generators' time origin.
+the generators' time origin. Where a membrane floor holds the reset (Sinabs' min_v_mem as V_min,
+:func:`backends.nest.neurons.with_floor`), nothing but the restore pulse may arrive on the restore
+step, so the clocks then fire on the window's T steps only (``windowed``). A multi-spike
+population is copies of each neuron whose spikes meet in a ``parrot_neuron`` relay
+(:func:`backends.nest.neurons.multi_spike_spec`); where the last copy fires, :meth:`NestNetwork.run`
+builds the network again with twice the copies and reruns the observation.
 
 Devices (NEST ``spike_generator``s, ``precise_times`` off):
 
