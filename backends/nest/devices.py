@@ -57,7 +57,8 @@ from backends.base import Readout, check_batch, plan_for_env
 from backends.common.layout import Drive, NetLayout, layout, loops_into_itself
 from backends.common.readout import Recorded, add_spikes, readout_arrays, spike_counts
 from backends.nest import kernel
-from backends.nest.neurons import CLAMP_WEIGHT, MIN_COPIES, PopSpec, population_spec, same_step_current
+from backends.nest.neurons import (CLAMP_WEIGHT, MIN_COPIES, PopSpec, adds_exactly, grid_exponent, population_spec,
+                                   same_step_current)
 from exporters.plan.ir import Plan
 from pipeline.encoding import encode_seeded
 from pipeline.errors import UserError
@@ -200,6 +201,8 @@ class NestNetwork:
         self.cycle = max(self.T + self.depth + (1 if self.net.traced else 0), self.T + (3 if early else 2))
         self.first: dict[str, int] = {}  # NEST global id of each population's neuron 0
         self._overflow: set[str] = set()  # multi-spike populations whose last copy fired this observation
+        self._exact: dict[str, tuple[float, list[np.ndarray]]] = {}  # multi-spike: _check_exact's bound and values
+        self._input_w: dict[str, sp.csr_matrix] = {}  # multi-spike populations fed by the input: its scaled weights
         self._valid = False
         self._origin = 0  # absolute step at which the next cycle starts
 
@@ -289,6 +292,8 @@ class NestNetwork:
         if spec.leak_bias is not None:
             const = const + spec.leak_bias
         d_in = p.input_depth  # a CubaLIF's inputs arrive one step before its window (layout.PopLayout.lag)
+        if spec.copies > 1 and target == name:
+            self._check_exact(name, drive, const)
         for src, mat in drive.terms.items():
             row, col, data = self._replicated(target, mat)
             w = data * scale[row]
@@ -335,6 +340,54 @@ class NestNetwork:
             connect_arrays(nest, np.full(n, gens.clamp_early.global_id), ids, clamp, h * d_in, rc)
         connect_arrays(nest, np.full(n, gens.restore.global_id), ids, spec.restore, h * d_in, rc)
 
+    def _check_exact(self, name: str, drive: Drive, const: np.ndarray) -> None:
+        """Refuse a multi-spike population whose copies could round where the graph does not.
+
+        Its copies reach the graph's membrane through other sums than the graph's (their own
+        thresholds, then the others' jumps), which agree only where no sum rounds: every value added
+        (weights, biases, thresholds, floor) on one binary grid, and every sum within 2**53 of its
+        steps. Bounded from the weights' absolute sums (a source's spikes at most its copies a step),
+        over T steps where no floor holds V up; the input's share is checked per observation.
+        """
+        p, spec = self.net.pops[name], self.specs[name]
+        n0, scale = p.size, spec.scale[:p.size]
+        arrays: list[np.ndarray] = [const, *spec.grid]
+        total = np.abs(const[:n0])
+        for src, mat in (*drive.terms.items(), *drive.late.items()):
+            w = sp.csr_matrix(mat).multiply(scale[:, None]).tocsr()
+            if src == self.plan.input:
+                self._input_w[name] = w
+                continue
+            arrays.append(w.data)
+            total = total + self.specs[src].copies * np.asarray(abs(w).sum(axis=1)).reshape(-1)
+        step = float(total.max(initial=0.0)) + spec.copies * spec.reach  # one step's arrivals and jumps
+        # with a floor V stays within reach of rest; without, it can sink by a step's input every step
+        bound = step + spec.reach if spec.windowed else (self.T + 1) * step
+        self._exact[name] = (bound, arrays)
+        if not adds_exactly(bound, *arrays):
+            raise UserError(f"node {name!r} ({p.op.nir_type}): its weights, biases and threshold do not lie on one "
+                            f"binary grid fine enough for {self.target}'s copies of a multi-spike neuron to add "
+                            "without rounding where the graph does (float32 values of similar size do; docs/NEST.md "
+                            "section 6); the reference and Lava (lava) run it")
+
+    def _check_input_exact(self, name: str, current: np.ndarray | None, spikes: np.ndarray | None) -> None:
+        """:meth:`_check_exact` with this observation's input (a current per neuron, or input spike values)."""
+        bound, arrays = self._exact[name]
+        steps = 1 if self.specs[name].windowed else self.T + 1
+        if current is not None:
+            extra, grid = float(np.max(np.abs(current), initial=0.0)), [current]
+        else:
+            w = self._input_w[name]
+            top = float(np.max(np.abs(spikes), initial=0.0))
+            g_w, g_s = grid_exponent(w.data), grid_exponent(spikes)
+            extra = top * float(np.asarray(abs(w).sum(axis=1)).max(initial=0.0))
+            grid = [] if g_w is None or g_s is None else [np.array([2.0 ** (g_w + g_s)])]
+        if not adds_exactly(bound + steps * extra, *arrays, *grid):
+            raise UserError(f"node {name!r}: this observation's input does not lie on a binary grid fine enough for "
+                            f"{self.target}'s copies of a multi-spike neuron to add without rounding where the graph "
+                            "does (docs/NEST.md section 6; e.g. binary or float32 inputs of similar size run); the "
+                            "reference and Lava (lava) run it")
+
     def _replicated(self, target: str, mat: sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, col, value) of ``mat`` (target neuron x source neuron): onto each copy of a
         multi-spike target (a multi-spike source sends through its relay, one node per neuron)."""
@@ -365,9 +418,13 @@ class NestNetwork:
             for name, mat in self.host_matrix.items():
                 first = self.first[name]
                 w[first:first + mat.shape[0]] = mat @ x + self.host_const[name]
+                if name in self._exact:
+                    self._check_input_exact(name, w[first:first + self.net.pops[name].size], None)
             kernel.set_weights(self.in_conns, w[self._in_targets].tolist())
         if self.gens.inputs is not None:
             flat = np.zeros((self.T, int(np.prod(self.obs_shape)))) if s_in is None else s_in.reshape(self.T, -1)
+            for name in self._input_w:
+                self._check_input_exact(name, None, flat)
             steps = np.arange(1, self.T + 1) * self.h
             params = []
             for i in range(flat.shape[1]):

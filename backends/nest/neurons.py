@@ -108,6 +108,8 @@ class PopSpec:
     recheck: Recheck | None = None  # soft_recheck: the helper population and the connections between them
     windowed: bool = False  # a membrane floor holds the reset: nothing but the restore pulse may arrive on that step
     copies: int = 1  # multi-spike: copies per neuron (multi_spike_spec), copy-major
+    grid: tuple[Arr, ...] = ()  # multi-spike: the potentials its copies add (thresholds, floor), for adds_exactly
+    reach: float = 0.0  # multi-spike: the largest of them in magnitude
     cross: tuple[Arr, Arr] | None = None  # multi-spike: one-step jumps from a copy's own spike [copies*n], from another's [n]
 
 
@@ -191,6 +193,9 @@ def population_spec(op: Op, h: float, same_step: bool = False, copies: int = MIN
     step = op.neuron
     assert step is not None
     what = f"node {op.name!r} ({op.nir_type})"
+    if step.multi_spike and step.spiking and step.tau is not None:
+        raise UserError(f"{what}: multi-spike neurons with a leak have no exact NEST form (each copy would round its "
+                        "own decay; docs/NEST.md section 6); the reference and Lava (lava) run them")
     if step.multi_spike and (step.reset != "soft" or step.tau_syn is not None or not step.spiking
                              or np.any(_per_neuron(step.v_th, shape) <= 0)
                              or np.any(_per_neuron(step.v_sub, shape) != _per_neuron(step.v_th, shape))):
@@ -256,6 +261,25 @@ def population_spec(op: Op, h: float, same_step: bool = False, copies: int = MIN
     return multi_spike_spec(spec, _per_neuron(step.v_th, shape), e_l, copies) if step.multi_spike else spec
 
 
+def grid_exponent(values: Param) -> int | None:
+    """The largest g such that every value is a multiple of 2**g (None where all are zero)."""
+    a = np.abs(np.asarray(values, dtype=np.float64)).reshape(-1)
+    a = a[a != 0]
+    if not a.size:
+        return None
+    m, e = np.frexp(a)
+    mant = np.ldexp(m, 53).astype(np.int64)  # exact: a 53-bit integer
+    low = mant & -mant
+    return int(np.min(e - 53 + np.round(np.log2(low)).astype(np.int64)))
+
+
+def adds_exactly(bound: float, *arrays: Param) -> bool:
+    """Whether any sums of the values of ``arrays`` (and integer multiples of them) that stay within
+    ``bound`` in magnitude are exact in double arithmetic: all lie on the grid of the finest."""
+    gs = [g for g in (grid_exponent(a) for a in arrays) if g is not None]
+    return not gs or bound < 2.0 ** (53 + min(gs))
+
+
 def spike_thresholds(v_th: Arr, copies: int) -> Arr:
     """``[copies, n]``: for c = 1 .. copies the least double U with ``U / v_th >= c`` in double
     arithmetic, so that Sinabs' count ``trunc(U / v_th)`` (for U > 0, v_th > 0) is at least c
@@ -297,7 +321,10 @@ def multi_spike_spec(spec: PopSpec, v_th: Arr, e_l: Arr, copies: int) -> PopSpec
                                 for k, v in spec.params.items()}
     params["V_th"] = (e_l[None, :] + theta).reshape(-1)
     own = (d[None, :] * (theta - v_th[None, :])).reshape(-1)
-    return replace(spec, size=n * copies, params=params, decay=tile(spec.decay), scale=tile(spec.scale),
+    floor = spec.params["V_min"] if spec.windowed else 0.0
+    grid = (theta, v_th, np.asarray(floor, dtype=np.float64) - e_l, e_l)
+    reach = float(np.max(np.abs(theta))) + float(np.max(np.abs(grid[2])))
+    return replace(spec, grid=grid, reach=reach, size=n * copies, params=params, decay=tile(spec.decay), scale=tile(spec.scale),
                    restore=tile(spec.restore), init=tile(spec.init), autapse=None, v_correction=None,
                    clamp=tile(spec.clamp), leak_bias=tile(spec.leak_bias), copies=copies, cross=(own, -d * v_th))
 
