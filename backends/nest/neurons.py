@@ -110,7 +110,8 @@ class PopSpec:
     copies: int = 1  # multi-spike: copies per neuron (multi_spike_spec), copy-major
     grid: tuple[Arr, ...] = ()  # multi-spike: the potentials its copies add (thresholds, floor), for adds_exactly
     reach: float = 0.0  # multi-spike: the largest of them in magnitude
-    cross: tuple[Arr, Arr] | None = None  # multi-spike: one-step jumps from a copy's own spike [copies*n], from another's [n]
+    # multi-spike: one-step jumps from a copy's own spike [copies*n], from another copy's [n]
+    cross: tuple[Arr, Arr] | None = None
 
 
 @dataclass
@@ -309,6 +310,8 @@ def multi_spike_spec(spec: PopSpec, v_th: Arr, e_l: Arr, copies: int) -> PopSpec
     copy's (delay 1, ``cross``). Where the last copy fires the count may exceed what the copies can
     show: devices.py then builds the network again with twice the copies and runs the observation
     again, so a count is never cut off. A membrane floor (:func:`with_floor`) is each copy's V_min.
+    The copies sum otherwise than the graph, so they equal it only where no sum rounds: ``grid`` and
+    ``reach`` let devices.py check that (:func:`adds_exactly`) and refuse otherwise.
     """
     n = spec.size
     theta = spike_thresholds(v_th, copies)  # [copies, n], relative to E_L (as eprop_iaf holds V_th)
@@ -324,7 +327,8 @@ def multi_spike_spec(spec: PopSpec, v_th: Arr, e_l: Arr, copies: int) -> PopSpec
     floor = spec.params["V_min"] if spec.windowed else 0.0
     grid = (theta, v_th, np.asarray(floor, dtype=np.float64) - e_l, e_l)
     reach = float(np.max(np.abs(theta))) + float(np.max(np.abs(grid[2])))
-    return replace(spec, grid=grid, reach=reach, size=n * copies, params=params, decay=tile(spec.decay), scale=tile(spec.scale),
+    return replace(spec, grid=grid, reach=reach, size=n * copies, params=params, decay=tile(spec.decay),
+                   scale=tile(spec.scale),
                    restore=tile(spec.restore), init=tile(spec.init), autapse=None, v_correction=None,
                    clamp=tile(spec.clamp), leak_bias=tile(spec.leak_bias), copies=copies, cross=(own, -d * v_th))
 
