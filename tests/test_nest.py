@@ -392,12 +392,15 @@ def test_sinabs_membrane_floor_is_the_reference(target: str) -> None:
     other = ReferenceBackend(nofloor, dtype="float64").run(np.zeros((4, 3)), trains)
     assert all(not np.array_equal(ref.spikes[k], other.spikes[k]) for k in ref.spikes)
     assert_same(run_target(target, plan, np.zeros((4, 3)), trains), ref)
-    obs = np.random.default_rng(3).normal(0, 1.2, (6, 3))
+    obs = np.round(np.random.default_rng(3).normal(0, 1.2, (6, 3)) * 8) / 8  # eighths: no sum rounds
     got = run_target(target, graph, obs, convention=conv)
     assert_same(got, ReferenceBackend(graph, convention=conv, dtype="float64").run(obs))
     fresh = run_target(target, graph, obs[3:4], convention=conv)
     assert np.array_equal(fresh.q[0], got.q[3]) and all(np.array_equal(fresh.spikes[k][0], got.spikes[k][3])
                                                          for k in fresh.spikes)
+    with pytest.raises(UserError, match="node 'if1': this observation's input does not lie on a binary grid .* "
+                                        "membrane floor"):
+        run_target(target, graph, obs + 1e-9, convention=conv)
 
 
 @pytest.mark.parametrize("target", ["nest", "pynn-nest"])

@@ -292,7 +292,7 @@ class NestNetwork:
         if spec.leak_bias is not None:
             const = const + spec.leak_bias
         d_in = p.input_depth  # a CubaLIF's inputs arrive one step before its window (layout.PopLayout.lag)
-        if spec.copies > 1 and target == name:
+        if (spec.copies > 1 or spec.windowed) and spec.grid and target == name:  # multi-spike, membrane floor
             self._check_exact(name, drive, const)
         for src, mat in drive.terms.items():
             row, col, data = self._replicated(target, mat)
@@ -366,9 +366,12 @@ class NestNetwork:
         self._exact[name] = (bound, arrays)
         if not adds_exactly(bound, *arrays):
             raise UserError(f"node {name!r} ({p.op.nir_type}): its weights, biases and threshold do not lie on one "
-                            f"binary grid fine enough for {self.target}'s copies of a multi-spike neuron to add "
-                            "without rounding where the graph does (float32 values of similar size do; docs/NEST.md "
-                            "section 6); the reference and Lava (lava) run it")
+                            f"binary grid fine enough for {self.target}'s {self._what(name)} to add without rounding "
+                            "where the graph does (float32 values of similar size do; docs/NEST.md sections 1 and 6); "
+                            "the reference and Lava (lava) run it")
+
+    def _what(self, name: str) -> str:
+        return "copies of a multi-spike neuron" if self.specs[name].copies > 1 else "membrane floor (V_min)"
 
     def _check_input_exact(self, name: str, current: np.ndarray | None, spikes: np.ndarray | None) -> None:
         """:meth:`_check_exact` with this observation's input (a current per neuron, or input spike values)."""
@@ -384,9 +387,9 @@ class NestNetwork:
             grid = [] if g_w is None or g_s is None else [np.array([2.0 ** (g_w + g_s)])]
         if not adds_exactly(bound + steps * extra, *arrays, *grid):
             raise UserError(f"node {name!r}: this observation's input does not lie on a binary grid fine enough for "
-                            f"{self.target}'s copies of a multi-spike neuron to add without rounding where the graph "
-                            "does (docs/NEST.md section 6; e.g. binary or float32 inputs of similar size run); the "
-                            "reference and Lava (lava) run it")
+                            f"{self.target}'s {self._what(name)} to add without rounding where the graph does "
+                            "(docs/NEST.md sections 1 and 6; e.g. binary inputs run); the reference and Lava (lava) "
+                            "run it")
 
     def _replicated(self, target: str, mat: sp.spmatrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, col, value) of ``mat`` (target neuron x source neuron): onto each copy of a

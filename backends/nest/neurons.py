@@ -363,6 +363,9 @@ def with_floor(spec: PopSpec, op: Op, e_l: Arr, th: Arr, v_reset: Arr | None = N
     spec.params["V_min"] = _compact(floor)
     spec.restore = -(spec.decay * (floor - e_l))
     spec.windowed = True
+    # Sinabs' relu(V - f) + f rounds where V - f does; NEST's clamp does not: devices.py checks no sum rounds
+    spec.grid = (th - e_l, floor - e_l, e_l) + (() if v_sub is None else (v_sub,))
+    spec.reach = float(np.max(np.abs(th - e_l))) + float(np.max(np.abs(floor - e_l)))
     return spec
 
 
