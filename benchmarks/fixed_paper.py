@@ -3,7 +3,7 @@ tolerances (backends/__init__.py ``LAVA_8BIT``, ``FINE_FIXED``: spikes moved as 
 reference's, action agreement, max |dQ| / max |Q|), with the 8-bit error split into its two parts.
 
     PYTHONPATH=. .venv/bin/python benchmarks/fixed_paper.py --paper ../shared/nir-paper
-    PYTHONPATH=. .venv/bin/python benchmarks/fixed_paper.py --paper ../shared/nir-paper --bits 8,10,12 --per-neuron
+    PYTHONPATH=. .venv/bin/python benchmarks/fixed_paper.py --paper ../shared/nir-paper --bits 8,10,12
 
 Per graph (the inputs of ``benchmarks/nir_paper.py``, same seed and count, so the figures belong to
 the lava-fixed cells of docs/NIR.md section 7's table): lava-fixed at 8 and 16 weight bits against
@@ -12,9 +12,9 @@ the float64 reference, and the 8-bit error split (docs/LAVA.md section 4, "Impor
 (backends.lava.weight_rounding), i.e. what the weights' rounding alone does, and ``rest``,
 lava-fixed against that model: the 24-bit state, threshold, bias, decays and shifts, which is what
 LAVA_8BIT promises for a graph that was not fine-tuned (``ok``/``OUT`` say whether it holds).
-``--bits`` adds the float64 model with the weights on b-bit mantissas (how many bits the graph
-needs); ``--per-neuron`` the same with a per-neuron state unit (a candidate scheme, judged on the
-float model; see ``plan_with_fixed_weights``).
+The same for the opt-in per-neuron state units (``neuron_units=True``, backends.lava.quantize).
+``--bits`` adds the float64 model with the weights on b-bit mantissas, with one unit per layer and
+with per-neuron units (how many bits the graph needs).
 
 lava-fixed is its integer model here (``backends.lava.torch_fixed.LoihiFixedTorch``, equal to
 lava-fixed bit for bit: tests/test_nir_paper.py, tests/test_lava_nir_paper.py): the Lava process
@@ -67,31 +67,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bits", default="", help="comma-separated mantissa widths for the float64 model with "
                                                "rounded weights (e.g. 8,10,12)")
-    ap.add_argument("--per-neuron", action="store_true", help="also those with per-neuron state units")
+    ap.add_argument("--graph", default="", help="only the graphs whose file name contains this")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     bits = [int(b) for b in args.bits.split(",") if b.strip()]
     print("cells: spikes moved / reference spikes, action agreement, max |dQ| / max |Q|; "
           f"ok/OUT: within LAVA_8BIT {LAVA_8BIT} (8-bit rest) or FINE_FIXED {FINE_FIXED} (16-bit)")
     for case in cases(np.random.default_rng(args.seed), args.n):
+        if args.graph not in case["file"]:
+            continue
         plan = plan_of(read_graph(args.paper / case["file"]), case)
         obs, spikes = case["obs"], case["spikes"]
         ref = ReferenceBackend(plan, dtype="float64").run(obs, spikes)
-        fixed8 = LoihiFixedTorch(plan, weight_bits=8)
-        got8 = fixed8.run(obs, spikes)
-        w8 = ReferenceBackend(plan_with_fixed_weights(plan, fixed8.layout, fixed8.quant), dtype="float64").run(obs, spikes)
         got16 = LoihiFixedTorch(plan, weight_bits=16).run(obs, spikes)
-        name = f"{case['file']} `{case['convention']}`"
-        print(f"{name}\n  8-bit vs ref64 {cell(deviation(got8, ref))}\n"
-              f"  w8 (float64, 8-bit weights) vs ref64 {cell(deviation(w8, ref))}\n"
-              f"  rest (8-bit vs w8) {cell(deviation(got8, w8), LAVA_8BIT)}\n"
-              f"  16-bit vs ref64 {cell(deviation(got16, ref), FINE_FIXED)}", flush=True)
-        for per_neuron in (False, True) if args.per_neuron else (False,):
+        print(f"{case['file']} `{case['convention']}`\n  16-bit vs ref64 {cell(deviation(got16, ref), FINE_FIXED)}")
+        for units in (False, True):
+            fixed8 = LoihiFixedTorch(plan, weight_bits=8, neuron_units=units)
+            got8 = fixed8.run(obs, spikes)
+            on_grid = plan_with_fixed_weights(plan, fixed8.layout, fixed8.quant)
+            w8 = ReferenceBackend(on_grid, dtype="float64").run(obs, spikes)
+            how = "per-neuron units" if units else "one unit per layer"
+            print(f"  8-bit, {how}: vs ref64 {cell(deviation(got8, ref))}\n"
+                  f"    w8 (float64, the same 8-bit weights) vs ref64 {cell(deviation(w8, ref))}\n"
+                  f"    rest (8-bit vs w8) {cell(deviation(got8, w8), LAVA_8BIT)}", flush=True)
             for b in bits:
-                wb = plan_with_fixed_weights(plan, fixed8.layout, fixed8.quant, mantissa_bits=b, per_neuron=per_neuron)
+                wb = plan_with_fixed_weights(plan, fixed8.layout, fixed8.quant, mantissa_bits=b)
                 dev = deviation(ReferenceBackend(wb, dtype="float64").run(obs, spikes), ref)
-                print(f"  float64, {b}-bit weights{', per-neuron units' if per_neuron else ''} vs ref64 {cell(dev)}",
-                      flush=True)
+                print(f"    float64, {b}-bit weights vs ref64 {cell(dev)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,27 @@ def test_snapped_checkpoint_keeps_its_grid_and_matches_its_float_model() -> None
     assert np.median(np.abs(fixed.q - ref.q)) <= 1e-3 * np.abs(ref.q).max()
 
 
+@pytest.mark.parametrize("name", ["cartpole_dsqn", "cartpole_if_dsqn", "mountaincar_dsqn", "cartpole_chen_dsqn"])
+def test_per_neuron_units_leave_finetuned_agents_on_their_grid(name: str) -> None:
+    """lava-fixed's opt-in per-neuron state units (``neuron_units=True``) move a neuron off its
+    population's unit only where that rounds its weights more finely: the bundled fine-tuned agents
+    (weights exactly on the grid) keep every unit, threshold and mantissa, so their figures hold in
+    that mode too, while the same agents before fine-tuning do get per-neuron units."""
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    tuned = model_to_nir(load_checkpoint(examples / f"{name}.loihi.pt"))
+    plain, units = LoihiFixedTorch(tuned), LoihiFixedTorch(tuned, neuron_units=True)
+    for pop, fp in units.quant.items():
+        base = plain.quant[pop]
+        assert fp.unit is None and fp.q == base.q, pop
+        assert np.array_equal(fp.threshold, base.threshold) if base.threshold is not None else fp.threshold is None
+        for src, fmap in fp.maps.items():
+            assert fmap.exp == base.maps[src].exp and (fmap.mant != base.maps[src].mant).nnz == 0, (pop, src)
+    before = LoihiFixedTorch(model_to_nir(load_checkpoint(examples / f"{name}.pt")), neuron_units=True)
+    assert any(fp.unit is not None for fp in before.quant.values())
+
+
 def test_snapped_conv_kernel_is_the_maps_mantissas_and_keeps_its_grid() -> None:
     """Weight sharing survives the write-back: after snapping, every entry of every conv map is
     its kernel weight's 8-bit mantissa at the layer's exponent (one kernel, not per synapse), and

@@ -264,13 +264,18 @@ def golden(backend: LavaBackend, obs: np.ndarray) -> tuple[np.ndarray, dict[str,
     return np.array(qs), counts
 
 
-@pytest.mark.parametrize("kind, gain, bits", [("liu", 8.0, 8), ("hahn", 3.0, 8), ("chen", 8.0, 8),
-                                              ("lif_soft_rate", 8.0, 8), ("liu", 8.0, 16), ("hahn", 3.0, 16),
-                                              ("cubalif", 6.0, 8), ("cubalif", 6.0, 16), ("skip", 6.0, 8), ("skip", 6.0, 16)])
-def test_fixed_models_equal_the_integer_scheme(kind: str, gain: float, bits: int) -> None:
+@pytest.mark.parametrize("kind, gain, bits, units", [
+    ("liu", 8.0, 8, False), ("hahn", 3.0, 8, False), ("chen", 8.0, 8, False), ("lif_soft_rate", 8.0, 8, False),
+    ("liu", 8.0, 16, False), ("hahn", 3.0, 16, False), ("cubalif", 6.0, 8, False), ("cubalif", 6.0, 16, False),
+    ("skip", 6.0, 8, False), ("skip", 6.0, 16, False),
+    ("liu", 8.0, 8, True), ("hahn", 3.0, 16, True), ("cubalif", 6.0, 8, True)])
+def test_fixed_models_equal_the_integer_scheme(kind: str, gain: float, bits: int, units: bool) -> None:
+    """``units``: per-neuron state units (``neuron_units=True``), where some neurons must get one."""
     plan = small_plan(kind, gain=gain)
     obs = cartpole_obs(12, seed=6).numpy()
-    backend = LavaBackend(plan, precision="fixed_pt", batch_size=5, weight_bits=bits)
+    backend = LavaBackend(plan, precision="fixed_pt", batch_size=5, weight_bits=bits, neuron_units=units)
+    assert backend.quant is not None
+    assert any(fp.unit is not None for fp in backend.quant.values()) == units
     try:
         got = backend.run(obs)
     finally:

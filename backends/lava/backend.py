@@ -171,13 +171,15 @@ class LavaBackend:
     Fixed point only: ``weight_bits=16`` splits every synapse map (the host-fed one too unless
     ``host_weights="float"``) into two 8-bit synapse sets, a 16-bit weight
     (backends.lava.quantize, "Weight splitting"); the default 8 is one set per map.
+    ``neuron_units=True`` (opt-in, Python API) gives each spiking neuron its own state unit where
+    that rounds its weights more finely (backends.lava.quantize, "Per-neuron state units").
     """
 
     def __init__(self, graph: nir.NIRGraph | Plan, *, precision: str = "floating_pt",
                  convention: str | None = None, time_steps: int | None = None, dt: float | None = None,
                  readout: str | None = None,
                  batch_size: int | None = None, input_bound: float | None = None, host_weights: str = "8bit",
-                 weight_bits: int = 8, copies: int = 1):
+                 weight_bits: int = 8, copies: int = 1, neuron_units: bool = False):
         check_choice("Lava precision", precision, PRECISIONS)
         self.weight_bits = check_weight_bits(weight_bits)
         if self.weight_bits != 8 and precision != "fixed_pt":
@@ -196,7 +198,7 @@ class LavaBackend:
             raise UserError(f"input bound must be positive, got {input_bound}")
         self.input_bound = input_bound or default_input_bound(self.plan)
         self.quant: dict[str, FixedPop] | None = (
-            quantize_layout(self.layout, self.input_bound, host_weights, self.weight_bits)
+            quantize_layout(self.layout, self.input_bound, host_weights, self.weight_bits, neuron_units)
             if self.fixed else None)
         self.by_name = {op.name: op for op in self.plan.ops}
         self.host_params = {name: tensor_params(self.by_name[name])
@@ -570,7 +572,8 @@ class LavaBackend:
         assert stat is not None
         rp = lay.pops[lay.readout_pop]
         if self.fixed:
-            q_unit = self.quant[rp.name].q  # type: ignore[index]
+            fq = self.quant[rp.name]  # type: ignore[index]
+            q_unit = fq.q if fq.unit is None else fq.unit
             if not rp.spiking:
                 stat = stat * q_unit
             if membrane is not None:

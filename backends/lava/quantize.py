@@ -70,6 +70,20 @@ exponent <= 7 cannot reach it with 16 levels ("weights would saturate"), whose w
 does not fit 24 bits at that resolution, or whose weights underflow exponent -8, gets a
 UserError naming the layer and the binding constraint.
 
+Per-neuron state units (``neuron_units=True``, opt-in; default off)
+-------------------------------------------------------------------
+One unit q per population gives each neuron's weights the map's one step ``q 2**e``, set by the
+map's largest weight: a neuron whose own weights are all small uses a few mantissa bits only. Loihi
+2 holds threshold, bias, reset and state per neuron, so each spiking neuron may count in its own
+unit ``q_i = V_th_i / th_i`` (an exact integer threshold ``th_i``, never coarser than q): the finest
+that its own worst-case state (24 bits), its bias register and its largest incoming weight of each
+map at that map's exponent allow. The mantissas of row i are ``round(W'_i / (q_i 2**e))``; the
+exponents stay per map, no synapse is added. The neurons of one channel of a ``(C, H, W)``
+population share one unit (a conv kernel's weight keeps one mantissa), and a neuron keeps q where
+its own unit would not round its weights more finely (summed squared error): weights already on
+q's grid, as finetune-fixed writes them, keep every integer. A multi-spike layer's count bound is
+then taken neuron by neuron. The readout scales a neuron's membrane by its own unit.
+
 Loihi 2 resources: see :data:`LOIHI2` (sources and which numbers are assumptions).
 """
 
@@ -193,6 +207,14 @@ class FixedPop:
     count_max: int | None = None
     bound_lsb: float = 0.0  # worst-case |state| in LSBs
     errors: dict[str, float] = field(default_factory=dict)
+    # neuron_units=True: each neuron's own state unit (volts per LSB, <= q; its integers are in units
+    # of it); None: q for every neuron
+    unit: np.ndarray | None = None
+
+    @property
+    def units(self) -> np.ndarray:
+        """The state unit of every neuron (``q`` everywhere unless ``unit`` is set)."""
+        return np.full(len(self.c), self.q) if self.unit is None else self.unit
 
     @property
     def bias(self) -> np.ndarray:
@@ -267,7 +289,8 @@ def check_weight_bits(weight_bits: Any) -> int:
 
 
 def quantize_layout(layout: Layout, input_bound: float = 1.0,
-                    host_weights: str = "8bit", weight_bits: int = 8) -> dict[str, FixedPop]:
+                    host_weights: str = "8bit", weight_bits: int = 8,
+                    neuron_units: bool = False) -> dict[str, FixedPop]:
     """Quantise every population of ``layout`` (see the module docstring); name the layer on failure.
 
     ``host_weights="float"`` keeps the host-computed first map in float64 (only the current it
@@ -275,6 +298,9 @@ def quantize_layout(layout: Layout, input_bound: float = 1.0,
     on a CPU (host or Loihi 2's embedded cores) rather than on-chip 8-bit synapses. Otherwise the
     host map follows ``weight_bits``: 8 (one 8-bit mantissa per weight) or 16 (weight splitting,
     two synapse sets per map; module docstring).
+
+    ``neuron_units=True`` (opt-in) gives each spiking neuron its own state unit where that rounds
+    its incoming weights more finely (module docstring, "Per-neuron state units").
     """
     if host_weights not in HOST_WEIGHTS:
         raise UserError(f"unknown host weight mode {host_weights!r}; valid choices: "
@@ -303,7 +329,8 @@ def quantize_layout(layout: Layout, input_bound: float = 1.0,
                 bias = bias + pop.host_bias
         cuba = pop.kind == "neuron" and pop.step is not None and pop.step.tau_syn is not None
         b = c * bias + (0.0 if cuba else leak_bias)  # CubaLIF: the map bias feeds the current
-        out[name] = _quantize_pop(pop, maps, b, c, T, split, bias_v=leak_bias if cuba else None)
+        out[name] = _quantize_pop(pop, maps, b, c, T, split, bias_v=leak_bias if cuba else None,
+                                  neuron_units=neuron_units)
         if pop.spiking and pop.step is not None and pop.step.multi_spike:
             out[name].count_max = _count_bound(pop, out[name], counts, input_bound)
     return out
@@ -340,6 +367,8 @@ def _count_bound(pop: Population, fp: FixedPop, counts: dict[str, float], input_
     th_min = int(fp.threshold.min())
     state_cap = STATE_MAX
     by_threshold = st.reset in ("hard", "zero_next") or (fp.v_sub is not None and np.array_equal(fp.v_sub, fp.threshold))
+    if fp.unit is not None:
+        return _count_bound_rows(pop, fp, counts, input_bound)
     if st.tau_syn is None and by_threshold:
         drive = float(np.abs(fp.bias_total).max(initial=0))
         for key, fmap in fp.maps.items():
@@ -358,8 +387,33 @@ def _count_bound(pop: Population, fp: FixedPop, counts: dict[str, float], input_
     return int(count)
 
 
+def _count_bound_rows(pop: Population, fp: FixedPop, counts: dict[str, float], input_bound: float) -> int:
+    """:func:`_count_bound` neuron by neuron, for per-neuron units (each neuron's charge and
+    threshold are in its own unit): ``max_i floor((start_i + drive_i) / th_i)``."""
+    st = pop.step
+    assert st is not None and fp.threshold is not None and fp.v_reset is not None and fp.v_init is not None
+    by_threshold = st.reset in ("hard", "zero_next") or (fp.v_sub is not None and np.array_equal(fp.v_sub, fp.threshold))
+    if st.tau_syn is None and by_threshold:
+        drive = np.abs(fp.bias_total).astype(np.float64)  # per neuron, in its own LSBs
+        for key, fmap in fp.maps.items():
+            x_max = input_bound if key == "<host>" else counts[key]
+            if fmap.mant is None:
+                drive = drive + np.asarray(abs(fmap.real).sum(axis=1)).reshape(-1) * x_max + 0.5
+                continue
+            host_round = 0.5 if key == "<host>" else 0.0
+            drive = drive + np.asarray(abs(fmap.lsb()).sum(axis=1)).reshape(-1) * x_max + host_round
+        start = np.maximum(np.maximum(fp.threshold, fp.v_reset), fp.v_init)
+        top = np.minimum(STATE_MAX, start + np.ceil(drive))
+    else:
+        top = np.full(len(fp.threshold), float(STATE_MAX))
+    count = int(np.max(np.maximum(top, 0) // fp.threshold, initial=0))
+    assert count <= COUNT_MAX, (pop.name, count)
+    return count
+
+
 def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, bool]], b: np.ndarray,
-                  c: np.ndarray, T: int, split: bool = False, bias_v: np.ndarray | None = None) -> FixedPop:
+                  c: np.ndarray, T: int, split: bool = False, bias_v: np.ndarray | None = None,
+                  neuron_units: bool = False) -> FixedPop:
     """One population through steps 2-6 of the module docstring (step 1 made ``maps``, ``b``, ``c``).
 
     ``maps``: source -> (W', largest input value, quantised on chip?); ``b``: the folded bias b';
@@ -372,13 +426,19 @@ def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, b
     if consts.v_th is not None:
         fp.q = q = _threshold_unit(pop.name, consts.v_th, q, binding, m_max)
         fp.threshold = np.round(consts.v_th / q).astype(np.int64)
-        rel = np.abs(fp.threshold * q - consts.v_th) / np.maximum(np.abs(consts.v_th), 1e-300)
+        if neuron_units and pop.kind == "neuron" and bool(np.all(consts.v_th > 0)):
+            fp.unit = _neuron_units(pop, maps, b, T, consts, bias_v, q, m_max, fp.threshold)
+            if fp.unit is not None:
+                fp.threshold = np.round(consts.v_th / fp.unit).astype(np.int64)
+        rel = np.abs(fp.threshold * fp.units - consts.v_th) / np.maximum(np.abs(consts.v_th), 1e-300)
         fp.errors["threshold_rel"] = float(np.max(rel))
     for key, (w, _, on_chip) in maps.items():
         if on_chip:
-            fp.maps[key] = _quantize_map(pop.name, key, w, q, m_max[key], split)
-        else:
+            fp.maps[key] = _quantize_map(pop.name, key, w, q, m_max[key], split, fp.unit)
+        elif fp.unit is None:
             fp.maps[key] = FixedMap(key, None, 0, 0.0, 0.0, real=(w / q).tocsr())
+        else:
+            fp.maps[key] = FixedMap(key, None, 0, 0.0, 0.0, real=sp.csr_matrix(sp.diags(1.0 / fp.unit) @ w))
     if pop.kind == "neuron":
         _reset_init_decay(fp, pop, consts)
     if bias_v is not None:
@@ -463,6 +523,76 @@ def _held_in_one_step(st: Any, consts: _Constants) -> bool:
     return st.reset in ("hard", "zero_next") or bool(np.array_equal(consts.v_sub, consts.v_th))
 
 
+def _worst_case_rows(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, bool]], b: np.ndarray,
+                     T: int, consts: _Constants, bias_v: np.ndarray | None,
+                     m_max: dict[str, float]) -> np.ndarray:
+    """:func:`_worst_case`'s bound of |state| for each neuron of a spiking population on its own."""
+    n, st = pop.n, pop.step
+    assert st is not None and consts.v_th is not None
+    assert consts.v_init is not None and consts.v_reset is not None
+    R = np.abs(b).astype(np.float64)
+    for _, (w, xmax, _) in maps.items():
+        R = R + np.asarray(abs(w).sum(axis=1)).reshape(-1) * xmax
+    fixed = np.maximum(np.maximum(np.abs(consts.v_init), np.abs(consts.v_reset)), np.abs(consts.v_th))
+    if _held_in_one_step(st, consts):
+        for key, (w, xmax, on_chip) in maps.items():
+            if on_chip and w.nnz:
+                R = R + np.diff(w.indptr) * (m_max[key] / 128) * xmax
+        return (R + np.maximum(fixed, np.abs(_full(st.v_floor, n)))) * (1 + 2.0 ** -10)
+    horizon = T if st.tau is None else _full(st.tau, n)
+    if st.tau_syn is not None:
+        R = R * _full(st.tau_syn, n) + (np.abs(bias_v) if bias_v is not None else 0.0)
+    if consts.v_sub is not None:
+        fixed = np.maximum(fixed, np.abs(consts.v_sub))
+    return R * horizon + fixed
+
+
+def _neuron_units(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, bool]], b: np.ndarray, T: int,
+                  consts: _Constants, bias_v: np.ndarray | None, q: float, m_max: dict[str, float],
+                  threshold: np.ndarray) -> np.ndarray | None:
+    """Per-neuron state units (``neuron_units=True``): neuron i's finest unit ``q_i'`` that its own
+    24-bit state bound, its bias register and its largest incoming weight of each map (at that map's
+    exponent, which the population's q sets) allow, then ``q_i = V_th_i / floor(V_th_i / q_i')`` so
+    its threshold stays an exact integer. The neurons of one channel of a ``(C, H, W)`` population
+    share one unit (the coarsest of theirs), so that a conv kernel's weight keeps one mantissa at
+    every position. A neuron (channel) keeps q where its own unit rounds its incoming weights no
+    better (summed squared error, volts): weights already on q's grid (a checkpoint written back
+    by finetune-fixed) keep their mantissas. None if no neuron changes."""
+    assert consts.v_th is not None
+    need = _worst_case_rows(pop, maps, b, T, consts, bias_v, m_max) / STATE_MAX
+    need = np.maximum(need, np.abs(b) / (BIAS_MANT_MAX * 2.0 ** BIAS_EXP_MAX))
+    exps: dict[str, int] = {}
+    for key, (w, _, on_chip) in maps.items():
+        if not on_chip or m_max[key] == 0.0:
+            continue
+        exps[key] = max(math.ceil(math.log2(m_max[key] / (WEIGHT_MANT[1] * q))), WEIGHT_EXP[0])
+        row_max = np.asarray(abs(w).max(axis=1).todense()).reshape(-1)
+        need = np.maximum(need, row_max / (WEIGHT_MANT[1] * 2.0 ** exps[key]))
+    group = np.arange(pop.n) // (pop.n // pop.shape[0]) if len(pop.shape) == 3 and pop.n else np.arange(pop.n)
+    n_groups = int(group.max(initial=-1)) + 1
+    group_need = np.zeros(n_groups)
+    np.maximum.at(group_need, group, need)
+    with np.errstate(divide="ignore"):
+        levels = np.floor(consts.v_th / group_need[group])
+    levels = np.where(np.isfinite(levels), levels, threshold)
+    finer = levels > threshold
+    if not np.any(finer):
+        return None
+    unit = np.where(finer, consts.v_th / np.where(finer, levels, 1), q)
+    err_q, err_u = np.zeros(n_groups), np.zeros(n_groups)
+    for key, e in exps.items():
+        w = maps[key][0]
+        rows = np.repeat(np.arange(pop.n), np.diff(w.indptr))
+        for units, err in ((np.full(pop.n, q), err_q), (unit, err_u)):
+            step = units[rows] * 2.0 ** e
+            sq = (np.clip(np.round(w.data / step), *WEIGHT_MANT) * step - w.data) ** 2
+            err += np.bincount(group[rows], sq, minlength=n_groups)
+    keep = finer & (err_u < err_q)[group]
+    if not np.any(keep):
+        return None
+    return np.where(keep, unit, q)
+
+
 def _finest_unit(bound: float, m_max: dict[str, float], b: np.ndarray) -> tuple[float, str]:
     """Step 3's q_min and the constraint that binds it."""
     limits = {
@@ -501,7 +631,7 @@ def _threshold_unit(name: str, v_th: np.ndarray, q_min: float, binding: str,
 
 def _reset_init_decay(fp: FixedPop, pop: Population, consts: _Constants) -> None:
     """Steps 2 and 6: reset, subtrahend and initial values on the state grid; the 12-bit decay."""
-    st, q = pop.step, fp.q
+    st, q = pop.step, fp.units
     assert st is not None and consts.v_init is not None and consts.v_reset is not None
     fp.v_init = np.round(consts.v_init / q).astype(np.int64)
     fp.v_reset = np.round(consts.v_reset / q).astype(np.int64)
@@ -517,7 +647,7 @@ def _reset_init_decay(fp: FixedPop, pop: Population, consts: _Constants) -> None
 
 def _quantize_bias(fp: FixedPop, pop: Population, b: np.ndarray, split: bool) -> None:
     """Step 5: per-neuron 13-bit mantissa and exponent in [0, 7]; with ``split``, the residual."""
-    q = fp.q
+    q = fp.units
     mag = np.abs(b) / q
     with np.errstate(divide="ignore"):
         bexp = np.where(mag > BIAS_MANT_MAX, np.ceil(np.log2(np.maximum(mag, 1e-300) / BIAS_MANT_MAX)), 0)
@@ -535,9 +665,9 @@ def _quantize_bias(fp: FixedPop, pop: Population, b: np.ndarray, split: bool) ->
 
 def _error_summary(fp: FixedPop, b: np.ndarray, bound: float, split: bool) -> None:
     """What the rounding cost, for ``inspect-nir --target lava-fixed`` and the benchmarks."""
-    q = fp.q
-    fp.errors["bias_abs_in_lsb"] = float(np.max(np.abs(fp.bias_total * q - b), initial=0.0) / q)
-    fp.bound_lsb = bound / q
+    q = fp.units
+    fp.errors["bias_abs_in_lsb"] = float(np.max(np.abs(fp.bias_total * q - b) / q, initial=0.0))
+    fp.bound_lsb = bound / fp.q
     rel = [m.rel_err_max for m in fp.maps.values()]
     fp.errors["weight_rel_max"] = max(rel, default=0.0)
     fp.errors["weight_rel_rms"] = max((m.rel_err_rms for m in fp.maps.values()), default=0.0)
@@ -546,7 +676,9 @@ def _error_summary(fp: FixedPop, b: np.ndarray, bound: float, split: bool) -> No
 
 
 def _quantize_map(name: str, src: str, w: sp.csr_matrix, q: float, m: float,
-                  split: bool = False) -> FixedMap:
+                  split: bool = False, unit: np.ndarray | None = None) -> FixedMap:
+    """Steps 4 (and the split): the exponent from the population's unit ``q``; the mantissas on
+    ``q 2**e``, or on each row's ``unit_i 2**e`` with per-neuron units."""
     if m == 0.0:
         return FixedMap(src, sp.csr_matrix(w.shape, dtype=np.int64), 0, 0.0, 0.0)
     e = math.ceil(math.log2(m / (WEIGHT_MANT[1] * q)))
@@ -560,7 +692,7 @@ def _quantize_map(name: str, src: str, w: sp.csr_matrix, q: float, m: float,
                             f"{m:.3g}) underflow the 8-bit mantissa at exponent {WEIGHT_EXP[0]} next to its "
                             f"24-bit state range")
         e = WEIGHT_EXP[0]
-    step = q * 2.0 ** e
+    step = q * 2.0 ** e if unit is None else np.repeat(unit, np.diff(w.indptr)) * 2.0 ** e
     mant_f = np.clip(np.round(w.data / step), *WEIGHT_MANT)
     err = mant_f * step - w.data
     fmap = FixedMap(src, _int_map(w, mant_f), int(e), 0.0, 0.0)
@@ -572,7 +704,7 @@ def _quantize_map(name: str, src: str, w: sp.csr_matrix, q: float, m: float,
         if d > 0:
             # round once to the lo step, then split v = hi 2**d + lo with lo in [-2**(d-1), 2**(d-1)):
             # hi is the 8-bit rounding except at ties of the residual, and |error| <= lo step / 2
-            step_lo = q * 2.0 ** e_lo
+            step_lo = step * 2.0 ** (e_lo - e) if unit is not None else q * 2.0 ** e_lo
             v = np.round(w.data / step_lo)
             hi = np.clip(np.floor((v + 2.0 ** (d - 1)) / 2.0 ** d), *WEIGHT_MANT)
             lo = np.clip(v - hi * 2.0 ** d, *WEIGHT_MANT)

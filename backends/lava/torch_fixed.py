@@ -337,7 +337,7 @@ class LoihiFixedTorch:
     """backends.base.Backend computing exactly what ``LavaBackend(precision="fixed_pt")`` does.
 
     Same arguments as the Lava backend's fixed-point mode (``weight_bits`` 8 or 16,
-    ``input_bound``, ``host_weights``); no Lava import, no processes, batched.
+    ``input_bound``, ``host_weights``, ``neuron_units``); no Lava import, no processes, batched.
     """
 
     name = "lava-fixed-torch"
@@ -345,7 +345,7 @@ class LoihiFixedTorch:
     def __init__(self, graph: nir.NIRGraph | Plan, *, convention: str | None = None,
                  time_steps: int | None = None, dt: float | None = None, readout: str | None = None,
                  input_bound: float | None = None, host_weights: str = "8bit", weight_bits: int = 8,
-                 batch_size: int = 512):
+                 batch_size: int = 512, neuron_units: bool = False):
         self.plan = graph if isinstance(graph, Plan) else build_plan(
             graph, convention=convention, time_steps=time_steps, dt=dt, readout=readout)
         self.sem = self.plan.semantics
@@ -354,7 +354,7 @@ class LoihiFixedTorch:
         self.weight_bits = check_weight_bits(weight_bits)
         self.layout = lower(self.plan, fixed_point=True)
         self.input_bound = input_bound or default_input_bound(self.plan)
-        self.quant = quantize_layout(self.layout, self.input_bound, host_weights, self.weight_bits)
+        self.quant = quantize_layout(self.layout, self.input_bound, host_weights, self.weight_bits, neuron_units)
         self.sets = quant_sets(self.quant)
         conv_sets(self.layout, self.quant, self.sets)
         self.batch = batch_size
@@ -426,7 +426,8 @@ def readout_q(layout: Layout, quant: dict[str, FixedPop], sem, res: IntegerRun) 
     """Q-values (float64, differentiable) and greedy actions, as the Lava backend assembles them."""
     rp = layout.pops[layout.readout_pop]
     stat, membrane = res.stat, res.membrane
-    q_unit = quant[rp.name].q
+    fq = quant[rp.name]
+    q_unit = fq.q if fq.unit is None else torch.as_tensor(fq.unit, dtype=torch.float64)
     if not rp.spiking:
         stat = stat * q_unit
     if membrane is not None:

@@ -25,20 +25,15 @@ HOST = "<host>"
 
 
 def plan_with_fixed_weights(plan: Plan, layout: Layout, quant: dict[str, FixedPop],
-                            mantissa_bits: int | None = None, per_neuron: bool = False) -> Plan:
+                            mantissa_bits: int | None = None) -> Plan:
     """``plan`` with the weight of every synaptic op replaced by what lava-fixed's synapses add.
 
     ``mantissa_bits``: instead of the synapses ``quant`` built, round each weight to a signed
     mantissa of that many bits at the map's step refined accordingly (``q 2**e / 2**(bits - 8)``,
     the largest weight of the map keeping its 8-bit place): how many bits a graph needs
     (8 reproduces ``quant``'s 8-bit synapses).
-
-    ``per_neuron`` (with ``mantissa_bits``): a candidate scheme, judged on the float model: every
-    spiking neuron gets its own state unit ``q_i = V_th / floor(V_th / q_i')`` (its threshold an exact
-    integer), ``q_i'`` the finest that keeps the largest weight of its output channel in the
-    mantissa range at each map's exponent (never coarser than ``q``); its weights are rounded on
-    ``q_i 2**e``. The 24-bit state bound per neuron is not applied, so this is an upper bound of
-    what per-neuron units gain.
+    With per-neuron state units (``quantize_layout(..., neuron_units=True)``) each row is rounded
+    on its own neuron's ``unit_i 2**e``.
 
     Each synapse map must come from one op with a ``weight`` (plus weightless ops: flatten,
     non-overlapping sum pooling), so that every map entry is one weight element; a weight element
@@ -52,12 +47,10 @@ def plan_with_fixed_weights(plan: Plan, layout: Layout, quant: dict[str, FixedPo
         found = {src: _weighted_op(plan, by_name, dst, src, layout) for src, fmap in fp.maps.items()
                  if fmap.mant is not None}
         indices = {src: _index_map(plan, op, dst, src) for src, op in found.items()}
-        unit = np.full(len(fp.c), fp.q)  # per neuron (per_neuron), else the population's q
-        if per_neuron and mantissa_bits is not None and fp.threshold is not None:
-            unit = _neuron_units(fp, found, indices, mantissa_bits)
+        unit = fp.units
         for src, op in found.items():
             fmap, index = fp.maps[src], indices[src]
-            value = sp.csr_matrix(sp.diags(fp.q / fp.c) @ fmap.lsb())  # volts per source unit
+            value = sp.csr_matrix(sp.diags(fp.units / fp.c) @ fmap.lsb())  # volts per source unit
             w = np.asarray(op.params["weight"], dtype=np.float64).reshape(-1).copy()
             coo = index.tocoo()
             k = np.rint(coo.data).astype(np.int64) - 1
@@ -67,7 +60,8 @@ def plan_with_fixed_weights(plan: Plan, layout: Layout, quant: dict[str, FixedPo
             if mantissa_bits is None:
                 vals = np.asarray(value[coo.row, coo.col]).reshape(-1)
             else:
-                vals = _rounded(w[k] * fp.c[coo.row], unit[coo.row] * 2.0 ** fmap.exp, mantissa_bits) / fp.c[coo.row]
+                c_row = fp.c[coo.row]
+                vals = _rounded(w[k] * c_row, unit[coo.row] * 2.0 ** fmap.exp, mantissa_bits) / c_row
             lo = np.full(w.size, np.inf)
             hi = np.full(w.size, -np.inf)
             np.minimum.at(lo, k, vals)
@@ -81,27 +75,6 @@ def plan_with_fixed_weights(plan: Plan, layout: Layout, quant: dict[str, FixedPo
     ops = [dataclasses.replace(op, params={**op.params, "weight": new_weights[op.name]})
            if op.name in new_weights else op for op in plan.ops]
     return dataclasses.replace(plan, ops=ops)
-
-
-def _neuron_units(fp: FixedPop, ops: dict[str, Op], indices: dict[str, sp.csr_matrix], bits: int) -> np.ndarray:
-    """Per-neuron state units for ``per_neuron`` (see :func:`plan_with_fixed_weights`)."""
-    assert fp.threshold is not None
-    need = np.zeros(len(fp.c))
-    top = 2.0 ** (bits - 1) - 1
-    for src, op in ops.items():
-        w = np.abs(np.asarray(op.params["weight"], dtype=np.float64)).reshape(-1)
-        per_channel = w.size // np.shape(op.params["weight"])[0]
-        coo = indices[src].tocoo()
-        k = np.rint(coo.data).astype(np.int64) - 1
-        ch = k // per_channel
-        chmax = np.zeros(np.shape(op.params["weight"])[0])
-        np.maximum.at(chmax, ch, w[k] * np.abs(fp.c[coo.row]))
-        row_max = np.zeros(len(fp.c))
-        np.maximum.at(row_max, coo.row, chmax[ch])  # the row's channel maximum
-        need = np.maximum(need, row_max / (top * 2.0 ** fp.maps[src].exp / 2.0 ** (bits - 8)))
-    v_th = fp.threshold * fp.q
-    levels = np.floor(v_th / np.maximum(need, 1e-300))
-    return np.minimum(fp.q, v_th / np.maximum(levels, fp.threshold))
 
 
 def _rounded(w: np.ndarray, step8: np.ndarray | float, bits: int) -> np.ndarray:
