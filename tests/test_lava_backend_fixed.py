@@ -288,6 +288,34 @@ def test_fixed_models_equal_the_integer_scheme(kind: str, gain: float, bits: int
     assert sum(backend.saturated.values()) == 0
 
 
+@pytest.mark.parametrize("kind, gain", [("liu", 8.0), ("hahn", 3.0), ("chen", 8.0), ("lif_soft_rate", 8.0),
+                                        ("cubalif", 6.0), ("skip", 6.0)])
+def test_per_neuron_units_mean_what_the_graph_says(kind: str, gain: float) -> None:
+    """Per-neuron state units (``neuron_units=True``) on the zoo's chains, through the bit-exact
+    torch model: lava-fixed is within LAVA_8BIT of the float64 model that has its own 8-bit weights
+    (so thresholds, resets, biases and readouts are in each neuron's unit), and fewer spikes move
+    against the float64 reference than with one unit per layer."""
+    from backends import LAVA_8BIT
+    from backends.lava.torch_fixed import LoihiFixedTorch
+    from backends.lava.weight_rounding import plan_with_fixed_weights
+    from benchmarks.fixed_paper import deviation, within
+
+    plan = small_plan(kind, gain=gain)
+    obs = cartpole_obs(64, seed=6).numpy()
+    ref = ReferenceBackend(plan, dtype="float64").run(obs)
+    moved = {}
+    for units in (False, True):
+        fixed = LoihiFixedTorch(plan, neuron_units=units)
+        assert any(fp.unit is not None for fp in fixed.quant.values()) == units
+        got = fixed.run(obs)
+        on_grid = ReferenceBackend(plan_with_fixed_weights(plan, fixed.layout, fixed.quant), dtype="float64").run(obs)
+        assert within(deviation(got, on_grid), LAVA_8BIT), deviation(got, on_grid)
+        moved[units] = deviation(got, ref)[0]
+        print(f"{kind} per-neuron units {units}: vs ref64 {deviation(got, ref)}, vs its float64 model "
+              f"{deviation(got, on_grid)}")
+    assert moved[True] < moved[False], moved
+
+
 def test_cartpole_sized_agreement_is_close() -> None:
     plan = small_plan("liu", gain=3.0, hidden=(128, 128), T=16, seed=3)
     obs = cartpole_obs(120, seed=9).numpy()

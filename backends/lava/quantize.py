@@ -443,7 +443,7 @@ def _quantize_pop(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, b
         _reset_init_decay(fp, pop, consts)
     if bias_v is not None:
         assert pop.step is not None and pop.step.tau_syn is not None
-        fp.bias_v = np.round(bias_v / q).astype(np.int64)
+        fp.bias_v = np.round(bias_v / fp.units).astype(np.int64)
         tau_syn = _full(pop.step.tau_syn, pop.n)
         fp.du = np.round(DECAY_UNITY / tau_syn).astype(np.int64)
         fp.errors["decay_syn_abs"] = float(np.max(np.abs(fp.du / DECAY_UNITY - 1.0 / tau_syn)))

@@ -90,7 +90,8 @@ def _weighted_op(plan: Plan, by_name: dict[str, Op], dst: str, src: str, layout:
     found: list[Op] = []
     stop = plan.input if src == HOST else src
     target = by_name[dst]
-    starts = list(target.inputs) + list(target.recurrent)
+    # a readout integrator (an "identity" population) is the synaptic op the Output node reads
+    starts = [dst] if target.kind in SYNAPSES else list(target.inputs) + list(target.recurrent)
     seen: set[str] = set()
     while starts:
         name = starts.pop()
@@ -98,7 +99,7 @@ def _weighted_op(plan: Plan, by_name: dict[str, Op], dst: str, src: str, layout:
             continue
         seen.add(name)
         op = by_name[name]
-        if op.kind not in SYNAPSES or name in layout.pops:
+        if op.kind not in SYNAPSES or (name in layout.pops and name != dst):
             continue
         if "weight" in op.params and _reaches(by_name, op, stop, layout):
             found.append(op)
