@@ -1,8 +1,8 @@
 """Lava backend figures: agreement with the float64 reference, closed-loop return in
 fixed point, per-step time against Lava's bare run time, build time and memory.
 
-1. CartPole: each trained DSQN (default: the agents in examples/, else
-   runs/bundle/cartpole_dsqn128.pt; a converted SNN works too) plays episodes with the
+1. CartPole: each trained DSQN (default: the bundled examples/cartpole_dsqn.pt and
+   examples/cartpole_if_dsqn.pt; ``--cartpole-ckpt`` others, a converted SNN works too) plays episodes with the
    reference until >= ``--cartpole-obs`` observations are recorded; ``lava`` (floating_pt),
    ``lava-fixed`` (fixed_pt, 8-bit weights) and ``lava-fixed`` with weight splitting
    (``weight_bits=16``) run all of them open loop: action agreement and max |dQ|/max|Q|, plus
@@ -40,17 +40,18 @@ import backends.lava.quantize as quantize
 from backends.lava.backend import LavaBackend, default_input_bound
 from backends.lava.lowering import lower
 from backends.reference import ReferenceBackend
+from benchmarks.checkpoints import require_checkpoint
 from exporters.canonical import Plan, build_plan
 from exporters.to_nir import model_to_nir
 from exporters.zoo import atari_obs, make_checkpoint
 from pipeline.bridge import ClosedLoop, GraphIO, LoopSettings
 from pipeline.checkpoint import load_checkpoint
+from pipeline.cli import cli_entry
 from pipeline.encoding import encode_seeded
 from pipeline.envs import make_env, preprocess
 
 
 DEFAULT_CARTPOLE = [Path("examples/cartpole_dsqn.pt"), Path("examples/cartpole_if_dsqn.pt")]
-FALLBACK_CARTPOLE = Path("runs/bundle/cartpole_dsqn128.pt")
 
 
 class FreeRunningLava(LavaBackend):
@@ -427,11 +428,11 @@ def atari_part(args: argparse.Namespace, out: dict[str, Any]) -> None:
     out["atari"] = res
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cartpole-ckpt", action="append", type=Path,
                     help="CartPole checkpoint (repeatable; default: examples/cartpole_dsqn.pt and "
-                         "examples/cartpole_if_dsqn.pt, else runs/bundle/cartpole_dsqn128.pt)")
+                         "examples/cartpole_if_dsqn.pt)")
     ap.add_argument("--cartpole-obs", type=int, default=2000)
     ap.add_argument("--episodes", type=int, default=3,
                     help="closed-loop CartPole episodes in fixed point, per weight mode (0: none)")
@@ -448,13 +449,14 @@ def main() -> None:
     ap.add_argument("--skip-cartpole", action="store_true")
     ap.add_argument("--skip-atari", action="store_true")
     ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    ckpts = [] if args.skip_cartpole else [require_checkpoint(p, "--cartpole-ckpt")
+                                           for p in args.cartpole_ckpt or DEFAULT_CARTPOLE]
     torch.set_num_threads(1)
     out: dict[str, Any] = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                                        "loadavg_start": os.getloadavg()}}
     t0 = time.perf_counter()
     if not args.skip_cartpole:
-        ckpts = args.cartpole_ckpt or [p for p in DEFAULT_CARTPOLE if p.is_file()][:2] or [FALLBACK_CARTPOLE]
         out["cartpole"] = [cartpole_part(args, p) for p in ckpts]
     if not args.skip_atari:
         atari_part(args, out)
@@ -464,6 +466,7 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2, default=float) + "\n")
     print_summary(out)
+    return 0
 
 
 def print_summary(out: dict[str, Any]) -> None:
@@ -518,4 +521,4 @@ def print_summary(out: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli_entry(main)())

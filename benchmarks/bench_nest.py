@@ -1,6 +1,7 @@
 """NEST backend figures: agreement with the reference, speed split, build and memory.
 
-(a) CartPole, trained checkpoints (Liu DSQN, IF-DSQN with soft reset): episodes of
+(a) CartPole, trained checkpoints (default: the bundled Liu DSQN and IF-DSQN with soft reset,
+    examples/cartpole_dsqn.pt and examples/cartpole_if_dsqn.pt; ``--cartpole-ckpt`` others): episodes of
     CartPole-v1 with the NEST backend acting, one observation per call as in the closed loop;
     the reference (float64) runs on the same recorded observations: action agreement,
     max |dQ| / max |Q|, observations whose per-layer spike counts are all equal; then the
@@ -13,7 +14,7 @@
     the bare ``nest.Simulate`` of that step, build time, RSS before and after the build and
     the process peak, 1 vs 2 threads, for the MLP and the Nature CNN.
 
-    python benchmarks/bench_nest.py [--cartpole-obs 2000] [--atari-obs 200] [--json out.json]
+    python benchmarks/bench_nest.py [--cartpole-obs 2000] [--atari-obs 200] [--cartpole-ckpt my.pt] [--json out.json]
 
 Heavy part: (b) simulates ~1.5 s per frame on one core. The machine is shared: timings are
 what it measured, not a property of NEST.
@@ -37,14 +38,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backends.nest import NestBackend  # noqa: E402
+from benchmarks.checkpoints import require_checkpoint  # noqa: E402
 from backends.reference import ReferenceBackend  # noqa: E402
 from exporters.to_nir import model_to_nir  # noqa: E402
 from exporters.zoo import make_checkpoint  # noqa: E402
 from pipeline.checkpoint import load_checkpoint  # noqa: E402
+from pipeline.cli import cli_entry  # noqa: E402
 from pipeline.envs import make_env, preprocess, random_policy_observations  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINTS = {"liu_dsqn128": "runs/bundle/cartpole_dsqn128.pt", "if_dsqn_soft": "runs/bundle/cartpole_if_dsqn.pt"}
+# the bundled CartPole agents (examples/README.md); --cartpole-ckpt names others
+CHECKPOINTS = ("examples/cartpole_dsqn.pt", "examples/cartpole_if_dsqn.pt")
 MB = 2.0 ** 20
 
 
@@ -102,8 +106,8 @@ def run_one(backend: NestBackend, x: np.ndarray) -> tuple[Any, dict[str, float],
 # ---------------------------------------------------------------- (a) CartPole
 
 
-def cartpole(name: str, path: str, n_obs: int, timing_obs: int) -> dict[str, Any]:
-    ckpt = load_checkpoint(ROOT / path)
+def cartpole(name: str, path: Path, n_obs: int, timing_obs: int) -> dict[str, Any]:
+    ckpt = load_checkpoint(path)
     graph = model_to_nir(ckpt)
     rss0 = rss()
     backend = NestBackend(graph, threads=1)
@@ -255,17 +259,22 @@ def table(results: dict[str, Any]) -> None:
               f"{'' if pk is None else f'{pk:.0f}':>9}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cartpole-obs", type=int, default=2000)
     p.add_argument("--mlp-threads-obs", type=int, default=300, help="observations timed with 2 threads (MLP)")
     p.add_argument("--atari-obs", type=int, default=200)
     p.add_argument("--atari-threads-obs", type=int, default=20, help="frames timed with 2 threads (CNN)")
     p.add_argument("--time-steps", type=int, default=64)
+    p.add_argument("--cartpole-ckpt", action="append", metavar="PATH",
+                   help="CartPole checkpoint (repeatable; default examples/cartpole_dsqn.pt and "
+                        "examples/cartpole_if_dsqn.pt)")
     p.add_argument("--skip-cartpole", action="store_true")
     p.add_argument("--skip-atari", action="store_true")
     p.add_argument("--json")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    ckpts = [] if args.skip_cartpole else [require_checkpoint(c, "--cartpole-ckpt")
+                                           for c in args.cartpole_ckpt or CHECKPOINTS]
     from backends.nest.kernel import import_nest
 
     nest = import_nest()
@@ -277,9 +286,9 @@ def main() -> None:
         results["atari"] = atari(args.atari_obs, args.atari_threads_obs, args.time_steps)
     if not args.skip_cartpole:
         results["cartpole"] = {}
-        for name, path in CHECKPOINTS.items():
-            print(f"CartPole: {name}", flush=True)
-            results["cartpole"][name] = cartpole(name, path, args.cartpole_obs, args.mlp_threads_obs)
+        for path in ckpts:
+            print(f"CartPole: {path.stem}", flush=True)
+            results["cartpole"][path.stem] = cartpole(path.stem, path, args.cartpole_obs, args.mlp_threads_obs)
     results["machine"]["load_avg_end"] = os.getloadavg()
     results["wall_s"] = time.perf_counter() - t0
     table(results)
@@ -287,7 +296,8 @@ def main() -> None:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
         print(f"\nwrote {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli_entry(main)())

@@ -4,7 +4,7 @@ backend, and sPyNNaker's virtual-board mapping.
   nice -n 5 .venv/bin/python benchmarks/bench_pynn.py --json out/bench_pynn.json
 
 (a) CartPole, closed loop with pyNN.nest acting, >= 2,000 steps of the trained DSQN
-    (runs/bundle/cartpole_dsqn128.pt, else examples/cartpole_dsqn.pt): actions, Q and spike
+    (default: the bundled examples/cartpole_dsqn.pt; ``--cartpole-ckpt`` another): actions, Q and spike
     counts against ReferenceBackend(float64) on the same observations; per-step time of
     pyNN.nest and of the direct NEST backend on the same observations; the sPyNNaker
     fixed-point emulation's agreement (what SpiNNaker is expected to deviate).
@@ -37,10 +37,14 @@ from backends.nest import NestBackend  # noqa: E402
 from backends.pynn.fixedpoint import FixedPointSpiNNaker  # noqa: E402
 from backends.pynn.nest_sim import PyNNNestBackend  # noqa: E402
 from backends.reference import ReferenceBackend  # noqa: E402
+from benchmarks.checkpoints import require_checkpoint  # noqa: E402
 from exporters.to_nir import model_to_nir  # noqa: E402
 from exporters.zoo import atari_obs, make_checkpoint  # noqa: E402
 from pipeline.checkpoint import load_checkpoint  # noqa: E402
+from pipeline.cli import cli_entry  # noqa: E402
 from pipeline.envs import make_env, preprocess, random_policy_observations  # noqa: E402
+
+CARTPOLE = "examples/cartpole_dsqn.pt"  # the bundled CartPole DSQN (examples/README.md)
 
 
 def compare(q: np.ndarray, act: np.ndarray, spikes: dict[str, np.ndarray], ref: Any) -> dict[str, Any]:
@@ -88,13 +92,12 @@ def alternate(graph: Any, obs: np.ndarray, rounds: int, label: str) -> dict[str,
     return out
 
 
-def cartpole(n_obs: int, nest_obs: int, rounds: int) -> dict[str, Any]:
-    path = next(p for p in (ROOT / "runs/bundle/cartpole_dsqn128.pt", ROOT / "examples/cartpole_dsqn.pt")
-                if p.is_file())
+def cartpole(path: Path, n_obs: int, nest_obs: int, rounds: int) -> dict[str, Any]:
     ckpt = load_checkpoint(path)
     graph = model_to_nir(ckpt)
     backend = PyNNNestBackend(graph)
-    out: dict[str, Any] = {"checkpoint": str(path.relative_to(ROOT)), "time_steps": ckpt.spec.time_steps,
+    out: dict[str, Any] = {"checkpoint": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
+                           "time_steps": ckpt.spec.time_steps,
                            "readout": ckpt.spec.readout, "pynn_build_s": backend.build_seconds,
                            "synapses": backend.n_synapses}
     env = make_env("CartPole-v1")
@@ -179,13 +182,11 @@ def atari(n_obs: int, nest_obs: int, fx_obs: int, T: int, rounds: int) -> dict[s
     return out
 
 
-def spinnaker_virtual(T: int, cnn: bool = True) -> dict[str, Any]:
+def spinnaker_virtual(path: Path, T: int, cnn: bool = True) -> dict[str, Any]:
     from backends.pynn.convolution import check_on_virtual_board
     from backends.pynn.spinnaker import PyNNSpiNNakerBackend
 
     os.environ["SPINNAKER_VIRTUAL"] = "1"
-    path = next(p for p in (ROOT / "runs/bundle/cartpole_dsqn128.pt", ROOT / "examples/cartpole_dsqn.pt")
-                if p.is_file())
     nets = {"cartpole_mlp": model_to_nir(load_checkpoint(path)),
             "nature_cnn": model_to_nir(make_checkpoint("liu", arch="nature_cnn", obs_shape=(4, 84, 84), n_actions=6,
                                                        time_steps=T, seed=0))}
@@ -249,8 +250,10 @@ def table(res: dict[str, Any]) -> None:
                   f"(quantum {c['weight_quantum']:.2e})")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cartpole-ckpt", type=Path, default=Path(CARTPOLE),
+                    help=f"the CartPole DSQN of (a) and (c) (default {CARTPOLE})")
     ap.add_argument("--cartpole-obs", type=int, default=2000)
     ap.add_argument("--atari-obs", type=int, default=200)
     ap.add_argument("--nest-obs", type=int, default=10, help="Atari frames per timing block (NEST and pyNN.nest)")
@@ -260,25 +263,28 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], choices=["cartpole", "atari", "spinnaker"])
     ap.add_argument("--no-cnn-mapping", action="store_true", help="(c) maps the CartPole MLP only")
     ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    needs_cartpole = "cartpole" not in args.skip or "spinnaker" not in args.skip
+    ckpt = require_checkpoint(args.cartpole_ckpt, "--cartpole-ckpt") if needs_cartpole else args.cartpole_ckpt
     res: dict[str, Any] = {}
     t0 = time.perf_counter()
     if "cartpole" not in args.skip:
         print("(a) CartPole", flush=True)
-        res["cartpole"] = cartpole(args.cartpole_obs, nest_obs=500, rounds=args.rounds)
+        res["cartpole"] = cartpole(ckpt, args.cartpole_obs, nest_obs=500, rounds=args.rounds)
     if "atari" not in args.skip:
         print("(b) Nature CNN", flush=True)
         res["atari"] = atari(args.atari_obs, args.nest_obs, args.fixedpoint_obs, args.time_steps, args.rounds)
     if "spinnaker" not in args.skip:
         print("(c) sPyNNaker virtual board", flush=True)
-        res["spinnaker"] = spinnaker_virtual(args.time_steps, cnn=not args.no_cnn_mapping)
+        res["spinnaker"] = spinnaker_virtual(ckpt, args.time_steps, cnn=not args.no_cnn_mapping)
     res["seconds"] = time.perf_counter() - t0
     table(res)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2) + "\n")
         print(f"\nwrote {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli_entry(main)())

@@ -4,11 +4,12 @@ and timings.
 
     .venv/bin/python benchmarks/check_reference.py                     # 10,000 CartPole + 200 Atari
     .venv/bin/python benchmarks/check_reference.py --n-cartpole 500 --n-atari 10 --kinds liu hahn
-    .venv/bin/python benchmarks/check_reference.py --checkpoint runs/bundle/cartpole_dsqn.pt
+    .venv/bin/python benchmarks/check_reference.py --checkpoint examples/cartpole_dsqn.pt
 
 The models are the zoo's (exporters/zoo.py: random weights scaled so every layer spikes) plus
-any trained checkpoints given. Both sides see the same batches (``--batch``) and, for the
-poisson/regular encodings, the same input spikes. Each graph goes through nir.write/nir.read
+any trained CartPole checkpoints given (``--checkpoint``; the bundled ones are in examples/).
+Both sides see the same batches (``--batch``) and, for the poisson/regular encodings, the same
+input spikes. Each graph goes through nir.write/nir.read
 first, so the file is what is checked. Exit status 1 if any kind misses the acceptance
 (identical actions, max |dQ| <= 1e-5).
 """
@@ -28,10 +29,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backends.reference import ReferenceBackend  # noqa: E402
+from benchmarks.checkpoints import require_checkpoint  # noqa: E402
 from exporters.nirio import read_graph, write_graph  # noqa: E402
 from exporters.to_nir import model_to_nir  # noqa: E402
 from exporters.zoo import KINDS, atari_obs, cartpole_obs, make_checkpoint  # noqa: E402
 from pipeline.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
+from pipeline.cli import cli_entry  # noqa: E402
 from pipeline.encoding import encode  # noqa: E402
 from pipeline.models import greedy_action  # noqa: E402
 
@@ -75,18 +78,20 @@ def check(name: str, ckpt: Checkpoint, obs: torch.Tensor, batch: int, workdir: P
             "torch_s": t_torch, "reference_s": t_ref}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-cartpole", type=int, default=10_000)
     ap.add_argument("--n-atari", type=int, default=200)
     ap.add_argument("--kinds", nargs="*", default=list(KINDS), choices=list(KINDS))
-    ap.add_argument("--checkpoint", nargs="*", default=[], type=Path, help="trained checkpoints to check too")
+    ap.add_argument("--checkpoint", nargs="*", default=[], type=Path,
+                    help="trained CartPole checkpoints to check too (e.g. examples/cartpole_dsqn.pt)")
     ap.add_argument("--atari-time-steps", type=int, help="T for the Atari models (default: the zoo's 8, "
                     "or the preset's own T)")
     ap.add_argument("--batch-cartpole", type=int, default=10_000)
     ap.add_argument("--batch-atari", type=int, default=25)
     ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    args.checkpoint = [require_checkpoint(p, "--checkpoint") for p in args.checkpoint]
     torch.set_grad_enabled(False)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,4 +126,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli_entry(main)())

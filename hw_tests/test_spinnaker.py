@@ -25,10 +25,10 @@ OUT = Path(os.environ.get("HW_REPORT_DIR", ROOT / "out"))  # the Docker image's 
 
 
 def cartpole_graph():
-    """The trained CartPole DSQN when the repository has one, else a random-weight one."""
-    for path in (ROOT / "runs" / "bundle" / "cartpole_dsqn128.pt", ROOT / "examples" / "cartpole_dsqn.pt"):
-        if path.is_file():
-            return model_to_nir(load_checkpoint(path)), path.name
+    """The bundled CartPole DSQN (examples/) when the image has it, else a random-weight one."""
+    path = ROOT / "examples" / "cartpole_dsqn.pt"
+    if path.is_file():
+        return model_to_nir(load_checkpoint(path)), path.name
     return model_to_nir(make_checkpoint("liu", seed=1, gain=6.0)), "zoo liu (random weights)"
 
 
