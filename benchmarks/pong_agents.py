@@ -49,6 +49,12 @@ PONG_CONVERTED = PongAgent("converted", "examples/pong_converted.pt",
                            "--percentile 99.99 --eval-obs 1000", needs="dqn")
 PONG_AGENTS = {a.role: a for a in (PONG_DQN, PONG_DSQN, PONG_CONVERTED)}
 
+# T at which ``make demo-atari`` runs the converted SNN (run-backend --time-steps; the network is the
+# same at every T, only the readout window changes): the smallest T of the conversion sweep
+# (make bench: T 50, 100, 200, 500) that keeps the DQN's score. A converted Pong step costs about
+# T times a T-1 step on NEST and Lava, and the demo must stay under 10 minutes (docs/ATARI_TRAINING.md).
+DEMO_CONVERTED_T = 50
+
 
 def how_to_make(agent: PongAgent) -> str:
     """The command that makes ``agent``, with the DQN's command first when it needs that too."""

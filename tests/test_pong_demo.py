@@ -1,13 +1,17 @@
 """``make demo-atari`` (benchmarks/pong_demo.py) at tiny size: real Pong, real NEST and Lava.
 
-The bundled Pong agents are stand-ins here: Nature-CNN checkpoints with random weights made in
-the test (T 2) and a DQN of random weights converted by ``convert-dqn`` on real Pong frames, so
-the script's whole path (export, closed loop on each target with the reference beside it, the
-step cap, the table) runs in seconds. Whether the agents play is measured by ``make bench``.
+The bundled Pong agents are stand-ins here, kept tiny so that the script's whole path runs in
+seconds: a spiking MLP 28,224-16-6 on the Pong frame stack (random weights, T 2) as the DSQN and
+a DQN of random weights converted by ``convert-dqn`` on real Pong frames (T 4, run at T 2
+through ``--converted-T``), each exported once, then closed loop on each target with the
+reference beside it, two runs at a time, the step cap and the table. The Nature-CNN lowering
+on NEST and Lava is tested in their own test files; whether the real agents play is measured by
+``make bench``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -32,44 +36,73 @@ def demo(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def pong_checkpoint(kind: str, path: Path) -> Path:
-    ckpt = make_checkpoint(kind, arch="nature_cnn", obs_shape=(4, 84, 84), n_actions=6, time_steps=2, seed=3)
+def pong_checkpoint(kind: str, path: Path, arch: str = "nature_cnn") -> Path:
+    """A Pong agent of random weights: the Nature CNN, or an MLP with 16 hidden neurons (spiking: at
+    gain 10, about a third of them fire on a Pong frame at T 2)."""
+    extra = {"hidden": (16,), "gain": 10.0} if arch == "mlp" else {}
+    ckpt = make_checkpoint(kind, arch=arch, obs_shape=(4, 84, 84), n_actions=6, time_steps=2, seed=3, **extra)
+    ckpt.env_id = "ALE/Pong-v5"
     ckpt.preprocessing = Preprocessing(offset=(0.0,), scale=(1 / 255,), atari=dict(ATARI_DEFAULTS))
     save_checkpoint(ckpt, path)
     return path
 
 
 @pytest.mark.slow
-def test_demo_plays_capped_episodes_on_nest_and_lava(tmp_path: Path) -> None:
+def test_demo_plays_capped_episodes_on_nest_and_lava(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     require("nest")
     require("lava")
+    from benchmarks.pong_demo import main
+    from pipeline.cli import cli_entry
     from pipeline.convert import convert
     from pipeline.convert_cli import make_parser
 
-    dsqn = pong_checkpoint("liu", tmp_path / "dsqn.pt")
-    dqn = pong_checkpoint("dqn", tmp_path / "dqn.pt")
+    dsqn = pong_checkpoint("liu", tmp_path / "dsqn.pt", arch="mlp")
+    dqn = pong_checkpoint("dqn", tmp_path / "dqn.pt", arch="mlp")
     converted = tmp_path / "converted.pt"
-    convert(make_parser().parse_args([str(dqn), "-o", str(converted), "-T", "2", "--calib-steps", "16",
+    convert(make_parser().parse_args([str(dqn), "-o", str(converted), "-T", "4", "--calib-steps", "16",
                                       "--eval-obs", "0", "--no-progress"]))
-    proc = demo("--dsqn", str(dsqn), "--converted", str(converted), "--out", str(tmp_path / "out"),
-                "--episodes", "1", "--max-steps", "3")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    text = proc.stdout
+    capsys.readouterr()
+    args = ["--dsqn", str(dsqn), "--converted", str(converted), "--out", str(tmp_path / "out"), "--episodes", "1",
+            "--max-steps", "3", "--converted-T", "2", "--jobs", "2"]
+    assert cli_entry(main)(args) == 0
+    text = capsys.readouterr().out
     assert "note: episodes are capped at 3 agent steps" in text
+    assert "note: the converted SNN runs at T 2 here, not the T 4 it was converted at" in text
+    commands = [line for line in text.splitlines() if line.startswith("$ run-backend")]
+    assert len(commands) == 4 and all("--compare reference" in c and "--max-steps 3" in c for c in commands)
     for name in ("dsqn", "converted"):
         for target in ("nest", "lava"):
-            # each run is the run-backend command it prints, with the cap and the comparison
-            assert f"--target {target}" in text and "--compare reference" in text and "--max-steps 3" in text
+            # each run is the run-backend command it prints, with the cap, the comparison and the demo's T
+            cmd = next(c for c in commands if f"pong_{name}.nir --target {target} " in c)
+            assert ("--time-steps 2" in cmd) == (name == "converted")
             # NEST and float Lava act exactly as the float reference does on these graphs
             assert f"{name} on {target}: return" in text and "agreement 100.00 % of 3 steps" in text
-            results = tmp_path / "out" / f"{name}.{target}.jsonl"
-            assert results.is_file() and '"max_steps": 3' in results.read_text().splitlines()[0]
+            header = (tmp_path / "out" / f"{name}.{target}.jsonl").read_text().splitlines()[0]
+            assert '"max_steps": 3' in header and '"time_steps": 2' in header
+            summary = json.loads((tmp_path / "out" / f"{name}.{target}.json").read_text())
+            assert min(summary["spikes_per_step"].values()) > 0  # every layer fires: the agreement says something
     assert "episodes capped at 3 agent steps" in text
     table = text[text.index("agent   "):].splitlines()
-    assert table[0].split() == ["agent", "target", "steps", "return", "agreement", "max|dQ|", "set_input",
+    assert table[0].split() == ["agent", "target", "T", "steps", "return", "agreement", "max|dQ|", "set_input",
                                 "simulate", "read_out", "wall/step"]
-    assert [row.split()[:5] for row in table[1:5]] == [[name, target, "3", "(1", "capped)"]
+    assert [row.split()[:6] for row in table[1:5]] == [[name, target, "2", "3", "(1", "capped)"]
                                                         for name in ("dsqn", "converted") for target in ("nest", "lava")]
+    assert "2 at a time" in table[-1]
+
+
+
+def test_each_agent_is_exported_once(tmp_path: Path) -> None:
+    """A rerun reuses the graph exported from the very same checkpoint file; another file is exported."""
+    from benchmarks.pong_demo import export_once
+
+    ckpt, graph = pong_checkpoint("liu", tmp_path / "a.pt", arch="mlp"), tmp_path / "out" / "a.nir"
+    graph.parent.mkdir()
+    assert export_once(ckpt, graph) and not export_once(ckpt, graph)
+    save_checkpoint(make_checkpoint("liu", obs_shape=(4, 84, 84), hidden=(16,), n_actions=6, seed=4), ckpt)
+    assert export_once(ckpt, graph)  # changed weights: exported again
+    other = tmp_path / "b.pt"
+    other.write_bytes(ckpt.read_bytes())
+    assert export_once(other, graph)  # the same bytes under another name: the graph records its source path
 
 
 def test_a_missing_agent_is_one_error_naming_its_file_and_command(tmp_path: Path) -> None:
@@ -123,7 +156,7 @@ def test_matrix_frames_come_from_the_agents_own_greedy_episodes(tmp_path: Path) 
     """Every ``stride``-th step of the checkpoint's greedy play on real Pong, not random-policy frames."""
     from benchmarks.run_all import greedy_raw_observations
 
-    path = pong_checkpoint("dqn", tmp_path / "dqn.pt")
+    path = pong_checkpoint("dqn", tmp_path / "dqn.pt", arch="mlp")
     every = greedy_raw_observations(path, 9, seed=5)
     strided = greedy_raw_observations(path, 3, seed=5, stride=4)
     assert every.shape == (9, 4, 84, 84) and every.dtype == np.uint8
