@@ -50,6 +50,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0,
                    help="calibration episodes use seed + i; held-out ones seed + 1000003 + i")
     p.add_argument("--json", help="write the report here")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1; see pipeline.runtime.set_torch_threads)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -58,6 +60,11 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     from pipeline.convert import convert, print_report
+    from pipeline.runtime import set_torch_threads
+
+    # torch's default (one thread per core) spent 10x the CPU on a busy 2-core machine: the
+    # calibration's batch-1 DQN forwards wait on each other (docs/ATARI_TRAINING.md)
+    set_torch_threads(args.threads)
 
     print_report(convert(args))
     return 0

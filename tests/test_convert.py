@@ -308,6 +308,7 @@ def _nan_layer0(sd: dict) -> None:
     ("ok", ["--percentile", "nan"], "--percentile must lie in (0, 100]"),
     ("ok", ["-T", "0"], "T must be >= 1"),
     ("ok", ["--calib-steps", "0"], "--calib-steps must be >= 1"),
+    ("ok", ["--threads", "0"], "--threads must be >= 1"),
     ("empty", [], "empty"),
     ("shape", [], "the model expects (4,)"),
     ("ok", ["--norm", "max"], "unknown normalisation 'max'"),
