@@ -109,7 +109,8 @@ class Run:
 
 def plan_run(name: str, graph: Path, target: str, args: argparse.Namespace, time_steps: int | None) -> Run:
     results, summary, log = (args.out / f"{name}.{target}.{ext}" for ext in ("jsonl", "json", "log"))
-    return Run(name, target, backend_command(graph, target, args, results, summary, time_steps), results, summary, log)
+    cmd = backend_command(graph, target, args, results, summary, time_steps)
+    return Run(name, target, cmd, results, summary, log)
 
 
 def start(run: Run) -> None:
@@ -194,7 +195,8 @@ def export_once(ckpt: Path, graph: Path) -> bool:
             meta = dd.read_nir(graph).metadata
         except UserError:
             meta = {}
-        if str(meta.get("source_sha256", "")) == file_sha256(ckpt) and str(meta.get("source_checkpoint")) == str(ckpt):
+        same_file = str(meta.get("source_checkpoint")) == str(ckpt)
+        if same_file and str(meta.get("source_sha256", "")) == file_sha256(ckpt):
             return False
     dd.export_nir(ckpt, graph)  # from the file: the graph records its source
     return True
@@ -211,7 +213,8 @@ def print_table(rows: list[tuple[str, str, dict[str, Any]]], args: argparse.Name
     print("  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths))))
     for name, target, s in rows:
         n_capped = sum(s["capped"])
-        cells = (name, target, f"{s['settings']['time_steps']}", f"{s['steps']}" + (f" ({n_capped} capped)" if n_capped else ""),
+        steps = f"{s['steps']}" + (f" ({n_capped} capped)" if n_capped else "")
+        cells = (name, target, f"{s['settings']['time_steps']}", steps,
                  f"{s['return_mean']:.1f} ± {s['return_std']:.1f}", f"{100 * s['agreement']:.2f} %",
                  f"{s['q_abs_err']:.3g}", *(f"{s['split_ms'][k]:.1f}" for k in SPLIT),
                  f"{1e3 * s['wall_per_step']:.1f}")
@@ -247,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{ckpt} is an agent for {agent.env_id}, not {ENV}")
         graphs[name] = args.out / f"pong_{name}.nir"
         fresh = export_once(ckpt, graphs[name])
-        print(f"{'exported' if fresh else 'reused the export of'} {ckpt} ({agent.spec.kind}, T {agent.spec.time_steps}; "
-              f"{describe_agent(agent.provenance)}) -> {graphs[name]}")
+        print(f"{'exported' if fresh else 'reused the export of'} {ckpt} ({agent.spec.kind}, "
+              f"T {agent.spec.time_steps}; {describe_agent(agent.provenance)}) -> {graphs[name]}")
         own_T = agent.spec.time_steps
         time_steps[name] = args.converted_T if name == "converted" and args.converted_T not in (0, own_T) else None
         if time_steps[name]:
@@ -265,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     done = run_all(runs, args)
     rows = [(name, target, done[(name, target)]) for name in graphs for target in args.targets]
     print_table(rows, args)
-    print(f"total {time.perf_counter() - t_start:.0f} s ({time.perf_counter() - t0:.0f} s in the runs, {args.jobs} at a "
-          f"time; load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end); per-episode "
+    print(f"total {time.perf_counter() - t_start:.0f} s ({time.perf_counter() - t0:.0f} s in the runs, "
+          f"{args.jobs} at a time; load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end); per-episode "
           f"results, summaries and logs in {args.out}")
     return 0
 
