@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backends.base import Backend
+from backends.lava.modes import DEFAULT_STATE_SCALE
 from pipeline.errors import check_choice
 
 
@@ -157,7 +158,8 @@ REGISTRY: dict[str, Target] = {t.name: t for t in (
     Target("lava", _lava, cli_options=("batch_size",), preset={"precision": "floating_pt"}, bench_column=3,
            requires=("lava",), refuses=("dqn",), report=Report("backends.lava.report", "Lava / Loihi 2"),
            copies=True),
-    Target("lava-fixed", _lava, cli_options=("batch_size", "weight_bits"), defaults={"weight_bits": 8},
+    Target("lava-fixed", _lava, cli_options=("batch_size", "weight_bits", "state_scale"),
+           defaults={"weight_bits": 8, "state_scale": DEFAULT_STATE_SCALE},
            preset={"precision": "fixed_pt"}, copies=True,
            bench_column=4, requires=("lava",), tolerance=LAVA_8BIT, refuses=("dqn",), test_kinds=FIXED_TEST_KINDS),
     Target("pynn-nest", _pynn_nest, cli_options=("threads",), bench_column=2, bench_options={"threads": 1},

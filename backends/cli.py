@@ -24,6 +24,7 @@ import numpy as np
 
 from backends import TARGETS, make_backend
 from backends.base import plan_for_env
+from backends.lava.modes import DEFAULT_STATE_SCALE, STATE_SCALES
 from exporters.conventions import convention_arg, convention_names
 from exporters.metadata import READOUT_REDUCE
 from pipeline.checks import (
@@ -96,6 +97,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ref.add_argument("--weight-bits", type=int, choices=(8, 16),
                      help="lava-fixed weight precision: 8 (default, one 8-bit mantissa + exponent per "
                           "map) or 16 (weight splitting: each map as two 8-bit synapse sets, docs/LAVA.md)")
+    ref.add_argument("--state-scale", choices=STATE_SCALES,
+                     help=f"lava-fixed state units: layer (one per layer) or neuron (each neuron, each "
+                          f"channel of a conv layer, its own where that rounds its weights more finely: "
+                          f"fewer spikes moved on graphs not fine-tuned, a threshold per neuron; "
+                          f"docs/LAVA.md) (default {DEFAULT_STATE_SCALE})")
     ap.add_argument("--json", type=Path, help="write a JSON summary here")
     ap.add_argument("--plot-raster", type=Path,
                     help="write a figure of one observation: each layer's spike raster and membrane potential "
@@ -142,8 +148,9 @@ def recorded_options(target: str, options: dict) -> dict:
 
 
 # Backend options refused (rather than ignored) when neither --target nor --compare takes them,
-# unless they carry the value every target assumes: (argparse dest, flag, that value).
-STRICT_OPTIONS = (("weight_bits", "--weight-bits", 8),)
+# unless they carry the value every target assumes: (argparse dest, flag, that value; None: none
+# does, e.g. a state scale means nothing to a float simulator).
+STRICT_OPTIONS = (("weight_bits", "--weight-bits", 8), ("state_scale", "--state-scale", None))
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -244,7 +251,12 @@ def open_loop(args: argparse.Namespace) -> int:
     readout.save(args.out)
     n = int(readout.q.shape[0])
     per_layer = {k: float(v.mean()) for k, v in readout.spikes_per_layer().items()}
+    recorded = {"backend_options": recorded_options(args.target, backend_options(args.target, args))}
+    if args.compare in TARGETS:
+        recorded["compare_options"] = recorded_options(args.compare,
+                                                       backend_options(args.compare, args, comparing=True))
     summary = {"target": args.target, "graph": str(args.graph), "inputs": str(args.inputs), "out": str(args.out),
+               **recorded,
                "n": n, "build_s": t_build, "timings": readout.timings,
                "wall_per_obs": sum(readout.timings.values()) / max(n, 1),
                "action_counts": np.bincount(readout.action, minlength=readout.q.shape[1]).tolist() if n else [],

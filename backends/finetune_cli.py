@@ -95,7 +95,7 @@ def _main(argv: list[str] | None = None) -> int:
     summary["settings"] = {k: v for k, v in vars(s).items()}
     out.provenance = provenance(args.seed, source_checkpoint=str(args.checkpoint),
                                 source_provenance=ckpt.provenance,
-                                finetune={"target": args.target, "weight_bits": 8,
+                                finetune={"target": args.target, "weight_bits": 8, "state_scale": "layer",
                                           **{k: v for k, v in summary.items() if k != "record_returns"}})
     save_checkpoint(out, args.output)
     log_path = Path(args.output).with_suffix(".finetune.json")
@@ -105,6 +105,9 @@ def _main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.output} and {log_path}" + (f" (re-quantising moved {bad} weight mantissas)" if bad else
                                                    " (re-quantising it gives the trained weight mantissas exactly)")
           + (f"; integer thresholds moved by {moved} (relative) with the state unit" if moved else ""))
+    if summary["neuron_scale_moves"]:  # not seen on any agent: written-back weights sit on the layer grid
+        print(f"note: --state-scale neuron would give {', '.join(summary['neuron_scale_moves'])} per-neuron "
+              "units; run this checkpoint with --state-scale layer, the grid it was tuned on")
     return 0
 
 

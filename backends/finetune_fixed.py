@@ -121,13 +121,16 @@ def _upstream(op: Op, by_name: dict[str, Op]) -> Op | None:
 
 
 def make_grid(ckpt: Checkpoint, model: SpikingQNetwork, input_bound: float | None = None) -> Grid:
-    """Export the model's current weights and quantise them as ``--target lava-fixed`` would."""
+    """Export the model's current weights and quantise them as ``--target lava-fixed
+    --state-scale layer`` would: the forward (:func:`fixed_forward`) counts every population in
+    one state unit; the grid it writes back is kept by ``--state-scale neuron`` as well
+    (:func:`neuron_scale_moves`)."""
     ck = Checkpoint(spec=ckpt.spec, state_dict=model.state_dict(), env_id=ckpt.env_id,
                     preprocessing=ckpt.preprocessing, provenance={})
     plan = build_plan(model_to_nir(ck))
     layout = lower(plan, fixed_point=True)
     bound = input_bound or default_input_bound(plan)
-    quant = quantize_layout(layout, bound, "8bit", 8)
+    quant = quantize_layout(layout, bound, "8bit", 8, "layer")
     by_name = {op.name: op for op in plan.ops}
     maps = _stage_maps(model)
     incoming: dict[str, list[str]] = {}
@@ -303,6 +306,17 @@ def threshold_drift(before: Grid, after: Grid) -> dict[str, float]:
     return out
 
 
+def neuron_scale_moves(ckpt: Checkpoint, input_bound: float | None = None) -> list[str]:
+    """The populations to which ``--state-scale neuron`` would give per-neuron units for this
+    checkpoint (so lava-fixed would run it differently from the layer grid it was tuned on): none
+    for weights on that grid, since a neuron leaves the layer's unit only where its own rounds its
+    weights more finely (backends.lava.quantize)."""
+    plan = build_plan(model_to_nir(ckpt))
+    layout = lower(plan, fixed_point=True)
+    quant = quantize_layout(layout, input_bound or default_input_bound(plan), "8bit", 8, "neuron")
+    return [name for name, fp in quant.items() if fp.unit is not None]
+
+
 def unit_drift(before: Grid, after: Grid) -> dict[str, float]:
     """Relative change of every population's state unit between two quantisations."""
     return {name: abs(fa.q / before.quant[name].q - 1.0) for name, fa in after.quant.items()}
@@ -413,7 +427,9 @@ def finetune(ckpt: Checkpoint, s: Settings, log=None) -> tuple[Checkpoint, dict[
     mismatch = grid_mismatch(final, again)
     summary = {"unit_drift": unit_drift(final, again), "threshold_drift": threshold_drift(final, again),
                "observations": len(obs), "record_returns": rec_returns, "q_range": q_range, "margin": margin,
-               "history": history, "grid_mismatch": mismatch, "wall_s": round(time.perf_counter() - t0, 1)}
+               "history": history, "grid_mismatch": mismatch,
+               "neuron_scale_moves": neuron_scale_moves(out, s.input_bound),
+               "wall_s": round(time.perf_counter() - t0, 1)}
     return out, summary
 
 

@@ -12,7 +12,7 @@ the float64 reference, and the 8-bit error split (docs/LAVA.md section 4, "Impor
 (backends.lava.weight_rounding), i.e. what the weights' rounding alone does, and ``rest``,
 lava-fixed against that model: the 24-bit state, threshold, bias, decays and shifts, which is what
 LAVA_8BIT promises for a graph that was not fine-tuned (``ok``/``OUT`` say whether it holds).
-The same for the opt-in per-neuron state units (``neuron_units=True``, backends.lava.quantize).
+The same for the opt-in per-neuron state units (``state_scale="neuron"``, backends.lava.quantize).
 ``--bits`` adds the float64 model with the weights on b-bit mantissas, with one unit per layer and
 with per-neuron units (how many bits the graph needs).
 
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         got16 = LoihiFixedTorch(plan, weight_bits=16).run(obs, spikes)
         print(f"{case['file']} `{case['convention']}`\n  16-bit vs ref64 {cell(deviation(got16, ref), FINE_FIXED)}")
         for units in (False, True):
-            fixed8 = LoihiFixedTorch(plan, weight_bits=8, neuron_units=units)
+            fixed8 = LoihiFixedTorch(plan, weight_bits=8, state_scale="neuron" if units else "layer")
             got8 = fixed8.run(obs, spikes)
             on_grid = plan_with_fixed_weights(plan, fixed8.layout, fixed8.quant)
             w8 = ReferenceBackend(on_grid, dtype="float64").run(obs, spikes)

@@ -216,7 +216,7 @@ def targets(*, runnable: bool = False) -> list[str]:
 def make_backend(target: str, graph: nir.NIRGraph | Plan | PathLike, **options: Any) -> Backend:
     """Build ``target`` for ``graph``: ``.run(obs)`` gives a :class:`Readout`; call ``.close()`` after.
     ``options`` are the target's ``run-backend`` options (``dtype``, ``threads``, ``weight_bits``,
-    ``time_steps``, ``convention``, ...)."""
+    ``state_scale``, ``time_steps``, ``convention``, ...)."""
     from backends import make_backend as build
 
     return build(target, _graph(graph), **options)

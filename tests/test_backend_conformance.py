@@ -104,6 +104,9 @@ def test_registry_keeps_the_command_line_names() -> None:
     (["--target", "pynn-nest"], "pynn-nest", False, {"threads": 1}),
     (["--target", "lava", "--batch-size", "4"], "lava", False, {"batch_size": 4}),
     (["--target", "lava-fixed", "--weight-bits", "16"], "lava-fixed", False, {"weight_bits": 16}),
+    (["--target", "lava-fixed", "--state-scale", "neuron"], "lava-fixed", False, {"state_scale": "neuron"}),
+    (["--target", "nest", "--compare", "lava-fixed", "--state-scale", "layer"], "lava-fixed", True,
+     {"state_scale": "layer"}),
     (["--target", "pynn-spinnaker", "--batch-size", "4", "--threads", "3"], "pynn-spinnaker", False, {}),
 ])
 def test_backend_options_come_from_the_registry(argv: list[str], target: str, comparing: bool,
@@ -125,6 +128,17 @@ def test_weight_bits_belongs_to_lava_fixed(argv: list[str]) -> None:
         check_args(parse_args(["g.nir", "--inputs", "obs.npy", *argv]))
     check_args(parse_args(["g.nir", "--inputs", "obs.npy", *argv, "--compare", "lava-fixed"]))
     check_args(parse_args(["g.nir", "--inputs", "obs.npy", "--weight-bits", "8"]))  # the assumed value
+
+
+@pytest.mark.parametrize("argv", [["--state-scale", "neuron"], ["--target", "lava", "--state-scale", "layer"],
+                                  ["--target", "nest", "--compare", "lava", "--state-scale", "neuron"]])
+def test_state_scale_belongs_to_lava_fixed(argv: list[str]) -> None:
+    """Every value is refused where no lava-fixed runs: no other target has a state unit to scale."""
+    from backends.cli import check_args, parse_args
+
+    with pytest.raises(UserError, match="^--state-scale applies to --target lava-fixed only$"):
+        check_args(parse_args(["g.nir", "--inputs", "obs.npy", *argv]))
+    check_args(parse_args(["g.nir", "--inputs", "obs.npy", *argv, "--compare", "lava-fixed"]))
 
 
 def test_choosing_the_reference_imports_no_simulator(tmp_path) -> None:

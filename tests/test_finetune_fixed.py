@@ -16,7 +16,8 @@ import torch
 
 from backends.common.sparse import conv_matrix
 from backends.finetune_fixed import (Settings, _used_taps, agreement_report, distill_loss, finetune, fixed_forward,
-                                     grid_mismatch, main, make_grid, record, snap, threshold_drift, unit_drift)
+                                     grid_mismatch, main, make_grid, neuron_scale_moves, record, snap,
+                                     threshold_drift, unit_drift)
 from backends.lava.torch_fixed import HOST, LoihiFixedTorch
 from backends.reference import ReferenceBackend
 from exporters.canonical import Op
@@ -58,7 +59,7 @@ def test_differentiable_forward_is_lava_fixed_exactly(kind: str, arch: str) -> N
     obs = cartpole_obs(50, seed=3).numpy() if arch == "mlp" else frames(12)
     grid = make_grid(ckpt, model)
     q, action = fixed_forward(grid, torch.as_tensor(obs, dtype=torch.float64), alpha=2.0)
-    exact = LoihiFixedTorch(model_to_nir(ckpt)).run(obs)
+    exact = LoihiFixedTorch(model_to_nir(ckpt), state_scale="layer").run(obs)  # the mode it models
     assert np.array_equal(action.numpy(), exact.action)
     assert np.allclose(q.detach().numpy(), exact.q, rtol=0, atol=1e-9 * np.abs(exact.q).max())
     q.sum().backward()
@@ -86,7 +87,7 @@ def test_snapped_checkpoint_keeps_its_grid_and_matches_its_float_model() -> None
 
 @pytest.mark.parametrize("name", ["cartpole_dsqn", "cartpole_if_dsqn", "mountaincar_dsqn", "cartpole_chen_dsqn"])
 def test_per_neuron_units_leave_finetuned_agents_on_their_grid(name: str) -> None:
-    """lava-fixed's opt-in per-neuron state units (``neuron_units=True``) move a neuron off its
+    """lava-fixed's opt-in per-neuron state units (``state_scale="neuron"``) move a neuron off its
     population's unit only where that rounds its weights more finely: the bundled fine-tuned agents
     (weights exactly on the grid) keep every unit, threshold and mantissa, so their figures hold in
     that mode too, while the same agents before fine-tuning do get per-neuron units."""
@@ -94,14 +95,14 @@ def test_per_neuron_units_leave_finetuned_agents_on_their_grid(name: str) -> Non
 
     examples = Path(__file__).resolve().parents[1] / "examples"
     tuned = model_to_nir(load_checkpoint(examples / f"{name}.loihi.pt"))
-    plain, units = LoihiFixedTorch(tuned), LoihiFixedTorch(tuned, neuron_units=True)
+    plain, units = LoihiFixedTorch(tuned, state_scale="layer"), LoihiFixedTorch(tuned, state_scale="neuron")
     for pop, fp in units.quant.items():
         base = plain.quant[pop]
         assert fp.unit is None and fp.q == base.q, pop
         assert np.array_equal(fp.threshold, base.threshold) if base.threshold is not None else fp.threshold is None
         for src, fmap in fp.maps.items():
             assert fmap.exp == base.maps[src].exp and (fmap.mant != base.maps[src].mant).nnz == 0, (pop, src)
-    before = LoihiFixedTorch(model_to_nir(load_checkpoint(examples / f"{name}.pt")), neuron_units=True)
+    before = LoihiFixedTorch(model_to_nir(load_checkpoint(examples / f"{name}.pt")), state_scale="neuron")
     assert any(fp.unit is not None for fp in before.quant.values())
 
 
@@ -164,6 +165,9 @@ def test_finetune_runs_end_to_end_and_writes_a_normal_checkpoint(tmp_path) -> No
     out, summary = finetune(ckpt, s, log=lambda *_: None)
     assert 2 <= summary["observations"] <= 120 and len(summary["history"]) == 2  # 2 episodes of <= 60 steps
     assert all(v == 0 for v in summary["grid_mismatch"].values())
+    # the written-back grid is the layer mode's, and --state-scale neuron keeps it: no population
+    # moves, so lava-fixed runs the checkpoint the same in both modes
+    assert summary["neuron_scale_moves"] == [] and neuron_scale_moves(ckpt) != []
     path = tmp_path / "ft.pt"
     save_checkpoint(out, path)
     back = load_checkpoint(path)
@@ -177,6 +181,7 @@ def test_command_line_writes_checkpoint_and_log(tmp_path, capsys) -> None:
                  "--eval-episodes", "1"])
     assert code == 0
     assert (tmp_path / "m.loihi.pt").is_file() and (tmp_path / "m.loihi.finetune.json").is_file()
+    assert load_checkpoint(tmp_path / "m.loihi.pt").provenance["finetune"]["state_scale"] == "layer"
     assert "lava-fixed vs own float64 reference" in capsys.readouterr().out
 
 

@@ -18,6 +18,7 @@ skip_module_without_lava()
 
 from backends.lava.backend import LavaBackend  # noqa: E402
 from backends.lava.lowering import lower  # noqa: E402
+from backends.lava.modes import DEFAULT_STATE_SCALE  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 from backends.cli import main as run_backend  # noqa: E402
@@ -270,10 +271,11 @@ def golden(backend: LavaBackend, obs: np.ndarray) -> tuple[np.ndarray, dict[str,
     ("skip", 6.0, 8, False), ("skip", 6.0, 16, False),
     ("liu", 8.0, 8, True), ("hahn", 3.0, 16, True), ("cubalif", 6.0, 8, True)])
 def test_fixed_models_equal_the_integer_scheme(kind: str, gain: float, bits: int, units: bool) -> None:
-    """``units``: per-neuron state units (``neuron_units=True``), where some neurons must get one."""
+    """``units``: per-neuron state units (``state_scale="neuron"``), where some neurons must get one."""
     plan = small_plan(kind, gain=gain)
     obs = cartpole_obs(12, seed=6).numpy()
-    backend = LavaBackend(plan, precision="fixed_pt", batch_size=5, weight_bits=bits, neuron_units=units)
+    backend = LavaBackend(plan, precision="fixed_pt", batch_size=5, weight_bits=bits,
+                          state_scale="neuron" if units else "layer")
     assert backend.quant is not None
     assert any(fp.unit is not None for fp in backend.quant.values()) == units
     try:
@@ -291,7 +293,7 @@ def test_fixed_models_equal_the_integer_scheme(kind: str, gain: float, bits: int
 @pytest.mark.parametrize("kind, gain", [("liu", 8.0), ("hahn", 3.0), ("chen", 8.0), ("lif_soft_rate", 8.0),
                                         ("cubalif", 6.0), ("skip", 6.0)])
 def test_per_neuron_units_mean_what_the_graph_says(kind: str, gain: float) -> None:
-    """Per-neuron state units (``neuron_units=True``) on the zoo's chains, through the bit-exact
+    """Per-neuron state units (``state_scale="neuron"``) on the zoo's chains, through the bit-exact
     torch model: lava-fixed is within LAVA_8BIT of the float64 model that has its own 8-bit weights
     (so thresholds, resets, biases and readouts are in each neuron's unit), and fewer spikes move
     against the float64 reference than with one unit per layer."""
@@ -305,7 +307,7 @@ def test_per_neuron_units_mean_what_the_graph_says(kind: str, gain: float) -> No
     ref = ReferenceBackend(plan, dtype="float64").run(obs)
     moved = {}
     for units in (False, True):
-        fixed = LoihiFixedTorch(plan, neuron_units=units)
+        fixed = LoihiFixedTorch(plan, state_scale="neuron" if units else "layer")
         assert any(fp.unit is not None for fp in fixed.quant.values()) == units
         got = fixed.run(obs)
         on_grid = ReferenceBackend(plan_with_fixed_weights(plan, fixed.layout, fixed.quant), dtype="float64").run(obs)
@@ -452,6 +454,44 @@ def test_weight_bits_option(tmp_path: Path, capsys) -> None:
         LavaBackend(small_plan("liu"), precision="floating_pt", weight_bits=16)
 
 
+def test_state_scale_option(tmp_path: Path, capsys) -> None:
+    """``run-backend --target lava-fixed --state-scale``: each mode runs Lava's processes on exactly
+    the integers of its torch model, the two modes differ on a graph whose neurons get their own
+    units, the JSON records the mode, and a bad value is one error line."""
+    from backends.lava.modes import DEFAULT_STATE_SCALE
+    from backends.lava.torch_fixed import LoihiFixedTorch
+
+    plan = small_plan("liu")
+    path = tmp_path / "g.nir"
+    write_graph(model_to_nir(make_checkpoint("liu", seed=1, hidden=(24, 24), time_steps=8, gain=8.0)), path)
+    obs = cartpole_obs(10, seed=7).numpy()
+    np.save(tmp_path / "obs.npy", obs)
+    got = {}
+    for scale in ("layer", "neuron"):
+        out, js = tmp_path / f"{scale}.npz", tmp_path / f"{scale}.json"
+        assert run_backend([str(path), "--target", "lava-fixed", "--state-scale", scale, "--inputs",
+                            str(tmp_path / "obs.npy"), "--out", str(out), "--json", str(js)]) == 0
+        assert json.loads(js.read_text())["backend_options"] == {"state_scale": scale, "weight_bits": 8}
+        with np.load(out) as f:
+            got[scale] = {k: f[k] for k in f.files}
+        want = LoihiFixedTorch(plan, state_scale=scale).run(obs)
+        assert np.array_equal(got[scale]["q"], want.q) and np.array_equal(got[scale]["action"], want.action)
+        assert any(fp.unit is not None for fp in LoihiFixedTorch(plan, state_scale=scale).quant.values()) \
+            == (scale == "neuron")
+    assert not np.array_equal(got["layer"]["q"], got["neuron"]["q"])
+    assert run_backend([str(path), "--target", "lava-fixed", "--inputs", str(tmp_path / "obs.npy"),
+                        "--out", str(tmp_path / "default.npz")]) == 0
+    with np.load(tmp_path / "default.npz") as f:
+        assert np.array_equal(f["q"], got[DEFAULT_STATE_SCALE]["q"])
+    capsys.readouterr()
+    assert run_backend([str(path), "--target", "lava-fixed", "--state-scale", "channel", "--inputs",
+                        str(tmp_path / "obs.npy"), "--out", str(tmp_path / "x.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "--state-scale" in err[0]
+    with pytest.raises(UserError, match="valid choices: layer, neuron"):
+        LavaBackend(plan, precision="fixed_pt", state_scale="channel")
+
+
 # ---------------------------------------------------------------- Loihi 2 resources and inspect-nir
 
 
@@ -489,6 +529,18 @@ def test_inspect_nir_target_lava(tmp_path: Path, capsys) -> None:
     assert info["totals"]["split"]["bias_source"] and info["totals"]["split"]["cores"] == info["totals"]["cores"] + 1
     assert info["totals"]["weight_bits"] == 8
     assert "synapses_per_core" in info["sources"]
+    # both state scales, next to the main columns' (lava-fixed's default): per-neuron units round
+    # these random weights more finely, in every layer whose neurons get one
+    assert info["totals"]["state_scale"] == DEFAULT_STATE_SCALE
+    for r in info["layers"]:
+        layer, neuron = r["state_scales"]["layer"], r["state_scales"]["neuron"]
+        assert layer["own_units"] == 0 and 0 <= neuron["own_units"] <= r["neurons"]
+        assert r["weight_err_rel_rms"] == r["state_scales"][DEFAULT_STATE_SCALE]["weight_err_rel_rms"]
+        if neuron["own_units"]:
+            assert neuron["weight_err_rel_rms"] < layer["weight_err_rel_rms"]
+    assert sum(r["state_scales"]["neuron"]["own_units"] for r in info["layers"]) > 0
+    assert inspect_main([str(path), "--target", "lava"]) == 0
+    assert "own units" in capsys.readouterr().out
 
 
 def test_weight_split_host_adds_the_bias_residual() -> None:

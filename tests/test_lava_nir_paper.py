@@ -50,16 +50,16 @@ def moved(got, ref) -> tuple[int, int]:
 
 @pytest.mark.parametrize("units", [False, True])
 def test_cnn_sinabs_multi_spike_on_lava_fixed_is_its_integer_model(units: bool) -> None:
-    """``units``: per-neuron (here per-channel) state units, ``neuron_units=True``."""
+    """``units``: per-neuron (here per-channel) state units, ``state_scale="neuron"``."""
     plan = cnn_plan()
     obs = frames(3 if not units else 2)
-    backend = LavaBackend(plan, precision="fixed_pt", neuron_units=units)
+    backend = LavaBackend(plan, precision="fixed_pt", state_scale="neuron" if units else "layer")
     try:
         got = backend.run(obs)
     finally:
         backend.close()
     assert backend.quant is not None and any(fp.unit is not None for fp in backend.quant.values()) == units
-    want = LoihiFixedTorch(plan, neuron_units=units).run(obs)
+    want = LoihiFixedTorch(plan, state_scale="neuron" if units else "layer").run(obs)
     for k, v in want.spikes.items():
         assert np.array_equal(got.spikes[k], v), k
     assert np.array_equal(got.q, want.q)
@@ -91,7 +91,7 @@ def check_imported(plan, obs, spikes=None, loops: bool = False) -> None:
     assert_within(deviation(LoihiFixedTorch(plan, weight_bits=16).run(obs, spikes), ref), FINE_FIXED)
     moved_8 = {}
     for units in (False, True):
-        fixed = LoihiFixedTorch(plan, neuron_units=units)
+        fixed = LoihiFixedTorch(plan, state_scale="neuron" if units else "layer")
         got = fixed.run(obs, spikes)
         w8 = ReferenceBackend(plan_with_fixed_weights(plan, fixed.layout, fixed.quant), dtype="float64").run(
             obs, spikes)
@@ -118,18 +118,18 @@ def test_braille_on_lava_fixed_within_the_imported_graph_tolerance(name: str, co
 
 
 def test_per_neuron_units_on_lava_fixed_are_its_integer_model() -> None:
-    """``LavaBackend(..., neuron_units=True)`` on a recurrent Braille net equals its torch model."""
+    """``LavaBackend(..., state_scale="neuron")`` on a recurrent Braille net equals its torch model."""
     spikes = (np.random.default_rng(1).random((64, 3, 12)) < 0.1).astype(np.float32)
     obs = np.zeros((3, 12), np.float32)
     plan = with_input_series(build_plan(read_graph(PAPER / "braille_noDelay_bias_zero.nir"),
                                         convention="snntorch-zero+no-delay", time_steps=64))
-    backend = LavaBackend(plan, precision="fixed_pt", neuron_units=True)
+    backend = LavaBackend(plan, precision="fixed_pt", state_scale="neuron")
     try:
         got = backend.run(obs, spikes)
     finally:
         backend.close()
     assert backend.quant is not None and all(fp.unit is not None for fp in backend.quant.values())
-    want = LoihiFixedTorch(plan, neuron_units=True).run(obs, spikes)
+    want = LoihiFixedTorch(plan, state_scale="neuron").run(obs, spikes)
     assert all(np.array_equal(got.spikes[k], want.spikes[k]) for k in want.spikes)
     assert np.array_equal(got.q, want.q)
 

@@ -1,6 +1,6 @@
 """Settings that change results are recorded: ``run-backend``'s backend options (lava-fixed's
-``--weight-bits``, the reference's ``--dtype``, ...) go into the results header, the JSON summary
-and the plot title, and ``--resume`` refuses a run whose options differ."""
+``--weight-bits`` and ``--state-scale``, the reference's ``--dtype``, ...) go into the results
+header, the JSON summary and the plot title, and ``--resume`` refuses a run whose options differ."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import pytest
 
 from backends.cli import main as run_backend
 from backends.cli import recorded_options
+from backends.lava.modes import DEFAULT_STATE_SCALE, STATE_SCALES
 from exporters.nirio import write_graph
 from exporters.to_nir import model_to_nir
 from exporters.zoo import make_checkpoint
-from pipeline.bridge import read_results
+from pipeline.bridge import LoopSettings, read_results
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -32,9 +33,11 @@ def loop(g: Path, res: Path, *extra: str) -> int:
 
 
 def test_recorded_options_fill_defaults_and_drop_speed_settings() -> None:
-    assert recorded_options("lava-fixed", {"batch_size": 16, "convention": None}) == {"weight_bits": 8}
-    assert recorded_options("lava-fixed", {"weight_bits": 16, "time_steps": 4}) == {"time_steps": 4,
-                                                                                    "weight_bits": 16}
+    default = {"state_scale": DEFAULT_STATE_SCALE}
+    assert recorded_options("lava-fixed", {"batch_size": 16, "convention": None}) == {"weight_bits": 8,
+                                                                                      **default}
+    assert recorded_options("lava-fixed", {"weight_bits": 16, "time_steps": 4}) == {
+        "time_steps": 4, "weight_bits": 16, **default}
     assert recorded_options("nest", {"threads": 2}) == {}
 
 
@@ -82,4 +85,25 @@ def test_a_16_bit_lava_fixed_run_and_its_resumption_without_the_flag_record_diff
     without = parse_args(["g.nir", "--target", "lava-fixed", "--env", "CartPole-v1"])
     a = recorded_options("lava-fixed", backend_options("lava-fixed", with_flag))
     b = recorded_options("lava-fixed", backend_options("lava-fixed", without))
-    assert a == {"weight_bits": 16} and b == {"weight_bits": 8}
+    default = {"state_scale": DEFAULT_STATE_SCALE}
+    assert a == {"weight_bits": 16, **default} and b == {"weight_bits": 8, **default}
+
+
+@pytest.mark.parametrize("scale", STATE_SCALES)
+def test_a_lava_fixed_state_scale_is_recorded_and_its_resumption_with_the_other_differs(scale: str) -> None:
+    # --state-scale changes lava-fixed's integers: it is recorded (giving the default records the
+    # same as leaving it out), and a resumption under the other scale records different options
+    from backends.cli import backend_options, parse_args
+
+    base = ["g.nir", "--target", "lava-fixed", "--env", "CartPole-v1"]
+    given = recorded_options("lava-fixed",
+                             backend_options("lava-fixed", parse_args([*base, "--state-scale", scale])))
+    plain = recorded_options("lava-fixed", backend_options("lava-fixed", parse_args(base)))
+    other = next(s for s in STATE_SCALES if s != scale)
+    flipped = recorded_options("lava-fixed", backend_options("lava-fixed",
+                                                              parse_args([*base, "--state-scale", other])))
+    assert given == {"state_scale": scale, "weight_bits": 8} and flipped != given
+    assert (plain == given) == (scale == DEFAULT_STATE_SCALE)
+    settings = LoopSettings(env_id="CartPole-v1", target="lava-fixed", graph="g.nir", graph_sha256="0",
+                            backend_options=given)
+    assert f"state_scale={scale}" in settings.describe_options()  # the plot title

@@ -43,6 +43,7 @@ import torch
 
 from backends.base import Readout, check_batch
 from backends.lava.lowering import Layout, Population, lower
+from backends.lava.modes import DEFAULT_STATE_SCALE, check_state_scale
 from backends.lava.quantize import BIAS_SOURCE, FixedPop, check_weight_bits, quantize_layout
 from exporters.canonical import Plan, build_plan
 from exporters.plan.ops import per_step
@@ -171,19 +172,22 @@ class LavaBackend:
     Fixed point only: ``weight_bits=16`` splits every synapse map (the host-fed one too unless
     ``host_weights="float"``) into two 8-bit synapse sets, a 16-bit weight
     (backends.lava.quantize, "Weight splitting"); the default 8 is one set per map.
-    ``neuron_units=True`` (opt-in, Python API) gives each spiking neuron its own state unit where
-    that rounds its weights more finely (backends.lava.quantize, "Per-neuron state units").
+    ``state_scale="neuron"`` gives each spiking neuron its own state unit where that rounds its
+    weights more finely, ``"layer"`` one unit per population (backends.lava.quantize,
+    "Per-neuron state units"; ``run-backend --state-scale``).
     """
 
     def __init__(self, graph: nir.NIRGraph | Plan, *, precision: str = "floating_pt",
                  convention: str | None = None, time_steps: int | None = None, dt: float | None = None,
                  readout: str | None = None,
                  batch_size: int | None = None, input_bound: float | None = None, host_weights: str = "8bit",
-                 weight_bits: int = 8, copies: int = 1, neuron_units: bool = False):
+                 weight_bits: int = 8, copies: int = 1,
+                 state_scale: str = DEFAULT_STATE_SCALE):
         check_choice("Lava precision", precision, PRECISIONS)
         self.weight_bits = check_weight_bits(weight_bits)
         if self.weight_bits != 8 and precision != "fixed_pt":
             raise UserError(f"weight_bits={weight_bits} applies to the fixed-point target (lava-fixed) only")
+        self.state_scale = check_state_scale(state_scale)
         self.precision = precision
         self.name = PRECISIONS[precision]
         self.fixed = precision == "fixed_pt"
@@ -198,7 +202,7 @@ class LavaBackend:
             raise UserError(f"input bound must be positive, got {input_bound}")
         self.input_bound = input_bound or default_input_bound(self.plan)
         self.quant: dict[str, FixedPop] | None = (
-            quantize_layout(self.layout, self.input_bound, host_weights, self.weight_bits, neuron_units)
+            quantize_layout(self.layout, self.input_bound, host_weights, self.weight_bits, self.state_scale)
             if self.fixed else None)
         self.by_name = {op.name: op for op in self.plan.ops}
         self.host_params = {name: tensor_params(self.by_name[name])

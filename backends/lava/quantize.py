@@ -70,8 +70,8 @@ exponent <= 7 cannot reach it with 16 levels ("weights would saturate"), whose w
 does not fit 24 bits at that resolution, or whose weights underflow exponent -8, gets a
 UserError naming the layer and the binding constraint.
 
-Per-neuron state units (``neuron_units=True``, opt-in; default off)
--------------------------------------------------------------------
+Per-neuron state units (``state_scale="neuron"``; ``"layer"``: one unit per population)
+----------------------------------------------------------------------------------------
 One unit q per population gives each neuron's weights the map's one step ``q 2**e``, set by the
 map's largest weight: a neuron whose own weights are all small uses a few mantissa bits only. Loihi
 2 holds threshold, bias, reset and state per neuron, so each spiking neuron may count in its own
@@ -97,6 +97,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from backends.lava.lowering import Layout, Population
+from backends.lava.modes import DEFAULT_STATE_SCALE, STATE_SCALES, check_state_scale  # noqa: F401 (re-export)
 from pipeline.errors import UserError
 
 WEIGHT_MANT = (-128, 127)  # 8-bit signed mantissa
@@ -207,7 +208,7 @@ class FixedPop:
     count_max: int | None = None
     bound_lsb: float = 0.0  # worst-case |state| in LSBs
     errors: dict[str, float] = field(default_factory=dict)
-    # neuron_units=True: each neuron's own state unit (volts per LSB, <= q; its integers are in units
+    # state_scale="neuron": each neuron's own state unit (volts per LSB, <= q; its integers are in units
     # of it); None: q for every neuron
     unit: np.ndarray | None = None
 
@@ -290,7 +291,7 @@ def check_weight_bits(weight_bits: Any) -> int:
 
 def quantize_layout(layout: Layout, input_bound: float = 1.0,
                     host_weights: str = "8bit", weight_bits: int = 8,
-                    neuron_units: bool = False) -> dict[str, FixedPop]:
+                    state_scale: str = DEFAULT_STATE_SCALE) -> dict[str, FixedPop]:
     """Quantise every population of ``layout`` (see the module docstring); name the layer on failure.
 
     ``host_weights="float"`` keeps the host-computed first map in float64 (only the current it
@@ -299,9 +300,11 @@ def quantize_layout(layout: Layout, input_bound: float = 1.0,
     host map follows ``weight_bits``: 8 (one 8-bit mantissa per weight) or 16 (weight splitting,
     two synapse sets per map; module docstring).
 
-    ``neuron_units=True`` (opt-in) gives each spiking neuron its own state unit where that rounds
-    its incoming weights more finely (module docstring, "Per-neuron state units").
+    ``state_scale="neuron"`` gives each spiking neuron its own state unit where that rounds its
+    incoming weights more finely (module docstring, "Per-neuron state units"); ``"layer"`` keeps one
+    unit per population.
     """
+    neuron_units = check_state_scale(state_scale) == "neuron"
     if host_weights not in HOST_WEIGHTS:
         raise UserError(f"unknown host weight mode {host_weights!r}; valid choices: "
                         f"{', '.join(HOST_WEIGHTS)}")
@@ -550,7 +553,7 @@ def _worst_case_rows(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float
 def _neuron_units(pop: Population, maps: dict[str, tuple[sp.csr_matrix, float, bool]], b: np.ndarray, T: int,
                   consts: _Constants, bias_v: np.ndarray | None, q: float, m_max: dict[str, float],
                   threshold: np.ndarray) -> np.ndarray | None:
-    """Per-neuron state units (``neuron_units=True``): neuron i's finest unit ``q_i'`` that its own
+    """Per-neuron state units (``state_scale="neuron"``): neuron i's finest unit ``q_i'`` that its own
     24-bit state bound, its bias register and its largest incoming weight of each map (at that map's
     exponent, which the population's q sets) allow, then ``q_i = V_th_i / floor(V_th_i / q_i')`` so
     its threshold stays an exact integer. The neurons of one channel of a ``(C, H, W)`` population

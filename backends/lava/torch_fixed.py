@@ -44,6 +44,7 @@ from backends.base import Readout, check_batch
 from backends.common.sparse import conv_coo, conv_matrix
 from backends.lava.backend import default_input_bound
 from backends.lava.lowering import Layout, lower
+from backends.lava.modes import DEFAULT_STATE_SCALE
 from backends.lava.quantize import DECAY_UNITY, STATE_MAX, FixedPop, check_weight_bits, quantize_layout
 from exporters.canonical import Plan, build_plan
 from pipeline.encoding import encode_seeded
@@ -337,7 +338,7 @@ class LoihiFixedTorch:
     """backends.base.Backend computing exactly what ``LavaBackend(precision="fixed_pt")`` does.
 
     Same arguments as the Lava backend's fixed-point mode (``weight_bits`` 8 or 16,
-    ``input_bound``, ``host_weights``, ``neuron_units``); no Lava import, no processes, batched.
+    ``input_bound``, ``host_weights``, ``state_scale``); no Lava import, no processes, batched.
     """
 
     name = "lava-fixed-torch"
@@ -345,7 +346,7 @@ class LoihiFixedTorch:
     def __init__(self, graph: nir.NIRGraph | Plan, *, convention: str | None = None,
                  time_steps: int | None = None, dt: float | None = None, readout: str | None = None,
                  input_bound: float | None = None, host_weights: str = "8bit", weight_bits: int = 8,
-                 batch_size: int = 512, neuron_units: bool = False):
+                 batch_size: int = 512, state_scale: str = DEFAULT_STATE_SCALE):
         self.plan = graph if isinstance(graph, Plan) else build_plan(
             graph, convention=convention, time_steps=time_steps, dt=dt, readout=readout)
         self.sem = self.plan.semantics
@@ -354,7 +355,8 @@ class LoihiFixedTorch:
         self.weight_bits = check_weight_bits(weight_bits)
         self.layout = lower(self.plan, fixed_point=True)
         self.input_bound = input_bound or default_input_bound(self.plan)
-        self.quant = quantize_layout(self.layout, self.input_bound, host_weights, self.weight_bits, neuron_units)
+        self.quant = quantize_layout(self.layout, self.input_bound, host_weights, self.weight_bits,
+                                     state_scale)
         self.sets = quant_sets(self.quant)
         conv_sets(self.layout, self.quant, self.sets)
         self.batch = batch_size

@@ -32,7 +32,7 @@ def plan_with_fixed_weights(plan: Plan, layout: Layout, quant: dict[str, FixedPo
     mantissa of that many bits at the map's step refined accordingly (``q 2**e / 2**(bits - 8)``,
     the largest weight of the map keeping its 8-bit place): how many bits a graph needs
     (8 reproduces ``quant``'s 8-bit synapses).
-    With per-neuron state units (``quantize_layout(..., neuron_units=True)``) each row is rounded
+    With per-neuron state units (``quantize_layout(..., state_scale="neuron")``) each row is rounded
     on its own neuron's ``unit_i 2**e``.
 
     Each synapse map must come from one op with a ``weight`` (plus weightless ops: flatten,
