@@ -445,6 +445,51 @@ def _apart(tau_s: Arr, tau_m: Arr, h: float) -> Arr:
     return tau_s
 
 
+@dataclass(frozen=True)
+class _CubaCommon:
+    """What both NEST forms of a CubaLIF (:func:`cuba_spec`, :func:`gif_spec`) start from: the op's
+    step, its size, its name for errors, its resting potential and its calibrated decays."""
+
+    step: NeuronStep
+    shape: tuple[int, ...]
+    n: int
+    what: str
+    v_leak: Arr
+    tau_m: Arr
+    p_m: Arr  # membrane decay per neuron
+    tau_s: Arr
+    p_s: Arr  # current decay per neuron
+
+
+def _cuba_common(op: Op, h: float, must_start: str) -> _CubaCommon:
+    """The CubaLIF op's :class:`_CubaCommon`; UserError ``on NEST <must_start>`` where it does not start
+    each observation at v_leak (neither form can set its current's state between observations)."""
+    step = op.neuron
+    assert step is not None and step.tau_syn is not None and step.tau is not None
+    shape = op.out_shape
+    what = f"node {op.name!r} ({op.nir_type})"
+    v_leak = _per_neuron(step.v_leak, shape)
+    if np.any(_per_neuron(step.v_init, shape) != v_leak):
+        raise UserError(f"{what}: on NEST {must_start}")
+    tau_m, p_m = _decays(step.tau, shape, h)
+    tau_s, p_s = _decays(step.tau_syn, shape, h)
+    return _CubaCommon(step, shape, int(np.prod(shape)), what, v_leak, tau_m, p_m, tau_s, p_s)
+
+
+def _current_scale(step: NeuronStep, shape: tuple[int, ...], tau_s: Arr, tau_m: Arr, c_m: Arr,
+                   h: float) -> tuple[Arr, Arr]:
+    """(P21 per neuron, the weight scale ``b (g/tau) / P21``) for a current of time constant tau_s
+    into a membrane of tau_m and capacity c_m: ``b = w_in / tau_syn`` in NIR's order, ``w_in`` in
+    Norse's (jump then decay). One propagator per distinct (tau_s, tau_m, c_m)."""
+    triples, inv = np.unique(np.stack([tau_s, tau_m, c_m]), axis=1, return_inverse=True)
+    p21 = np.array([propagator_32(float(ts), float(tm), float(cm), h)
+                    for ts, tm, cm in triples.T])[np.reshape(inv, -1)]
+    b = _per_neuron(step.w_in, shape)
+    if step.syn_order == "nir":
+        b = b / _per_neuron(step.tau_syn, shape)
+    return p21, b * (_per_neuron(step.gain, shape) / _per_neuron(step.tau, shape)) / p21
+
+
 def cuba_spec(op: Op, h: float) -> PopSpec:
     """A CubaLIF (CubaLI) op as ``iaf_psc_exp_multisynapse`` with one receptor (any sign).
 
@@ -459,25 +504,12 @@ def cuba_spec(op: Op, h: float) -> PopSpec:
     potential and a start there are required; snnTorch's delayed zero reset (``zero_next``) adds
     one refractory step (:func:`refractory_step`), during which the current keeps integrating.
     """
-    step = op.neuron
-    assert step is not None and step.tau_syn is not None and step.tau is not None
-    shape = op.out_shape
-    n = int(np.prod(shape))
-    what = f"node {op.name!r} ({op.nir_type})"
-    e_l = _per_neuron(step.v_leak, shape)
-    if np.any(_per_neuron(step.v_init, shape) != e_l):
-        raise UserError(f"{what}: on NEST a CubaLIF must start each observation at its resting potential "
-                        "v_leak (its reset between observations passes through V_reset = v_leak)")
-    tau_m, p22 = _decays(step.tau, shape, h)
-    tau_s, p11 = _decays(step.tau_syn, shape, h)
-    tau_s = _apart(tau_s, tau_m, h)
+    c = _cuba_common(op, h, "a CubaLIF must start each observation at its resting potential v_leak (its reset "
+                            "between observations passes through V_reset = v_leak)")
+    step, shape, n, what, e_l, tau_m, p22 = c.step, c.shape, c.n, c.what, c.v_leak, c.tau_m, c.p_m
+    tau_s = _apart(c.tau_s, tau_m, h)
     p11 = np.array([math.exp(-h / t) for t in tau_s])  # libm's exp, as NEST (numpy's may differ by an ulp)
-    pairs, inv = np.unique(np.stack([tau_s, tau_m]), axis=1, return_inverse=True)
-    p21 = np.array([propagator_32(float(ts), float(tm), 1.0, h) for ts, tm in pairs.T])[np.reshape(inv, -1)]
-    b = _per_neuron(step.w_in, shape)
-    if step.syn_order == "nir":
-        b = b / _per_neuron(step.tau_syn, shape)
-    scale = b * (_per_neuron(step.gain, shape) / _per_neuron(step.tau, shape)) / p21
+    p21, scale = _current_scale(step, shape, tau_s, tau_m, np.ones(n), h)
     params: dict[str, Param] = {"E_L": _compact(e_l), "V_m": _compact(e_l), "tau_m": _compact(tau_m), "C_m": 1.0,
                                 "t_ref": 0.0, "I_e": 0.0, "V_reset": _compact(e_l)}
     if step.spiking:
@@ -533,23 +565,12 @@ def gif_spec(op: Op, h: float) -> PopSpec:
     receives negative weights, so no pulse returns it to exactly 0 between observations: a
     population on it needs a fresh network per observation (``fresh``), and starts at v_leak.
     """
-    step = op.neuron
-    assert step is not None and step.tau_syn is not None and step.tau is not None and step.v_th is not None
-    shape = op.out_shape
-    n = int(np.prod(shape))
-    what = f"node {op.name!r} ({op.nir_type})"
-    v_leak = _per_neuron(step.v_leak, shape)
-    if np.any(_per_neuron(step.v_init, shape) != v_leak):
-        raise UserError(f"{what}: on NEST this CubaLIF (gif_psc_exp) must start each observation at its resting "
-                        "potential v_leak")
-    tau_m, p33 = _decays(step.tau, shape, h)
-    tau_s, p11 = _decays(step.tau_syn, shape, h)
-    pairs, inv = np.unique(np.stack([tau_s, tau_m]), axis=1, return_inverse=True)
-    p21 = np.array([propagator_32(float(ts), float(tm), float(tm), h) for ts, tm in pairs.T])[np.reshape(inv, -1)]
-    b = _per_neuron(step.w_in, shape)
-    if step.syn_order == "nir":
-        b = b / _per_neuron(step.tau_syn, shape)
-    scale = b * (_per_neuron(step.gain, shape) / _per_neuron(step.tau, shape)) / p21
+    c = _cuba_common(op, h, "this CubaLIF (gif_psc_exp) must start each observation at its resting potential "
+                            "v_leak")
+    step, shape, n, what, v_leak = c.step, c.shape, c.n, c.what, c.v_leak
+    tau_m, p33, tau_s, p11 = c.tau_m, c.p_m, c.tau_s, c.p_s
+    assert step.v_th is not None
+    p21, scale = _current_scale(step, shape, tau_s, tau_m, tau_m, h)  # C_m = tau_m
     th = _threshold(step.v_th, step.compare, shape) - v_leak
     if np.any(th <= 0):
         raise UserError(f"{what}: NEST needs the threshold above the resting potential v_leak")
