@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import subprocess
-import sys
-from pathlib import Path
 
 import nir
 import numpy as np
 import pytest
 
-from backends import REGISTRY
+from backends import REGISTRY, Target
+from backends.base import Backend
 from conftest import assert_same, require
 from backends.reference import ReferenceBackend
 from exporters.canonical import build_plan
@@ -122,6 +120,28 @@ def series_plan(graph, convention: str, T: int):
     return with_input_series(build_plan(graph, convention=convention, time_steps=T))
 
 
+def assert_runs_like_the_reference(t: Target, graph: nir.NIRGraph, convention: str, spikes: np.ndarray,
+                                   obs: np.ndarray) -> Backend:
+    """``t`` held to the float64 reference on ``graph`` read with ``convention``: on the spike trains
+    ``spikes`` [T, N, n_in] (a series plan, zero observations) and on the constant currents ``obs``
+    [M, n_in] (built from the graph, as run-backend does), equal spike counts in every layer (each
+    spiking) and Q, each observation afresh. Returns the closed backend of the spike trains, whose
+    layout a test may check."""
+    T = len(spikes)
+    runs = [(series_plan(graph, convention, T), {}, np.zeros(spikes.shape[1:]), spikes),
+            (graph, {"convention": convention, "time_steps": T}, obs, None)]
+    built = []
+    for source, options, x, series in runs:
+        ref = ReferenceBackend(source, dtype="float64", **options).run(x, series)
+        backend = t.build(source, **options)
+        try:
+            assert_same(backend.run(x, series), ref)
+        finally:
+            backend.close()
+        built.append(backend)
+    return built[0]
+
+
 # the targets that lay loops out, against the reference; the others refuse by name
 LOOP_TARGETS = ("nest", "pynn-nest", "lava")
 FIXED_LOOP_TARGETS = ("lava-fixed", "lava-fixed-w16")  # held to their own integer model
@@ -136,24 +156,10 @@ def test_simulators_run_a_recurrent_lif_like_the_reference(target: str, conventi
     subtraction: eprop_iaf with a helper population), on spike trains and on a constant current:
     equal spike counts in both layers and Q, observation after observation (each starts afresh,
     the loop's spikes included)."""
-    t = require(target)
-    T = 20
     graph, _ = rsynaptic_graph(None, 0.85, bias=True)
-    spikes = (np.random.default_rng(2).random((T, 6, 5)) < 0.3).astype(np.float64)
-    plan = series_plan(graph, convention, T)
-    ref = ReferenceBackend(plan, dtype="float64").run(np.zeros((6, 5)), spikes)
-    backend = t.build(plan)
-    try:
-        assert_same(backend.run(np.zeros((6, 5)), spikes), ref)
-    finally:
-        backend.close()
+    spikes = (np.random.default_rng(2).random((20, 6, 5)) < 0.3).astype(np.float64)
     obs = np.random.default_rng(3).normal(0.8, 1.0, size=(6, 5))
-    ref = ReferenceBackend(graph, convention=convention, time_steps=T, dtype="float64").run(obs)
-    backend = t.build(graph, convention=convention, time_steps=T)
-    try:
-        assert_same(backend.run(obs), ref)
-    finally:
-        backend.close()
+    assert_runs_like_the_reference(require(target), graph, convention, spikes, obs)
 
 
 def without_loop(graph: nir.NIRGraph) -> nir.NIRGraph:
@@ -201,26 +207,13 @@ def test_nest_runs_a_recurrent_cubalif_with_snntorchs_delayed_resets(target: str
     with a helper population), in a fresh network per observation: equal spike counts in both layers
     and Q on spike trains and on a constant current."""
     t = require(target)
-    T = 20
     graph, _ = rsynaptic_graph(0.75, 0.85, bias=True)
-    plan = series_plan(graph, convention, T)
-    assert plan.op("lif1").neuron.reset in ("soft_next", "zero_next")
-    spikes = (np.random.default_rng(4).random((T, 5, 5)) < 0.3).astype(np.float64)
-    ref = ReferenceBackend(plan, dtype="float64").run(np.zeros((5, 5)), spikes)
-    assert ref.spikes["lif1"].sum() > 0 and ref.spikes["lif2"].sum() > 0
-    backend = t.build(plan)
-    try:
-        assert backend.specs["lif1"].model == "gif_psc_exp" and backend.fresh
-        assert_same(backend.run(np.zeros((5, 5)), spikes), ref)
-    finally:
-        backend.close()
+    reset = build_plan(graph, convention=convention, time_steps=20).op("lif1").neuron.reset
+    assert reset in ("soft_next", "zero_next")
+    spikes = (np.random.default_rng(4).random((20, 5, 5)) < 0.3).astype(np.float64)
     obs = np.random.default_rng(3).normal(0.8, 1.0, size=(4, 5))
-    ref = ReferenceBackend(graph, convention=convention, time_steps=T, dtype="float64").run(obs)
-    backend = t.build(graph, convention=convention, time_steps=T)
-    try:
-        assert_same(backend.run(obs), ref)
-    finally:
-        backend.close()
+    backend = assert_runs_like_the_reference(t, graph, convention, spikes, obs)
+    assert backend.specs["lif1"].model == "gif_psc_exp" and backend.fresh
 
 
 @pytest.mark.timeout(120)
@@ -527,20 +520,25 @@ def test_snntorch_conventions_pick_the_reset_of_each_layer_class() -> None:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("target", ["nest", "pynn-nest"])
-def test_a_hard_reset_loop_into_a_current_is_one_line_on_the_command_line(target: str, tmp_path) -> None:
+def test_a_hard_reset_loop_into_a_current_is_one_line_on_the_command_line(target: str, tmp_path,
+                                                                            capfd) -> None:
     """What NEST still cannot run (benchmarks/nest_models.py, docs/NEST.md section 5): a CubaLIF that
     resets in its spike's step with a loop into its current (the zoo's recurrent_cuba, read with the
     nir convention). run-backend exits 2 with one ``error:`` line naming the node, the reason and
-    the targets that run it."""
+    the targets that run it (its main in this process, stderr read at the file descriptor, so that
+    the simulators' own output would show; its real process: tests/test_reference_cli.py)."""
     require(target)
+    from backends.cli import main
     from exporters.zoo import cartpole_obs, recurrent_cuba_graph
 
     nir.write(tmp_path / "g.nir", recurrent_cuba_graph(hidden=(8, 8), time_steps=4))
     np.save(tmp_path / "obs.npy", cartpole_obs(2).numpy())
-    r = subprocess.run([sys.executable, "-m", "backends.cli", str(tmp_path / "g.nir"), "--inputs",
-                        str(tmp_path / "obs.npy"), "--out", str(tmp_path / "r.npz"), "--target", target],
-                       capture_output=True, text=True, timeout=100, cwd=Path(__file__).resolve().parents[1])
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.startswith("error: node 'lif1' (CubaLIF): its loop enters its synaptic current"), r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
-    assert "reset is 'hard'" in r.stderr and "the reference and Lava (lava, lava-fixed) run it" in r.stderr
+    capfd.readouterr()
+    code = main([str(tmp_path / "g.nir"), "--inputs", str(tmp_path / "obs.npy"), "--out",
+                 str(tmp_path / "r.npz"), "--target", target])
+    err = capfd.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: node 'lif1' (CubaLIF): its loop enters its synaptic current"), err
+    assert len(err.strip().splitlines()) == 1
+    assert "reset is 'hard'" in err and "the reference and Lava (lava, lava-fixed) run it" in err
+    assert not (tmp_path / "r.npz").exists()
