@@ -89,11 +89,13 @@ def test_bad_checkpoint_cli_is_one_line_nonzero(tmp_path: Path):
     assert "pwned" not in proc.stdout
 
 
-def test_evaluate_threads_option(tmp_path: Path):
+def test_evaluate_threads_option(tmp_path: Path, capfd):
+    from pipeline.evaluate import main as evaluate
+
     path = tmp_path / "m.pt"
     save_checkpoint(make_ckpt(), path)
-    proc = subprocess.run([*EVAL, "--threads", "0", str(path)], capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.strip() == "error: --threads must be >= 1, got 0"
+    assert evaluate([*EVAL[3:], "--threads", "0", str(path)]) == 2  # in this process; below, a real one
+    assert capfd.readouterr().err.strip() == "error: --threads must be >= 1, got 0"
     out = tmp_path / "r.json"
     proc = subprocess.run([*EVAL, "--threads", "2", "--json", str(out), str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

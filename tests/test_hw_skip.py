@@ -52,16 +52,24 @@ def test_spinnaker_target_without_a_machine_names_the_variables(tmp_path: Path, 
     assert "SPINNAKER_MACHINE" in msg and "SPALLOC_SERVER" in msg and "SPINNAKER_VIRTUAL" in msg
 
 
-def test_run_backend_cli_reports_it_in_one_line(tmp_path: Path) -> None:
+def test_run_backend_cli_reports_it_in_one_line(tmp_path: Path, monkeypatch, capfd) -> None:
+    """run-backend's main in this process, in bare_env's environment (its real process is tested
+    elsewhere, e.g. tests/test_reference_cli.py)."""
+    from backends.cli import main
     from exporters.nirio import write_graph
     import numpy as np
 
+    for k in MACHINE_VARS:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))
     graph_path, obs_path = tmp_path / "g.nir", tmp_path / "obs.npy"
     write_graph(model_to_nir(make_checkpoint("liu", seed=1)), graph_path)
     np.save(obs_path, np.zeros((2, 4), np.float32))
-    proc = subprocess.run([sys.executable, "-m", "backends.cli", str(graph_path), "--target", "pynn-spinnaker",
-                           "--inputs", str(obs_path), "--out", str(tmp_path / "r.npz")],
-                          cwd=ROOT, env=bare_env(tmp_path), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: no SpiNNaker machine is configured"), proc.stderr
+    code = main([str(graph_path), "--target", "pynn-spinnaker", "--inputs", str(obs_path), "--out",
+                 str(tmp_path / "r.npz")])
+    err = capfd.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no SpiNNaker machine is configured"), err
+    assert not (tmp_path / "r.npz").exists()

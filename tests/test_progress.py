@@ -36,9 +36,10 @@ def test_plain_lines_and_their_interval(monkeypatch) -> None:
 
 def test_run_backend_and_evaluate_agent_print_progress_lines(tmp_path: Path) -> None:
     env = {**os.environ, "DSQN_PROGRESS_SECONDS": "0"}
-    graph = tmp_path / "g.nir"
-    subprocess.run([sys.executable, "-m", "exporters.cli", "examples/cartpole_dsqn.pt", "-o", str(graph)], cwd=ROOT,
-                   env=env, check=True, capture_output=True)
+    from exporters.cli import main as export_nir
+
+    graph = tmp_path / "g.nir"  # export-nir in this process (its own process: tests/test_tables.py)
+    assert export_nir([str(ROOT / "examples" / "cartpole_dsqn.pt"), "-o", str(graph)]) == 0
     runs = {
         "reference CartPole-v1": [sys.executable, "-m", "backends.cli", str(graph), "--env", "CartPole-v1",
                                   "--episodes", "2", "--max-steps", "5", "--no-progress", "--results",

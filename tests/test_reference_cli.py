@@ -62,15 +62,29 @@ def test_readout_override_and_time_steps(graph_file: Path, tmp_path: Path) -> No
     (["--inputs", "obs.npy"], "--out"),
     (["--inputs", "bad.npy", "--out", "r.npz"], "expects"),
 ])
-def test_user_errors(graph_file: Path, tmp_path: Path, args: list[str], message: str) -> None:
+def test_user_errors(graph_file: Path, tmp_path: Path, capfd, monkeypatch, args: list[str],
+                     message: str) -> None:
+    """In this process (run-backend's main, through cli_entry); the real command line once below."""
     np.save(tmp_path / "obs.npy", cartpole_obs(3).numpy())
     np.save(tmp_path / "bad.npy", np.zeros((3, 5), np.float32))
     args = [a if not a.endswith(".npy") else str(tmp_path / a) for a in args]
+    monkeypatch.chdir(tmp_path)  # relative outputs land there, as in the real run below
+    assert main([str(graph_file), *args]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert message in err
+    assert not (tmp_path / "r.npz").exists()
+
+
+def test_user_error_on_the_command_line(graph_file: Path, tmp_path: Path) -> None:
+    """The console contract as a user meets it: a real process, exit 2, nothing on stderr but the line."""
+    np.save(tmp_path / "bad.npy", np.zeros((3, 5), np.float32))
     r = subprocess.run([sys.executable, "-c", "from backends.cli import main; raise SystemExit(main())",
-                        str(graph_file), *args], capture_output=True, text=True, cwd=tmp_path)
+                        str(graph_file), "--inputs", str(tmp_path / "bad.npy"), "--out", "r.npz"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
-    assert message in r.stderr
+    assert "expects" in r.stderr and not (tmp_path / "r.npz").exists()
 
 
 def test_registry_is_lazy_and_named() -> None:

@@ -119,12 +119,24 @@ def test_init_rate_wakes_the_network_and_stays_deterministic(tmp_path: Path):
         (["--env", "CartPole-v1", "--device", "tpu"], "--device must be one of auto, cpu, cuda"),
     ],
 )
-def test_bad_input_one_line_error(tmp_path: Path, args: list[str], needle: str):
-    proc = subprocess.run([sys.executable, "-m", "pipeline.train", *args, "-o", str(tmp_path / "x.pt")],
-                          capture_output=True, text=True, timeout=120)
+def test_bad_input_one_line_error(tmp_path: Path, capfd, args: list[str], needle: str):
+    """In this process (train-agent's main, through cli_entry); the real command line once below."""
+    assert train_main([*args, "-o", str(tmp_path / "x.pt")]) == 2
+    err = capfd.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_bad_input_on_the_command_line_is_one_line_and_exit_2(tmp_path: Path):
+    """The console contract as a user meets it: a real process, whose stderr holds nothing but the line."""
+    argv = ["--env", "CartPole-v1", "--hp", "gamma=high", "-o", str(tmp_path / "x.pt")]
+    proc = subprocess.run([sys.executable, "-m", "pipeline.train", *argv], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "hyperparameter gamma needs a float" in lines[0], proc.stderr
     assert not (tmp_path / "x.pt").exists()
 
 
