@@ -60,6 +60,9 @@ class Target:
     defaults:      what the adapter assumes for a result-changing option that is not given (so
                    that giving the default records the same options with the results).
     compare_options: defaults when this target is the ``--compare`` side of another target.
+    legacy:        result-changing options added after results headers began to record options,
+                   with the value every run before them used: a header without one of them that
+                   matches the command at that value is the same run (``run-backend --resume``).
     hidden:        not a ``--target`` choice: a benchmark matrix column only.
     bench_column:  position of its column in the benchmark agreement matrix (None: no column).
     bench_options: options the benchmark matrix builds it with.
@@ -80,6 +83,7 @@ class Target:
     preset: Mapping[str, Any] = field(default_factory=dict)
     defaults: Mapping[str, Any] = field(default_factory=dict)
     compare_options: Mapping[str, Any] = field(default_factory=dict)
+    legacy: Mapping[str, Any] = field(default_factory=dict)
     hidden: bool = False
     bench_column: int | None = None
     bench_options: Mapping[str, Any] = field(default_factory=dict)
@@ -160,6 +164,7 @@ REGISTRY: dict[str, Target] = {t.name: t for t in (
            copies=True),
     Target("lava-fixed", _lava, cli_options=("batch_size", "weight_bits", "state_scale"),
            defaults={"weight_bits": 8, "state_scale": DEFAULT_STATE_SCALE},
+           legacy={"state_scale": "layer"},  # results headers of runs before --state-scale
            preset={"precision": "fixed_pt"}, copies=True,
            bench_column=4, requires=("lava",), tolerance=LAVA_8BIT, refuses=("dqn",), test_kinds=FIXED_TEST_KINDS),
     Target("pynn-nest", _pynn_nest, cli_options=("threads",), bench_column=2, bench_options={"threads": 1},

@@ -147,6 +147,21 @@ def recorded_options(target: str, options: dict) -> dict:
     return dict(sorted(out.items()))
 
 
+def legacy_options(recorded: dict, old: dict | None, target: str | None) -> dict:
+    """The options to resume under: ``old`` (a results header's) when it lacks only options that
+    ``target`` added later (``Target.legacy``) and ``recorded`` gives them the value every run
+    before them used, so that such a run resumes as itself; otherwise ``recorded`` (compared, and
+    refused where it differs, by the results file)."""
+    legacy = TARGETS[target].legacy if target in TARGETS else {}
+    if old is None or not set(old) < set(recorded):
+        return recorded
+    added = set(recorded) - set(old)
+    same = all(recorded[k] == v for k, v in old.items())
+    if same and all(k in legacy and recorded[k] == legacy[k] for k in added):
+        return dict(old)
+    return recorded
+
+
 # Backend options refused (rather than ignored) when neither --target nor --compare takes them,
 # unless they carry the value every target assumes: (argparse dest, flag, that value; None: none
 # does, e.g. a state scale means nothing to a float simulator).
@@ -303,6 +318,18 @@ def closed_loop(args: argparse.Namespace) -> int:
     ).validate()
     results = args.results or Path("out") / f"{args.graph.stem}.{args.target}.{args.env.replace('/', '_')}.jsonl"
     check_output("--results", results)
+    if args.resume:  # a header written before an option existed (Target.legacy)
+        from dataclasses import replace
+
+        from pipeline.bridge import read_results
+
+        header, _ = read_results(results)
+        old = header.get("settings", {}) if header else {}
+        settings = replace(settings,
+                           backend_options=legacy_options(settings.backend_options, old.get("backend_options"),
+                                                          args.target),
+                           compare_options=legacy_options(settings.compare_options, old.get("compare_options"),
+                                                          args.compare))
     if meta.env_id and meta.env_id != args.env:
         print(f"note: the graph was made for {meta.env_id}, running it on {args.env}")
 

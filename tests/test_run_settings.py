@@ -107,3 +107,41 @@ def test_a_lava_fixed_state_scale_is_recorded_and_its_resumption_with_the_other_
     settings = LoopSettings(env_id="CartPole-v1", target="lava-fixed", graph="g.nir", graph_sha256="0",
                             backend_options=given)
     assert f"state_scale={scale}" in settings.describe_options()  # the plot title
+
+
+def test_a_header_from_before_the_state_scale_resumes_only_at_the_value_it_ran_with() -> None:
+    # lava-fixed results written before --state-scale existed record {"weight_bits": 8}: they ran
+    # with one unit per layer, so "layer" resumes them as themselves and "neuron" is a change
+    from backends.cli import legacy_options
+
+    old = {"weight_bits": 8}
+    assert legacy_options({"state_scale": "layer", "weight_bits": 8}, old, "lava-fixed") == old
+    assert legacy_options({"state_scale": "neuron", "weight_bits": 8}, old, "lava-fixed") == {
+        "state_scale": "neuron", "weight_bits": 8}
+    assert legacy_options({"state_scale": "layer", "weight_bits": 16}, old, "lava-fixed")["weight_bits"] == 16
+    assert legacy_options({"dtype": "float32"}, {}, "reference") == {"dtype": "float32"}  # no legacy option
+    assert legacy_options({"state_scale": "layer", "weight_bits": 8}, None, "lava-fixed") == {
+        "state_scale": "layer", "weight_bits": 8}  # no header: the command's options
+
+
+def test_resuming_a_legacy_header_end_to_end(tmp_path: Path, capsys) -> None:
+    # the whole --resume path with a legacy option, on the reference (no simulator to start): its
+    # --dtype posing as an option added after the header was written
+    from dataclasses import replace
+
+    import backends.cli as cli
+
+    g, res = graph(tmp_path), tmp_path / "r.jsonl"
+    assert loop(g, res, "--target", "reference", "--episodes", "1") == 0
+    lines = res.read_text().splitlines()
+    head = json.loads(lines[0])
+    head["settings"]["backend_options"] = {}  # as written before the option was recorded
+    res.write_text("\n".join([json.dumps(head), *lines[1:]]) + "\n")
+    legacy = {**cli.TARGETS, "reference": replace(cli.TARGETS["reference"], legacy={"dtype": "float32"})}
+    with mock.patch.object(cli, "TARGETS", legacy):
+        capsys.readouterr()
+        assert loop(g, res, "--target", "reference", "--episodes", "2", "--resume", "--dtype", "float64") == 2
+        assert "backend_options: {} -> {'dtype': 'float64'}" in capsys.readouterr().err
+        assert loop(g, res, "--target", "reference", "--episodes", "2", "--resume") == 0
+    header, episodes = read_results(res)
+    assert header["settings"]["backend_options"] == {} and len(episodes) == 2
