@@ -102,14 +102,29 @@ def test_poisson_graph_gets_the_same_spikes_on_both_sides(tmp_path: Path):
     (["--env", "CartPole-v1", "--target", "loihi"], "unknown target 'loihi'"),
     (["--env", "CartPole-v1", "--inputs", "x.npy"], "choose one mode"),
 ])
-def test_bad_closed_loop_input(tmp_path: Path, args: list[str], needle: str):
+def test_bad_closed_loop_input(tmp_path: Path, capfd, args: list[str], needle: str):
+    """run-backend's main in this process, stderr read at the descriptor; a real process below."""
     _, nir_path = make_graph(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "backends.cli", str(nir_path), *args, "--results",
-                           str(tmp_path / "r.jsonl"), "--no-progress"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
+    capfd.readouterr()
+    code = run_backend([str(nir_path), *args, "--results", str(tmp_path / "r.jsonl"), "--no-progress"])
+    err = capfd.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_bad_closed_loop_input_on_the_command_line(tmp_path: Path):
+    """The console contract as a user meets it: a real process, exit 2, nothing on stderr but the line."""
+    _, nir_path = make_graph(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "backends.cli", str(nir_path), "--env", "MountainCar-v0",
+                           "--results", str(tmp_path / "r.jsonl"), "--no-progress"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], proc.stderr
-    assert not (tmp_path / "r.jsonl").exists() or "settings" not in needle
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "MountainCar-v0 observations" in lines[0], \
+        proc.stderr
+    assert not (tmp_path / "r.jsonl").exists()
 
 
 def test_compare_converted_graph_with_its_dqn(tmp_path: Path):

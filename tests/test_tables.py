@@ -47,8 +47,10 @@ def test_evaluate_agent_table(tmp_path: Path, columns: str | None) -> None:
 
 
 def test_inspect_nir_tables(tmp_path: Path) -> None:
-    graph = tmp_path / "g.nir"
-    run("exporters.cli", str(ROOT / "examples" / "cartpole_dsqn.pt"), "-o", str(graph))
+    from exporters.cli import main as export_nir
+
+    graph = tmp_path / "g.nir"  # export-nir in this process (its real process: tests/test_error_causes.py)
+    assert export_nir([str(ROOT / "examples" / "cartpole_dsqn.pt"), "-o", str(graph)]) == 0
     args = [str(graph)] + (["--target", "lava"] if importlib.util.find_spec("lava") else [])
     text = run("backends.inspect_cli", *args)
     assert_fits(text)
