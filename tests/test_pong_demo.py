@@ -172,3 +172,29 @@ def test_report_marks_checkpoints_a_clone_does_not_have() -> None:
         "convert-dqn runs/atari/pong_dqn.pt (the author's run, not in the repository) T 100"
     assert mark_unbundled("trained, examples/cartpole_dsqn.pt") == "trained, examples/cartpole_dsqn.pt"
     assert mark_unbundled("out/runs/x.pt") == "out/runs/x.pt"
+
+
+def test_a_failed_run_stops_the_others_and_is_one_error(tmp_path: Path) -> None:
+    """Runs go two at a time; the first failure ends the run still going (interrupted, as Ctrl-C
+    would) and becomes one error naming the run, its cause and its whole output."""
+    import argparse
+    import time
+
+    from benchmarks.pong_demo import Run, run_all
+    from pipeline.errors import UserError
+
+    def run(name: str, code: str) -> Run:
+        paths = [tmp_path / f"{name}.nest.{ext}" for ext in ("jsonl", "json", "log")]
+        return Run(name, "nest", [sys.executable, "-c", code], *paths)
+
+    slow = run("slow", "import time; open(r'%s', 'w').close(); time.sleep(60)" % (tmp_path / "started"))
+    bad = run("bad", "import os, sys, time\nwhile not os.path.exists(r'%s'): time.sleep(0.05)\n"
+                     "print('error: no such agent', file=sys.stderr); print('last words'); sys.exit(2)"
+              % (tmp_path / "started"))
+    never = run("never", "pass")
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match=r"^bad on nest failed \(exit 2\): no such agent \(whole output: .*bad\.nest"):
+        run_all([slow, bad, never], argparse.Namespace(jobs=2, max_steps=3))
+    assert time.perf_counter() - t0 < 30 and (tmp_path / "started").exists()
+    assert slow.proc is not None and slow.proc.returncode not in (None, 0)  # stopped, not left running
+    assert never.proc is None  # a third run never started: two at a time
