@@ -91,4 +91,8 @@ def describe_agent(provenance: dict[str, Any]) -> str:
              else "no training recorded")
     score = (f", greedy return {ev['mean_return']:.1f} ± {ev.get('std_return', 0):.1f} over {ev.get('episodes')} "
              f"episodes" if "mean_return" in ev else "")
+    proto = provenance.get("evaluation_atari_protocol") or {}
+    if "mean_return" in proto:
+        score += (f", {proto['mean_return']:.1f} ± {proto.get('std_return', 0):.1f} with epsilon "
+                  f"{proto.get('epsilon')} (Atari protocol)")
     return steps + score

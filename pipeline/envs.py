@@ -28,6 +28,9 @@ ATARI_DEFAULTS: dict[str, Any] = {
     "terminal_on_life_loss": False,
     "max_episode_steps": 18000,  # agent steps (Tan, Liu)
 }
+# DESIGN.md section 9: Atari scores are reported with 5 % random actions (Tan, Liu), as well as
+# greedy; an agent that wins only greedily has not learned the game.
+ATARI_EVAL_EPSILON = 0.05
 _ale_registered = False
 
 

@@ -332,15 +332,27 @@ def training_envs(env: Any, env_id: str, reward_shaping: str, gamma: float, seed
 
 def final_evaluation(best_path: Path, episodes: int, seed: int, best_step: int, progress: bool,
                      device: str = "cpu") -> dict[str, Any]:
-    """Greedy episodes of the best checkpoint on unseen seeds; the score goes into its provenance."""
+    """Greedy episodes of the best checkpoint on unseen seeds; the score goes into its provenance.
+
+    On Atari the same episodes are also played under DESIGN.md's protocol (epsilon 0.05), kept
+    as ``evaluation_atari_protocol`` in the provenance and ``protocol`` in the result: that is
+    the score papers report, and the greedy one alone flatters a brittle agent."""
     from pipeline.checkpoint import load_checkpoint
+    from pipeline.envs import ATARI_EVAL_EPSILON, is_atari
     from pipeline.evaluate import evaluate_checkpoint
 
+    keys = ("mean_return", "std_return", "episodes", "seed", "epsilon")
     print(f"[final eval] {episodes} greedy episodes of {best_path.name}...", file=sys.stderr, flush=True)
     result = evaluate_checkpoint(best_path, episodes=episodes, seed=seed, progress=progress, device=device)
     best = load_checkpoint(best_path)
-    best.provenance["evaluation"] = {k: result[k] for k in ("mean_return", "std_return", "episodes", "seed")}
-    best.provenance["evaluation"]["timesteps"] = best_step
+    best.provenance["evaluation"] = {**{k: result[k] for k in keys}, "timesteps": best_step}
+    if is_atari(best.env_id):
+        print(f"[final eval] the same {episodes} episodes with epsilon {ATARI_EVAL_EPSILON} (Atari protocol)...",
+              file=sys.stderr, flush=True)
+        protocol = evaluate_checkpoint(best_path, episodes=episodes, seed=seed, epsilon=ATARI_EVAL_EPSILON,
+                                       progress=progress, device=device)
+        best.provenance["evaluation_atari_protocol"] = {**{k: protocol[k] for k in keys}, "timesteps": best_step}
+        result = {**result, "protocol": protocol}
     save_checkpoint(best, best_path)
     return result
 
@@ -467,6 +479,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"{summary['best_eval']:.1f} @ {summary['best_step']}",
         f"{final['mean_return']:.1f} ± {final['std_return']:.1f} ({final['episodes']} ep)" if final else "-",
     )
+    if final and "protocol" in final:
+        table.caption = (f"final eval with epsilon {final['protocol']['epsilon']} (Atari protocol): "
+                         f"{final['protocol']['mean_return']:.1f} ± {final['protocol']['std_return']:.1f}")
     Console().print(table)
     print(f"best checkpoint: {summary['files']['best']}")
 

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.checkpoint import load_checkpoint
+from benchmarks.pong_agents import describe_agent
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.envs import ATARI_EVAL_EPSILON
+from pipeline.train import final_evaluation
 from pipeline.train import main as train_main
 
 TINY = ["--steps", "600", "--hp", "learning_starts=100", "--hp", "train_freq=50", "--hp", "gradient_steps=5",
@@ -84,6 +87,15 @@ def test_atari_dsqn_short_run(tmp_path: Path):
     assert ckpt.spec.arch == "nature_cnn" and ckpt.spec.obs_shape == (4, 84, 84) and ckpt.spec.n_actions == 6
     assert ckpt.preprocessing.scale == pytest.approx((1 / 255,))
     assert ckpt.preprocessing.atari["frame_skip"] == 4 and ckpt.preprocessing.atari["noop_max"] == 30
+    # the final evaluation on Atari also plays DESIGN.md's protocol (epsilon 0.05) and records both
+    ckpt.preprocessing.atari["max_episode_steps"] = 40  # short episodes: this checks the wiring, not a score
+    save_checkpoint(ckpt, out)
+    result = final_evaluation(out, episodes=2, seed=5, best_step=160, progress=False)
+    prov = load_checkpoint(out).provenance
+    assert prov["evaluation"]["epsilon"] == 0.0 and prov["evaluation"]["episodes"] == 2
+    assert prov["evaluation_atari_protocol"]["epsilon"] == ATARI_EVAL_EPSILON == 0.05
+    assert prov["evaluation_atari_protocol"]["seed"] == 5 and result["protocol"]["episodes"] == 2
+    assert "epsilon 0.05 (Atari protocol)" in describe_agent(prov)
 
 
 def test_init_rate_wakes_the_network_and_stays_deterministic(tmp_path: Path):
