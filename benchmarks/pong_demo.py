@@ -120,7 +120,15 @@ def start(run: Run) -> None:
     run.log_file = run.log.open("w")
     run.t0 = time.perf_counter()
     run.proc = subprocess.Popen(run.cmd, cwd=ROOT, stdout=run.log_file, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "PYTHONPATH": str(ROOT), "PYNEST_QUIET": "1"})
+                                env={**os.environ, "PYTHONPATH": str(ROOT), "PYNEST_QUIET": "1"},
+                                preexec_fn=_default_interrupt)
+
+
+def _default_interrupt() -> None:
+    """In the child before it starts: Ctrl-C's default action again. A shell starts background
+    jobs with SIGINT ignored and children inherit that, so :func:`stop`'s interrupt would
+    otherwise be lost and every run left going would cost the whole grace period."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stop(runs: list[Run]) -> None:
