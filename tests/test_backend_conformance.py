@@ -119,26 +119,20 @@ def test_backend_options_come_from_the_registry(argv: list[str], target: str, co
     assert backend_options(target, args, comparing=comparing) == {**common, **want}
 
 
-@pytest.mark.parametrize("argv", [["--weight-bits", "16"], ["--target", "lava", "--weight-bits", "16"],
-                                  ["--target", "nest", "--compare", "lava", "--weight-bits", "16"]])
-def test_weight_bits_belongs_to_lava_fixed(argv: list[str]) -> None:
+@pytest.mark.parametrize("flag, value, assumed", [("--weight-bits", "16", "8"), ("--state-scale", "neuron", None),
+                                                  ("--state-scale", "layer", None)])
+@pytest.mark.parametrize("where", [[], ["--target", "lava"], ["--target", "nest", "--compare", "lava"]])
+def test_lava_fixed_options_belong_to_lava_fixed(flag: str, value: str, assumed: str | None, where: list[str]) -> None:
+    """Every value is refused where no lava-fixed runs (no other target has weight mantissas or a
+    state unit to scale); the assumed value is accepted anywhere."""
     from backends.cli import check_args, parse_args
 
-    with pytest.raises(UserError, match="^--weight-bits applies to --target lava-fixed only$"):
-        check_args(parse_args(["g.nir", "--inputs", "obs.npy", *argv]))
-    check_args(parse_args(["g.nir", "--inputs", "obs.npy", *argv, "--compare", "lava-fixed"]))
-    check_args(parse_args(["g.nir", "--inputs", "obs.npy", "--weight-bits", "8"]))  # the assumed value
-
-
-@pytest.mark.parametrize("argv", [["--state-scale", "neuron"], ["--target", "lava", "--state-scale", "layer"],
-                                  ["--target", "nest", "--compare", "lava", "--state-scale", "neuron"]])
-def test_state_scale_belongs_to_lava_fixed(argv: list[str]) -> None:
-    """Every value is refused where no lava-fixed runs: no other target has a state unit to scale."""
-    from backends.cli import check_args, parse_args
-
-    with pytest.raises(UserError, match="^--state-scale applies to --target lava-fixed only$"):
-        check_args(parse_args(["g.nir", "--inputs", "obs.npy", *argv]))
-    check_args(parse_args(["g.nir", "--inputs", "obs.npy", *argv, "--compare", "lava-fixed"]))
+    argv = ["g.nir", "--inputs", "obs.npy", *where, flag, value]
+    with pytest.raises(UserError, match=f"^{flag} applies to --target lava-fixed only$"):
+        check_args(parse_args(argv))
+    check_args(parse_args([*argv, "--compare", "lava-fixed"]))
+    if assumed is not None:
+        check_args(parse_args(["g.nir", "--inputs", "obs.npy", flag, assumed]))
 
 
 def test_choosing_the_reference_imports_no_simulator(tmp_path) -> None:
