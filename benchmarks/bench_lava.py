@@ -28,6 +28,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ from unittest import mock
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: benchmarks.* importable
 
 import backends.lava.quantize as quantize
 from backends.lava.backend import LavaBackend, default_input_bound

@@ -23,6 +23,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: benchmarks.* importable
 
 from pipeline.calibration import (
     EVAL_SEED_OFFSET,

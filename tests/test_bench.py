@@ -231,3 +231,45 @@ def test_hahn_section_from_json_and_kept_blocks() -> None:
     raw = _hahn_task("MountainCar-v0", pg_only=False)
     raw["ppo"]["vecnormalize"] = False  # hahn.py's PPOs now train on raw observations
     assert "PPO 2,048 steps in 5 s (raw observations, energy-shaped reward)" in hahn.task_markdown(raw)
+
+
+_AS_SCRIPT = r"""
+import runpy, sys
+from pathlib import Path
+base = [p for p in sys.path if p not in ("", ".")]
+failed = []
+for script in sys.argv[1:]:
+    # as `python benchmarks/x.py` from another folder: only the script's folder is added to the path
+    sys.path[:] = [str(Path(script).parent), *base]
+    for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
+        del sys.modules[name]
+    sys.argv = [script, "--help"]
+    try:
+        runpy.run_path(script, run_name="__main__")
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    except Exception as e:  # an import that fails outside the repository's own folder
+        code = f"{type(e).__name__}: {e}"
+    if code not in (0, None):
+        failed.append(f"{Path(script).name}: {code}")
+print("FAILED " + "; ".join(failed) if failed else "ALL OK")
+"""
+
+
+def test_every_benchmark_script_runs_as_a_script(tmp_path: Path) -> None:
+    """Each benchmark's docstring says ``python benchmarks/x.py ...``: that must work without
+    PYTHONPATH from any folder (sweep_conversion.py and bench_lava.py once failed to import
+    ``benchmarks`` so)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    scripts = sorted(str(p) for p in (root / "benchmarks").glob("*.py")
+                     if '__name__ == "__main__"' in p.read_text())
+    assert len(scripts) > 10
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", _AS_SCRIPT, *scripts], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.stdout.strip().splitlines()[-1:] == ["ALL OK"], (proc.stdout[-2000:], proc.stderr[-2000:])
