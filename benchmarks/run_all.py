@@ -10,7 +10,8 @@ recorded with its error and makes the exit code 1; nothing is skipped silently):
 3. ``energy``      synaptic operations and the 45 nm energy estimate per model and backend
                    against the DQN's MACs (benchmarks/energy.py), plus Loihi / SpiNNaker figures.
 4. ``conversion``  conversion sweeps, agreement and return vs T (benchmarks/sweep_conversion.py),
-                   CartPole and the bundled Pong DQN.
+                   CartPole and the bundled Pong DQN; a sweep file an interrupted run left in
+                   ``<out>`` is resumed (``--resume``: only the settings it lacks are run).
 5. ``scores``      task scores, mean ± std over episodes and seeds (pipeline.evaluate).
 6. ``robustness``  FGSM and random-sign noise vs epsilon (benchmarks/robustness.py).
 7. ``spinnaker``   sPyNNaker virtual-board mapping of the CartPole network (and the Nature
@@ -455,6 +456,13 @@ def section_energy(prof: Profile, work: Path, results: dict[str, Any], missing: 
             "observations": f"CartPole greedy episodes of the bundled Liu DSQN (env seeds 20000+); {pong_obs}"}
 
 
+def resume_sweep(stem: Path) -> list[str]:
+    """``--resume`` when an earlier run left ``<stem>.json``: the hours-long Pong sweep goes on from
+    the settings it finished; the sweep refuses (the section fails, naming the setting) if a
+    recorded setting differs, and the file is kept for the user to move."""
+    return ["--resume"] if stem.with_suffix(".json").is_file() else []
+
+
 def section_conversion(prof: Profile, work: Path, missing: dict[str, str],
                        ray: tuple[int | None, str | None] = (None, None)) -> dict[str, Any]:
     """The conversion sweeps; ``ray`` (workers, address) runs each sweep's settings as Ray tasks
@@ -462,7 +470,7 @@ def section_conversion(prof: Profile, work: Path, missing: dict[str, str],
     on_ray = [*(["--ray-workers", str(ray[0])] if ray[0] else []), *(["--ray-address", ray[1]] if ray[1] else [])]
     out: dict[str, Any] = {}
     stem = work / "sweep_cartpole"
-    run_script(["benchmarks/sweep_conversion.py", CARTPOLE["dqn"], "--norms", *prof.conv_norms,
+    run_script(["benchmarks/sweep_conversion.py", CARTPOLE["dqn"], *resume_sweep(stem), "--norms", *prof.conv_norms,
                 "--readouts", *prof.conv_readouts, "-T", *map(str, prof.conv_Ts), "--eval-obs",
                 str(prof.conv_eval_obs), "--calib-steps", str(prof.conv_calib), "--episodes",
                 str(prof.conv_episodes), "--out", str(stem), "--no-progress", *on_ray])
@@ -471,7 +479,7 @@ def section_conversion(prof: Profile, work: Path, missing: dict[str, str],
     if pong is not None:
         stem = work / "sweep_pong"
         returns = (["--episodes", str(prof.atari_conv_episodes)] if prof.atari_conv_episodes else ["--no-returns"])
-        run_script(["benchmarks/sweep_conversion.py", str(pong), "--norms", *prof.atari_conv_norms, "--readouts",
+        run_script(["benchmarks/sweep_conversion.py", str(pong), *resume_sweep(stem), "--norms", *prof.atari_conv_norms, "--readouts",
                     "robust_rate", "-T", *map(str, prof.atari_conv_Ts), "--eval-obs", str(prof.atari_conv_obs),
                     "--percentile", "99.99",  # as the bundled converted SNN (Tan's best Pong setting, 85.8 % at T 500)
                     "--calib-steps", str(min(prof.conv_calib, 5000)), *returns, "--out", str(stem), "--no-progress",

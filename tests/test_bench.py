@@ -273,3 +273,25 @@ def test_every_benchmark_script_runs_as_a_script(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", _AS_SCRIPT, *scripts], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.stdout.strip().splitlines()[-1:] == ["ALL OK"], (proc.stdout[-2000:], proc.stderr[-2000:])
+
+
+def test_conversion_section_resumes_an_earlier_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interrupted ``make bench`` keeps its finished sweep settings: the second run passes
+    ``--resume`` to the sweep whose results file is there, and only to that one."""
+    calls: list[list[str]] = []
+
+    def fake_run_script(args: list[str], timeout: float | None = None) -> None:
+        calls.append(args)
+        out = Path(args[args.index("--out") + 1]).with_suffix(".json")
+        out.write_text(json.dumps({"rows": [], "ran": len(calls)}))
+
+    monkeypatch.setattr(run_all, "run_script", fake_run_script)
+    prof = run_all.QUICK
+    missing: dict[str, str] = {}
+    first = run_all.section_conversion(prof, tmp_path, missing)
+    assert all("--resume" not in c for c in calls) and first["cartpole"]["ran"] == 1
+    (tmp_path / "sweep_pong.json").unlink(missing_ok=True)
+    calls.clear()
+    run_all.section_conversion(prof, tmp_path, missing)
+    assert "--resume" in calls[0]  # the CartPole sweep's file was left by the first run
+    assert all("--resume" not in c for c in calls[1:])  # the Pong one was not (removed above, or not run)
