@@ -56,9 +56,10 @@ PONG_AGENTS = {a.role: a for a in (PONG_DQN, PONG_DSQN, PONG_CONVERTED)}
 DEMO_CONVERTED_T = 50
 
 
-def how_to_make(agent: PongAgent) -> str:
-    """The command that makes ``agent``, with the DQN's command first when it needs that too."""
-    if agent.needs is not None and not PONG_AGENTS[agent.needs].file.is_file():
+def how_to_make(agent: PongAgent, folder: Path | None = None) -> str:
+    """The command that makes ``agent``, with the DQN's command first when that is missing from
+    ``folder`` (default: examples/) too."""
+    if agent.needs is not None and not PONG_AGENTS[agent.needs].file_in(folder).is_file():
         return f"{PONG_AGENTS[agent.needs].make}, then {agent.make}"
     return agent.make
 
@@ -66,7 +67,8 @@ def how_to_make(agent: PongAgent) -> str:
 def missing_message(agent: PongAgent, path: Path | None = None) -> str:
     """``<file> not found: the bundled Pong <role> is made by `<command>```."""
     shown = path if path is not None else agent.path
-    return f"{shown} not found: the bundled Pong {agent.role} is made by `{how_to_make(agent)}`"
+    folder = path.parent if path is not None else None
+    return f"{shown} not found: the bundled Pong {agent.role} is made by `{how_to_make(agent, folder)}`"
 
 
 def require_agent(agent: PongAgent, path: Path | None = None) -> Path:

@@ -113,14 +113,16 @@ def test_a_missing_agent_is_one_error_naming_its_file_and_command(tmp_path: Path
     assert "train-agent --model dsqn" in lines[0] and "-o examples/pong_dsqn.pt" in lines[0]
 
 
-def test_the_converted_agent_names_the_dqn_command_when_that_is_missing_too() -> None:
-    if PONG_AGENTS["dqn"].file.is_file():
-        pytest.skip("examples/pong_dqn.pt is bundled: the message names only convert-dqn")
+def test_the_converted_agent_names_the_dqn_command_when_that_is_missing_too(tmp_path: Path) -> None:
     from benchmarks.pong_agents import missing_message
 
-    msg = missing_message(PONG_CONVERTED)
-    assert msg.startswith("examples/pong_converted.pt not found")
+    where = tmp_path / "pong_converted.pt"
+    msg = missing_message(PONG_CONVERTED, where)
+    assert msg.startswith(f"{where} not found")
     assert "train-agent --model dqn" in msg and msg.endswith("--eval-obs 1000`")
+    (tmp_path / "pong_dqn.pt").write_bytes(b"")  # the DQN is there: only convert-dqn is named
+    msg = missing_message(PONG_CONVERTED, where)
+    assert "train-agent" not in msg and msg.endswith("--eval-obs 1000`") and "convert-dqn" in msg
     assert PONG_DSQN.make.endswith("-o examples/pong_dsqn.pt")
 
 
