@@ -46,7 +46,7 @@ PONG_DSQN = PongAgent("dsqn", "examples/pong_dsqn.pt",
                       f"train-agent --model dsqn -T 4 --hp init_rate=0.15 {_TRAIN} -o examples/pong_dsqn.pt")
 PONG_CONVERTED = PongAgent("converted", "examples/pong_converted.pt",
                            "convert-dqn examples/pong_dqn.pt -o examples/pong_converted.pt -T 100 "
-                           "--percentile 99.99 --eval-obs 1000", needs="dqn")
+                           "--percentile 99.99 --calib-steps 5000 --eval-obs 1000", needs="dqn")
 PONG_AGENTS = {a.role: a for a in (PONG_DQN, PONG_DSQN, PONG_CONVERTED)}
 
 # T at which ``make demo-atari`` runs the converted SNN (run-backend --time-steps; the network is the
