@@ -186,3 +186,20 @@ def test_norse_order_cubalif_within_the_lava_fixed_tolerance() -> None:
     obs = cartpole_obs(24, seed=3).numpy()
     ref = ReferenceBackend(plan, dtype="float64").run(obs)
     within(LoihiFixedTorch(plan).run(obs), ref, tolerance=LAVA_8BIT)
+
+
+def test_a_large_map_becomes_sparse_without_a_torch_warning() -> None:
+    """Maps over DENSE_LIMIT entries (every Nature-CNN conv) are sparse tensors; torch's warning
+    about implicitly disabled invariant checks must not reach the user's terminal."""
+    import warnings
+
+    import scipy.sparse as sp
+
+    from backends.lava import torch_fixed
+
+    n = int(np.ceil(np.sqrt(torch_fixed.DENSE_LIMIT))) + 1
+    m = sp.random(n, n, density=1e-4, format="csr", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = torch_fixed._dense(m)
+    assert t.is_sparse and torch.equal(t.to_dense(), torch.as_tensor(m.toarray(), dtype=torch.float64))

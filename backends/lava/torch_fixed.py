@@ -114,7 +114,10 @@ def _dense(m) -> torch.Tensor:
     if m.shape[0] * m.shape[1] > DENSE_LIMIT:
         coo = m.tocoo()
         idx = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.int64)
-        return torch.sparse_coo_tensor(idx, torch.as_tensor(coo.data, dtype=torch.float64), m.shape).coalesce()
+        # scipy's COO indices are valid by construction: opting out explicitly keeps torch's
+        # "invariant checks are implicitly disabled" warning off the user's terminal
+        return torch.sparse_coo_tensor(idx, torch.as_tensor(coo.data, dtype=torch.float64), m.shape,
+                                       check_invariants=False).coalesce()
     return torch.as_tensor(m.toarray(), dtype=torch.float64)
 
 
