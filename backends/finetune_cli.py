@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from pipeline.errors import UserError
 DESCRIPTION = ("``finetune-fixed``: hardware-aware fine-tuning of a spiking Q-network for lava-fixed "
                "(Loihi 2, 8 bit).")
 TARGETS = ("lava-fixed",)
+# held-out agreement with the float agent lost (fraction) beyond which the result is flagged
+AGENT_DROP_WARN = 0.02
 
 
 @dataclass
@@ -92,6 +95,11 @@ def _main(argv: list[str] | None = None) -> int:
               f"after {100 * after['agreement_fixed_vs_own_float']:.2f} %")
         print(f"  lava-fixed vs the float agent:       before {100 * before['agreement_fixed_vs_agent']:.2f} %, "
               f"after {100 * after['agreement_fixed_vs_agent']:.2f} %")
+        drop = before["agreement_fixed_vs_agent"] - after["agreement_fixed_vs_agent"]
+        if drop > AGENT_DROP_WARN:  # own-reference agreement alone would hide an agent that no longer plays
+            print(f"warning: fine-tuning moved lava-fixed's actions away from the float agent's "
+                  f"({100 * before['agreement_fixed_vs_agent']:.2f} % -> {100 * after['agreement_fixed_vs_agent']:.2f} % "
+                  f"of the held-out observations); try a smaller --lr (docs/LAVA.md section 8)", file=sys.stderr)
     summary["settings"] = {k: v for k, v in vars(s).items()}
     out.provenance = provenance(args.seed, source_checkpoint=str(args.checkpoint),
                                 source_provenance=ckpt.provenance,

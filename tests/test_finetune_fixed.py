@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from importlib.metadata import PackageNotFoundError, version
 
 import numpy as np
@@ -236,3 +237,20 @@ def test_networks_that_cannot_be_finetuned_are_refused(tmp_path, capsys, kind, k
 
     assert re.match(message, err[0]), err[0]
     assert not (tmp_path / "o.pt").exists()
+
+
+def test_a_finetuning_that_loses_the_agents_actions_is_flagged(tmp_path, capsys) -> None:
+    """Agreement with its own float reference can rise while the agent stops acting as the float
+    agent did (too large a step): the command then says so on stderr, with what to change."""
+    src = tmp_path / "m.pt"
+    save_checkpoint(zoo("hahn", hidden=(16, 16)), src)
+    assert main([str(src), "-o", str(tmp_path / "o.pt"), "--episodes", "1", "--epochs", "2",
+                 "--eval-episodes", "1", "--lr", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: fine-tuning moved lava-fixed's actions away from the float agent's" in err
+    assert "smaller --lr" in err
+    held = json.loads((tmp_path / "o.finetune.json").read_text())["held_out"]
+    assert held["after"]["agreement_fixed_vs_agent"] < held["before"]["agreement_fixed_vs_agent"] - 0.02
+    assert main([str(src), "-o", str(tmp_path / "p.pt"), "--episodes", "1", "--epochs", "1",
+                 "--eval-episodes", "1"]) == 0
+    assert "warning" not in capsys.readouterr().err
