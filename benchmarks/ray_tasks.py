@@ -81,25 +81,27 @@ def run_jobs(jobs: list[ScriptJob], workers: int | None = None, address: str | N
     return ray.get([task.remote(j) for j in jobs])
 
 
-def score_seed(checkpoint: bytes, name: str, episodes: int, seed: int) -> dict:
-    """``evaluate_checkpoint`` of a checkpoint shipped by content (one seed of a score)."""
+def score_seed(checkpoint: bytes, name: str, episodes: int, seed: int, max_steps: int | None = None) -> dict:
+    """``evaluate_checkpoint`` of a checkpoint shipped by content (one seed of a score; episodes
+    cut after ``max_steps`` agent steps if given)."""
     from pipeline.evaluate import evaluate_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="dsqn-score-") as tmp:
         path = Path(tmp) / name
         path.write_bytes(checkpoint)
-        return evaluate_checkpoint(path, episodes=episodes, seed=seed, progress=False)
+        return evaluate_checkpoint(path, episodes=episodes, seed=seed, max_steps=max_steps, progress=False)
 
 
-def run_scores(calls: list[tuple[Path, int, int]], workers: int | None = None,
+def run_scores(calls: list[tuple[Path, int, int] | tuple[Path, int, int, int | None]], workers: int | None = None,
                address: str | None = None) -> list[dict]:
-    """``evaluate_checkpoint(path, episodes, seed)`` for each call, in order: here, or as Ray
-    tasks (the checkpoint's bytes shipped, retried if a worker dies; an evaluation is seeded)."""
+    """``evaluate_checkpoint(path, episodes, seed[, max_steps])`` for each call, in order: here, or
+    as Ray tasks (the checkpoint's bytes shipped, retried if a worker dies; an evaluation is seeded)."""
+    calls4 = [(c[0], c[1], c[2], c[3] if len(c) > 3 else None) for c in calls]
     if workers is None and address is None:
-        return [score_seed(p.read_bytes(), p.name, e, s) for p, e, s in calls]
+        return [score_seed(p.read_bytes(), p.name, e, s, m) for p, e, s, m in calls4]
     from backends.ray_runner import connect
 
     ray = connect(address, workers or 1)
     task = ray.remote(num_cpus=1, max_retries=RETRIES)(score_seed)
-    blobs = {p: ray.put(p.read_bytes()) for p in {c[0] for c in calls}}
-    return ray.get([task.remote(blobs[p], p.name, e, s) for p, e, s in calls])
+    blobs = {p: ray.put(p.read_bytes()) for p in {c[0] for c in calls4}}
+    return ray.get([task.remote(blobs[p], p.name, e, s, m) for p, e, s, m in calls4])

@@ -90,6 +90,7 @@ class Profile:
     score_seeds: tuple[int, ...] = (0, 1, 2)
     score_episodes: int = 10
     atari_score_episodes: int = 4
+    atari_score_max_steps: int | None = None  # cut Pong score episodes here (quick: a game takes minutes)
     robust_eps: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.5)
     atari_eps: tuple[float, ...] = (0.0, 1 / 255, 2 / 255, 4 / 255)
     robust_obs: int = 500
@@ -107,6 +108,7 @@ QUICK = Profile("quick", cartpole_obs=100, atari_obs=3, atari_T=8, atari_cap={"s
                 forward_repeats=5, conv_Ts=(10, 50, 100), conv_norms=("data", "robust"),
                 conv_readouts=("robust_rate",), conv_eval_obs=300, conv_calib=2000, conv_episodes=2,
                 conv_T=50, atari_conv_obs=50, score_seeds=(0,), score_episodes=3, atari_score_episodes=1,
+                atari_score_max_steps=200,
                 robust_eps=(0.0, 0.2), atari_eps=(0.0, 2 / 255), robust_obs=50, robust_episodes=1,
                 atari_robust_obs=10, atari_robust_episodes=0, spinnaker_cnn=False,
                 hahn_args=("--envs", "MountainCar-v0", "--episodes", "1", "--seeds", "0", "-T", "20",
@@ -509,27 +511,30 @@ def section_scores(prof: Profile, work: Path, missing: dict[str, str],
         if path is not None:
             paths[f"Pong {role}"] = path
     rows = []
-    todo: list[tuple[str, Path, int]] = []
+    todo: list[tuple[str, Path, int, int | None]] = []
     for label, path in paths.items():
         if not path.is_file():
             missing[f"{label} (scores)"] = f"{path} not found"
             continue
         ck = load_checkpoint(path)
-        todo.append((label, path, prof.atari_score_episodes if ck.env_id.startswith("ALE/") else prof.score_episodes))
+        atari = ck.env_id.startswith("ALE/")
+        cap = prof.atari_score_max_steps if atari else None
+        todo.append((f"{label} (first {cap} steps)" if cap else label, path,
+                     prof.atari_score_episodes if atari else prof.score_episodes, cap))
     seeds = [3_000_000 + 1000 * seed for seed in prof.score_seeds]
     on_ray = ray != (None, None)
     if on_ray:  # every (checkpoint, seed) at once; a row has no wall time of its own then
-        done = iter(run_scores([(path, episodes, s) for _, path, episodes in todo for s in seeds], *ray))
+        done = iter(run_scores([(path, episodes, s, cap) for _, path, episodes, cap in todo for s in seeds], *ray))
         log(f"scores: {len(todo) * len(seeds)} evaluations as Ray tasks")
-    for label, path, episodes in todo:
+    for label, path, episodes, cap in todo:
         ck = load_checkpoint(path)
         t0 = time.perf_counter()
-        per = [next(done) for _ in seeds] if on_ray else run_scores([(path, episodes, s) for s in seeds])
+        per = [next(done) for _ in seeds] if on_ray else run_scores([(path, episodes, s, cap) for s in seeds])
         returns = [x for r in per for x in r["returns"]]
         per_seed = [r["mean_return"] for r in per]
         rows.append({"label": label, "env_id": ck.env_id, "model_kind": ck.spec.kind, "variant": ck.spec.variant,
                      "checkpoint": str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path),
-                     "seeds": list(prof.score_seeds), "episodes_per_seed": episodes,
+                     "seeds": list(prof.score_seeds), "episodes_per_seed": episodes, "max_steps": cap,
                      "mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)),
                      "std_of_seed_means": float(np.std(per_seed)), "returns": returns,
                      "wall_s": None if on_ray else round(time.perf_counter() - t0, 1)})

@@ -295,3 +295,26 @@ def test_conversion_section_resumes_an_earlier_sweep(tmp_path: Path, monkeypatch
     run_all.section_conversion(prof, tmp_path, missing)
     assert "--resume" in calls[0]  # the CartPole sweep's file was left by the first run
     assert all("--resume" not in c for c in calls[1:])  # the Pong one was not (removed above, or not run)
+
+
+def test_quick_scores_cut_pong_episodes_and_say_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """make bench-quick plays a few minutes: a Pong game takes far longer, so its score episodes are
+    cut at atari_score_max_steps, and the row's label and ``max_steps`` say so; the full profile
+    plays whole games."""
+    from benchmarks import ray_tasks
+
+    if not (run_all.ROOT / "examples" / "pong_dqn.pt").is_file():
+        pytest.skip("examples/pong_dqn.pt is not in this checkout")
+    seen: list[tuple] = []
+
+    def fake(calls, workers=None, address=None):
+        seen.extend(calls)
+        return [{"returns": [1.0], "mean_return": 1.0} for _ in calls]
+
+    monkeypatch.setattr(ray_tasks, "run_scores", fake)
+    rows = run_all.section_scores(run_all.QUICK, tmp_path, {})["rows"]
+    pong = [r for r in rows if r["env_id"].startswith("ALE/")]
+    assert pong and all(r["max_steps"] == 200 and r["label"].endswith("(first 200 steps)") for r in pong)
+    assert all(r["max_steps"] is None for r in rows if not r["env_id"].startswith("ALE/"))
+    assert {c[3] for c in seen if "pong" in c[0].name} == {200}
+    assert run_all.FULL.atari_score_max_steps is None
