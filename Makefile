@@ -35,7 +35,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 # Every measurement of the issues in one run (benchmarks/run_all.py): JSON, markdown, PNGs in
-# out/bench/ and a regenerated docs/RESULTS.md. bench-quick: small sizes, a few minutes.
+# out/bench/ and a regenerated docs/RESULTS.md. bench-quick: small sizes (tens of minutes with the Pong agents: their matrix cells dominate).
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py --docs
 

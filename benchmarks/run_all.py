@@ -1,4 +1,4 @@
-"""Every figure in one run: ``make bench`` (full) or ``make bench-quick`` (a few minutes).
+"""Every figure in one run: ``make bench`` (full) or ``make bench-quick`` (small sizes).
 
 Sections, each written to ``<out>/results.json`` as soon as it finishes (a failed section is
 recorded with its error and makes the exit code 1; nothing is skipped silently):
@@ -586,7 +586,7 @@ def section_hahn(prof: Profile, work: Path) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="run_all", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
+    p.add_argument("--quick", action="store_true", help="small sizes (tens of minutes with the Pong agents)")
     p.add_argument("--out", default=None, help="output folder (default out/bench or out/bench-quick)")
     p.add_argument("--only", nargs="+", default=list(SECTIONS), help=f"sections: {', '.join(SECTIONS)}")
     p.add_argument("--backends", nargs="+", default=list(BACKENDS), help=f"matrix columns: {', '.join(BACKENDS)}")
