@@ -298,7 +298,7 @@ def test_conversion_section_resumes_an_earlier_sweep(tmp_path: Path, monkeypatch
 
 
 def test_quick_scores_cut_pong_episodes_and_say_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """make bench-quick plays a few minutes: a Pong game takes far longer, so its score episodes are
+    """make bench-quick is a small run: a whole Pong game takes minutes per agent, so its score episodes are
     cut at atari_score_max_steps, and the row's label and ``max_steps`` say so; the full profile
     plays whole games."""
     from benchmarks import ray_tasks
