@@ -26,7 +26,7 @@ demo: $(STAMP)
 # The bundled Pong DSQN and converted SNN (examples/pong_*.pt, benchmarks/pong_agents.py), exported to
 # NIR, play Pong on NEST and on Lava with the reference beside them: return, agreement, step split.
 # To stay under 10 minutes on 2 cores: episodes capped at 100 agent steps (--max-steps), the converted SNN
-# at T 50 (--converted-T, benchmarks/pong_agents.py DEMO_CONVERTED_T), two runs at a time (--jobs);
+# at T 100 (--converted-T, benchmarks/pong_agents.py DEMO_CONVERTED_T), two runs at a time (--jobs);
 # docs/ATARI_TRAINING.md gives the measured time.
 demo-atari: $(STAMP)
 	$(PY) benchmarks/pong_demo.py --out out/demo-atari

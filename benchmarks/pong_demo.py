@@ -13,8 +13,9 @@ simulator, so episodes are capped at ``--max-steps`` agent steps (run-backend's 
 in each results file's header): a capped episode's return is the score when the cap was reached,
 not a game's score, and the table says so. The converted SNN's cost grows with its T, so the
 demo runs it at ``--converted-T`` (default :data:`benchmarks.pong_agents.DEMO_CONVERTED_T`, the
-smallest T of the conversion sweep that keeps the DQN's score; run-backend's ``--time-steps``,
-printed in its command and recorded in its results) instead of the T it was converted at.
+smallest T of the conversion sweep within one point of the DQN's score; when it differs from the
+T the agent was converted at, it is passed as run-backend's ``--time-steps``, printed in its
+command and recorded in its results).
 
     python benchmarks/pong_demo.py [--out out/demo-atari] [--episodes 2] [--max-steps 100] [--jobs 2]
     python benchmarks/pong_demo.py --dsqn my_dsqn.pt --converted my_snn.pt --targets nest --converted-T 0
@@ -69,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="episode i is reset with seed + i (default 0)")
     p.add_argument("--converted-T", type=int, default=DEMO_CONVERTED_T,
                    help=f"T of the converted SNN in the demo (default {DEMO_CONVERTED_T}, the smallest T of the "
-                        "conversion sweep that keeps the score; 0: the T it was converted at)")
+                        "conversion sweep within one point of the DQN; 0: the T it was converted at)")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time, one process each (default 2)")
     p.add_argument("--out", type=Path, default=ROOT / "out" / "demo-atari", help="folder for graphs and results")
     return p.parse_args(argv)
